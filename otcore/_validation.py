@@ -1,0 +1,136 @@
+"""Every input check of the public API, in one place.
+
+Each check raises before any work is done: :class:`ValueError` naming the argument and
+the problem, or :class:`TypeError` for unsupported types and dtypes. The helpers are
+namespace-agnostic: they work on NumPy, CuPy and any Array-API array.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "as_array",
+    "check_eps",
+    "check_positive_int",
+    "check_same_mass",
+    "check_tol",
+    "check_weights",
+    "float_dtype",
+    "mass_rtol",
+]
+
+
+def _kind(xp: Any, dtype: Any) -> str:
+    """One-letter dtype kind ('f', 'i', 'u', 'b', 'c', ...) for any namespace."""
+    kind = getattr(dtype, "kind", None)
+    if isinstance(kind, str):
+        return kind
+    for letter, name in (("b", "bool"), ("f", "real floating"), ("c", "complex floating"),
+                         ("i", "signed integer"), ("u", "unsigned integer")):
+        if xp.isdtype(dtype, name):
+            return letter
+    return "?"
+
+
+def float_dtype(xp: Any, x: Any, name: str) -> Any:
+    """Floating dtype that ``x`` is computed in: float32/float64 kept, integers -> float64.
+
+    Raises
+    ------
+    TypeError
+        For boolean, complex, float16 or non-numeric dtypes.
+    """
+    kind = _kind(xp, x.dtype)
+    if kind in "iu":
+        return xp.float64
+    if kind == "f" and x.dtype in (xp.float32, xp.float64):
+        return x.dtype
+    raise TypeError(
+        f"{name} has unsupported dtype {x.dtype}; expected float32, float64 or an integer dtype"
+    )
+
+
+def as_array(xp: Any, x: Any, name: str, *, dtype: Any, ndim: int) -> Any:
+    """Convert ``x`` to a finite, non-empty array of ``dtype`` with ``ndim`` dimensions."""
+    float_dtype(xp, x, name)  # rejects bool/complex/... before casting hides them
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got an array of shape {tuple(x.shape)}")
+    if any(s == 0 for s in x.shape):
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+    x = xp.astype(x, dtype, copy=False) if hasattr(xp, "astype") else x.astype(dtype)
+    if not bool(xp.all(xp.isfinite(x))):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def check_weights(xp: Any, w: Any, n: int, name: str, *, dtype: Any) -> Any:
+    """Validate histogram ``w`` of length ``n``; ``None`` means uniform weights ``1/n``."""
+    if w is None:
+        return xp.full((n,), 1.0 / n, dtype=dtype)
+    w = as_array(xp, w, name, dtype=dtype, ndim=1)
+    if w.shape[0] != n:
+        raise ValueError(f"{name} has length {w.shape[0]}, but the cost has {n} points there")
+    if bool(xp.any(w < 0)):
+        raise ValueError(f"{name} has negative entries; weights must be nonnegative")
+    if not float(xp.sum(w)) > 0:
+        raise ValueError(f"{name} sums to zero; weights need positive total mass")
+    return w
+
+
+def mass_rtol(dtype: Any) -> float:
+    """Relative tolerance on ``sum(a) == sum(b)``: 1e-6 in float64, 1e-4 in float32."""
+    return 1e-4 if np.dtype(str(dtype).rsplit(".", 1)[-1]).itemsize == 4 else 1e-6
+
+
+def check_same_mass(xp: Any, a: Any, b: Any) -> None:
+    """Raise if the total masses of ``a`` and ``b`` differ beyond a dtype-aware tolerance."""
+    ma, mb = float(xp.sum(a)), float(xp.sum(b))
+    if abs(ma - mb) > mass_rtol(a.dtype) * max(ma, mb):
+        raise ValueError(
+            f"a and b must have the same total mass (balanced OT): sum(a)={ma:.10g}, "
+            f"sum(b)={mb:.10g}"
+        )
+
+
+def _real(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def check_eps(eps: Any, name: str = "eps") -> float:
+    """``eps`` must be a finite real number > 0."""
+    eps = _real(eps, name)
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {eps}")
+    return eps
+
+
+def check_tol(tol: Any) -> float:
+    """``tol`` must be a finite real number > 0."""
+    tol = _real(tol, "tol")
+    if not (math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a finite number > 0, got {tol}")
+    return tol
+
+
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` must be an integer >= ``minimum`` (NumPy integers accepted)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_fraction(value: Any, name: str) -> float:
+    """``value`` must be a real number in the open interval (0, 1)."""
+    value = _real(value, name)
+    if not 0 < value < 1:
+        raise ValueError(f"{name} must lie in (0, 1), got {value}")
+    return value

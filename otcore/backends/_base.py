@@ -1,0 +1,78 @@
+"""The kernel contract: what a backend (a device) must implement.
+
+A solver never touches a device directly. It asks :func:`otcore.backends.get_backend`
+for a :class:`Backend`, uses ``backend.xp`` for cheap vector algebra (O(n + m) work), and
+binds the geometry once per solve with :meth:`Backend.bind`. Everything that costs
+O(n m) lives behind the returned :class:`GeometryOps`.
+
+Conventions
+-----------
+For potentials/shifted potentials ``h`` and a cost ``C`` (dense, or evaluated on the fly
+for a point cloud), the *softmin* along an axis is
+
+* ``axis=1`` (reduce over columns, one value per row ``i``):
+  ``out_i = -eps * log(sum_j exp((h_j - C_ij) / eps))``, with ``h`` of length ``m``;
+* ``axis=0`` (reduce over rows, one value per column ``j``):
+  ``out_j = -eps * log(sum_i exp((h_i - C_ij) / eps))``, with ``h`` of length ``n``.
+
+Entries of ``h`` may be ``-inf`` (zero weights); at least one is finite. Implementations
+must be stable for any ``eps > 0`` (log-sum-exp with a running maximum) and must not read
+out of bounds whatever the sizes.
+
+With ``hf = f + eps log a`` and ``hg = g + eps log b`` the plan is
+``P_ij = exp((hf_i + hg_j - C_ij) / eps)``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+__all__ = ["Backend", "GeometryOps"]
+
+
+class GeometryOps(ABC):
+    """Kernels bound to one geometry (what :meth:`Backend.bind` returns)."""
+
+    @abstractmethod
+    def softmin(self, h: Any, eps: float, axis: int) -> Any:
+        """Soft-minimum of ``h - C`` along ``axis`` (see the module conventions)."""
+
+    @abstractmethod
+    def plan_stats(self, hf: Any, hg: Any, eps: float) -> tuple[Any, Any, float]:
+        """Row sums, column sums and ``<C, P>`` of the plan, in one pass over the cost."""
+
+    @abstractmethod
+    def plan(self, hf: Any, hg: Any, eps: float) -> Any:
+        """The dense ``n x m`` plan ``exp((hf_i + hg_j - C_ij) / eps)``."""
+
+    @abstractmethod
+    def cost_scale(self) -> float:
+        """An upper bound of ``max |C_ij|`` (the starting eps of eps-scaling)."""
+
+
+class Backend(ABC):
+    """A device: an array namespace plus the kernels that run on it.
+
+    Attributes
+    ----------
+    name : str
+        Short identifier reported in :class:`otcore.OTResult` (``"numba_cpu"``, ...).
+    xp : module
+        The array namespace of the arrays this backend accepts.
+    """
+
+    name: str
+    xp: Any
+
+    @abstractmethod
+    def bind(self, geom: Any) -> GeometryOps:
+        """Prepare ``geom`` (a :class:`~otcore.DenseCost` or :class:`~otcore.PointCloud`)
+        for repeated kernel calls; done once per solve."""
+
+    def to_float(self, value: Any) -> float:
+        """A 0-d array (or scalar) as a Python float; on a GPU this synchronizes."""
+        return float(value)
+
+    def __repr__(self) -> str:
+        return f"<otcore backend {self.name!r}>"

@@ -1,0 +1,1 @@
+"""Solvers: each one takes weights and a geometry and returns an :class:`~otcore.OTResult`."""

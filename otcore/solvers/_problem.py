@@ -1,0 +1,64 @@
+"""Shared set-up of a transport problem: validation, geometry and backend, done once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .._validation import check_same_mass, check_weights
+from ..backends import Backend, GeometryOps, get_backend
+from ..geometry import DenseCost, PointCloud
+
+__all__ = ["Problem", "make_problem"]
+
+
+@dataclass
+class Problem:
+    """A validated balanced problem ``(a, b, geometry)`` bound to a backend."""
+
+    a: Any
+    b: Any
+    geom: DenseCost | PointCloud
+    backend: Backend
+    ops: GeometryOps
+
+    @property
+    def xp(self) -> Any:
+        return self.backend.xp
+
+    @property
+    def dtype(self) -> Any:
+        return self.geom.dtype
+
+    def log_weights(self) -> tuple[Any, Any]:
+        """``log a`` and ``log b`` with ``-inf`` for zero weights (no warning)."""
+        xp = self.xp
+
+        def safe_log(w):
+            return xp.where(w > 0, xp.log(xp.where(w > 0, w, 1)), -xp.inf)
+
+        return safe_log(self.a), safe_log(self.b)
+
+
+def as_geometry(cost: Any) -> DenseCost | PointCloud:
+    """Wrap a plain cost array in :class:`DenseCost`; pass geometries through."""
+    if isinstance(cost, (DenseCost, PointCloud)):
+        return cost
+    if cost is None:
+        raise TypeError("C must be a cost matrix or a PointCloud, got None")
+    return DenseCost(cost)
+
+
+def make_problem(a: Any, b: Any, cost: Any, backend: Any = None) -> Problem:
+    """Validate ``a, b, cost`` and bind the geometry to its backend.
+
+    ``cost`` is an ``(n, m)`` array or a geometry; ``a``/``b`` may be ``None`` (uniform).
+    Weights are cast to the cost's dtype.
+    """
+    geom = as_geometry(cost)
+    bk = get_backend(a, b, *geom.arrays, backend=backend)
+    n, m = geom.shape
+    a = check_weights(bk.xp, a, n, "a", dtype=geom.dtype)
+    b = check_weights(bk.xp, b, m, "b", dtype=geom.dtype)
+    check_same_mass(bk.xp, a, b)
+    return Problem(a=a, b=b, geom=geom, backend=bk, ops=bk.bind(geom))
