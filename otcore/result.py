@@ -20,7 +20,7 @@ def warn_not_converged(method: str, n_iter: int, error: float, tol: float) -> No
         f"{method} did not converge in {n_iter} iterations: marginal error "
         f"{error:.3e} > tol {tol:.3e}. Increase max_iter, or use eps_scaling / a larger eps.",
         ConvergenceWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
 
 

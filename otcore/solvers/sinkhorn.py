@@ -9,7 +9,7 @@ from .._validation import check_eps, check_fraction, check_positive_int, check_t
 from ..result import OTResult, warn_not_converged
 from ._problem import Problem, make_problem
 
-__all__ = ["sinkhorn", "default_tol", "sinkhorn_loop"]
+__all__ = ["default_tol", "entropic_result", "sinkhorn", "sinkhorn_loop"]
 
 
 def default_tol(dtype: Any) -> float:
@@ -25,7 +25,7 @@ def _check_init(prob: Problem, init: Any) -> tuple[Any, Any]:
         raise TypeError("init must be a pair (f, g) of potentials (entries may be None)")
     xp = prob.xp
     out = []
-    for name, pot, size in zip(("init[0] (f)", "init[1] (g)"), init, prob.geom.shape):
+    for name, pot, size in zip(("init[0] (f)", "init[1] (g)"), init, prob.geom.shape, strict=True):
         if pot is None:
             out.append(None)
             continue
@@ -69,15 +69,14 @@ def sinkhorn_loop(
     errors``. Shared by :func:`sinkhorn` and the warm-up of other solvers."""
     xp, ops, bk = prob.xp, prob.ops, prob.backend
     log_a, log_b = prob.log_weights()
-    n, m = prob.geom.shape
     if f is None:
-        f = xp.zeros((n,), dtype=prob.dtype)
+        f = xp.zeros((prob.geom.shape[0],), dtype=prob.dtype)
 
-    def row_update(g, e):
-        return ops.softmin(g + e * log_b, e, axis=1)
+    def row_update(g, e, hint=None):
+        return ops.softmin(g + e * log_b, e, axis=1, hint=hint)
 
-    def col_update(f, e):
-        return ops.softmin(f + e * log_a, e, axis=0)
+    def col_update(f, e, hint=None):
+        return ops.softmin(f + e * log_a, e, axis=0, hint=hint)
 
     n_iter = 0
     if eps_scaling is not None:
@@ -94,9 +93,14 @@ def sinkhorn_loop(
     errors: list = []
     converged = False
     while n_iter < max_iter:
-        f_new = row_update(g, eps)
-        g_new = col_update(f, eps) if symmetric else None
+        # The current potentials are the log-sum-exp shifts (hints) of their own updates.
+        if symmetric:
+            f_new = row_update(g, eps, hint=f)
+            g_new = col_update(f, eps, hint=g)
+        else:
+            f_new, g_new = ops.sinkhorn_sweep(g + eps * log_b, eps * log_a, f, g, eps)
         if (n_iter + 1) % check_every == 0:
+            # (f, g) has exact column marginals (alternating); f_new measures its rows.
             err = _row_error(xp, prob.a, f, f_new, eps)
             if symmetric:
                 err = err + _row_error(xp, prob.b, g, g_new, eps)
@@ -113,8 +117,7 @@ def sinkhorn_loop(
         if symmetric:
             f, g = 0.5 * (f + f_new), 0.5 * (g + g_new)
         else:
-            f = f_new
-            g = col_update(f, eps)
+            f, g = f_new, g_new
         n_iter += 1
     return f, g, n_iter, converged, errors
 
@@ -152,7 +155,9 @@ def sinkhorn(
     a : array of shape (n,) or None
         Source weights (nonnegative); ``None`` means uniform ``1/n``.
     b : array of shape (m,) or None
-        Target weights, same total mass as ``a``; ``None`` means uniform ``1/m``.
+        Target weights, same total mass as ``a`` (to a relative 1e-6 in float64, 1e-4 in
+        float32; within it ``b`` is rescaled to the mass of ``a``); ``None`` means uniform
+        ``1/m``.
     C : array of shape (n, m), DenseCost or PointCloud
         The cost. A :class:`~otcore.PointCloud` is never materialized: the kernels
         evaluate the cost on the fly, with ``O((n + m) d)`` memory.
