@@ -55,13 +55,16 @@ def test_cupy_backend_refuses_numpy():
 @pytest.mark.parametrize("order", [(0, 1), (1, 0)])
 def test_mixed_namespaces(order):
     arrays = [np.ones(3), xs.ones(3)]
-    with pytest.raises(TypeError, match=r"one array library.*\['array_api_strict', 'numpy'\]"):
+    strict_pos = order.index(1)
+    with pytest.raises(
+        TypeError, match=rf"one array library, got.*argument {strict_pos} from array_api_strict"
+    ):
         oc.get_backend(*(arrays[i] for i in order))
 
 
 @pytest.mark.parametrize("bad", [[1.0, 2.0], 3.0, "abc"])
 def test_non_arrays(bad):
-    with pytest.raises(TypeError, match=r"^expected NumPy, CuPy or Array-API arrays"):
+    with pytest.raises(TypeError, match=r"^argument 0: expected NumPy, CuPy or Array-API arrays"):
         oc.get_backend(bad)
 
 

@@ -142,7 +142,8 @@ def test_list_input_is_rejected():
 def test_mixed_namespaces(abC, strict):
     args = dict(zip("abC", abC[3], strict=True))
     args[strict] = array_api_strict.asarray(args[strict])
-    with pytest.raises(TypeError, match=r"one array library.*\['array_api_strict', 'numpy'\]"):
+    pattern = rf"one array library, got.*\b{strict} from array_api_strict"
+    with pytest.raises(TypeError, match=pattern):
         solve(args["a"], args["b"], args["C"])
 
 

@@ -59,7 +59,7 @@ def make_problem(a: Any, b: Any, cost: Any, backend: Any = None) -> Problem:
     weights cast to float64 differ by about 1e-8, above the default tolerance).
     """
     geom = as_geometry(cost)
-    bk = get_backend(a, b, *geom.arrays, backend=backend)
+    bk = get_backend(a, b, *geom.arrays, backend=backend, names=("a", "b", *geom.array_names))
     n, m = geom.shape
     a = check_weights(bk.xp, a, n, "a", dtype=geom.dtype)
     b = check_weights(bk.xp, b, m, "b", dtype=geom.dtype)

@@ -218,9 +218,11 @@ def _fixed_iterations(a, b, C, eps, xp_backend):
 
 
 @pytest.mark.parametrize("cost", ["dense", *COSTS])
-def test_numba_equals_array_api(rng, cost):
-    x, y = gaussian_clouds(rng, 37, 45)
-    a, b = histogram(rng, 37, zeros=2), histogram(rng, 45, zeros=1)
+@pytest.mark.parametrize("shape", [(37, 45), (400, 350)])  # serial / multi-threaded kernels
+def test_numba_equals_array_api(rng, cost, shape):
+    n, m = shape
+    x, y = gaussian_clouds(rng, n, m)
+    a, b = histogram(rng, n, zeros=2), histogram(rng, m, zeros=1)
     xs = array_api_strict
 
     def geometry(xp):
@@ -259,14 +261,14 @@ def test_float32_small_eps(backend):
     eps = 1e-3
     r64, _, _, P64 = run(backend, a, b, C, eps)
     a32, b32, C32 = (backend.asarray(v, np.float32) for v in (a, b, C))
-    res = oc.sinkhorn(a32, b32, C32, eps)
+    res = oc.sinkhorn(a32, b32, C32, eps, tol=5e-5)  # above the float32 floor (~1.4e-5)
     for v, shape in ((res.f, (40,)), (res.g, (50,)), (res.plan, (40, 50))):
         backend.check_array(v, np.float32, shape)
     P = backend.to_numpy(res.plan)
     assert np.all(np.isfinite(P)) and np.all(P >= 0)
     assert res.converged
-    assert res.marginal_error < 1e-4  # float32 round-off floor at eps = 1e-3 is ~1e-5
-    assert_allclose(P, P64, rtol=0, atol=1e-5)
+    assert res.marginal_error < 5e-5
+    assert_allclose(P, P64, rtol=0, atol=2e-5)
     assert res.cost == pytest.approx(r64.cost, abs=1e-5)
 
 

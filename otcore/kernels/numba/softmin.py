@@ -10,8 +10,9 @@ Two ways to shift the exponentials:
 * **hinted** (the fast path): a previous output ``hint`` gives the shift
   ``sigma = -hint / eps``, so each entry costs one fused multiply-add and one
   :func:`~otcore.kernels.numba.vexp.vexp`, with no max pass. The sum is accepted when
-  ``exp(-_WINDOW) < sum < exp(_WINDOW)``: then no term overflowed, and terms flushed to
-  zero are below ``exp(-708)`` relative to the sum, which rounding ignores anyway.
+  ``exp(-W) < sum < exp(W)`` (``W`` = 600 in float64, 60 in float32): then no term
+  overflowed, and terms flushed to zero are below ``exp(-W - 87)`` relative to the sum,
+  which rounding ignores anyway.
   Otherwise the row (column block) is recomputed exactly. Inside Sinkhorn the previous
   potentials are excellent hints, so the exact path runs only in the first iterations.
 * **exact**: rows take a max pass and an exp-sum pass per tile (both from L1) merged
@@ -35,8 +36,6 @@ from .vexp import vexp
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 #: Width of a column block in softmin_cols (its accumulators stay in L1).
 _COL_BLOCK = 256
-#: A hinted sum is trusted when |log(sum)| < _WINDOW (exp(600) leaves room for 1e46 terms).
-_WINDOW = 600.0
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -87,8 +86,10 @@ def _tile_plan_stats(col, hf_i, hg, c, inv_eps):
 
 
 @njit(cache=True)
-def _trusted(s):
-    return np.exp(-_WINDOW) < s < np.exp(_WINDOW)
+def _trusted(s, like):
+    """Is a hinted sum safe? |log s| < 600 for float64 data ``like``, < 60 for float32."""
+    window = 600.0 if like.itemsize == 8 else 60.0
+    return np.exp(-window) < s < np.exp(window)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -101,7 +102,7 @@ def _row_softmin(X, YT, kind, p, i, h, inv_eps, sigma, hinted, tile, buf):
             j1 = min(j0 + tile, m)
             c = cost_row(X, YT, kind, p, i, j0, j1, buf)
             s += _tile_sum_shifted(h[j0:j1], c, inv_eps, sigma)
-        if _trusted(s):
+        if _trusted(s, buf):
             return sigma + np.log(s)
     mx, s = -np.inf, 0.0
     for j0 in range(0, m, tile):
@@ -164,7 +165,7 @@ def sinkhorn_sweep(X, YT, kind, p, hg, la_eps, eps, f, g, f_out, g_out, nthreads
         s = colsum[0, j]
         for b in range(1, nblocks):
             s += colsum[b, j]
-        ok = ok and _trusted(s)
+        ok = ok and _trusted(s, g_out)
         g_out[j] = -eps * (sigma_g[j] + np.log(s))
     return ok
 
@@ -204,7 +205,7 @@ def softmin_cols(C, h, eps, hint, out):
                     s[jj] += vexp(hi - row[jj] * inv_eps - sigma[jj])
             ok = True
             for jj in range(w):
-                ok = ok and _trusted(s[jj])
+                ok = ok and _trusted(s[jj], out)
             if ok:
                 for jj in range(w):
                     out[j0 + jj] = -eps * (sigma[jj] + np.log(s[jj]))
