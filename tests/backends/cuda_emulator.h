@@ -1,7 +1,8 @@
 // Run otcore's CUDA kernels on the CPU, for tests on machines without a GPU.
 //
-// Every CUDA thread of a block is a fiber (ucontext) on one OS thread; blocks run one
-// after the other. __syncthreads() and the warp shuffles are barriers of the fibers, and
+// Every CUDA thread of a block is a fiber on one OS thread (started with makecontext,
+// switched with _setjmp/_longjmp, which skip the signal-mask system calls of
+// swapcontext); blocks run one after the other. __syncthreads() and the warp shuffles are barriers of the fibers, and
 // the scheduler checks them: a __syncthreads() that not every thread of the block reaches
 // (divergence, or threads that already returned) and a full-mask shuffle with missing
 // lanes are reported as errors instead of silently giving some answer. Shared memory is
@@ -14,6 +15,7 @@
 #define OTCORE_CUDA_EMULATOR_H
 
 #include <math.h>
+#include <setjmp.h>
 #include <ucontext.h>
 
 #include <functional>
@@ -36,7 +38,9 @@ namespace emu {
 enum State { RUN, AT_SYNC, AT_WARP, DONE };
 
 struct Fiber {
-    ucontext_t ctx;
+    ucontext_t start;  // the entry point, used once per block
+    jmp_buf env;       // where the fiber waits
+    bool started = false;
     State state = RUN;
     dim3 tid;
     int warp = 0, lane = 0;
@@ -45,7 +49,7 @@ struct Fiber {
 inline std::vector<Fiber> fibers;
 inline std::vector<std::vector<char>> stacks;
 inline Fiber* current = nullptr;
-inline ucontext_t scheduler;
+inline jmp_buf scheduler;
 inline const std::function<void()>* body = nullptr;
 inline std::vector<double> exchange;  // one slot per thread, for the warp shuffles
 inline std::string error;
@@ -53,13 +57,13 @@ inline dim3 block_idx, block_dim, grid_dim;
 
 inline void yield(State state) {
     current->state = state;
-    swapcontext(&current->ctx, &scheduler);
+    if (!_setjmp(current->env)) _longjmp(scheduler, 1);
 }
 
 inline void trampoline() {
     (*body)();
     current->state = DONE;
-    swapcontext(&current->ctx, &scheduler);
+    _longjmp(scheduler, 1);  // the fiber never resumes
 }
 
 // Release the warps whose 32 lanes all wait at a shuffle; true if any was released.
@@ -84,19 +88,25 @@ inline bool release_warps() {
 }
 
 inline void run_block() {
-    for (Fiber& f : fibers) {
-        getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = stacks[&f - fibers.data()].data();
-        f.ctx.uc_stack.ss_size = stacks[&f - fibers.data()].size();
-        f.ctx.uc_link = nullptr;
-        makecontext(&f.ctx, trampoline, 0);
+    for (size_t k = 0; k < fibers.size(); ++k) {
+        Fiber& f = fibers[k];
+        getcontext(&f.start);
+        f.start.uc_stack.ss_sp = stacks[k].data();
+        f.start.uc_stack.ss_size = stacks[k].size();
+        f.start.uc_link = nullptr;
+        makecontext(&f.start, trampoline, 0);
+        f.started = false;
         f.state = RUN;
     }
     while (error.empty()) {
-        for (Fiber& f : fibers) {
-            if (f.state != RUN) continue;
-            current = &f;
-            swapcontext(&scheduler, &f.ctx);
+        for (size_t k = 0; k < fibers.size(); ++k) {
+            if (fibers[k].state != RUN) continue;
+            current = &fibers[k];
+            if (!_setjmp(scheduler)) {  // resumes here when the fiber yields
+                if (current->started) _longjmp(current->env, 1);
+                current->started = true;
+                setcontext(&current->start);
+            }
         }
         int at_sync = 0, done = 0;
         for (const Fiber& f : fibers) {
