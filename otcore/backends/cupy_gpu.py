@@ -31,9 +31,11 @@ kernel                            launch and reduction
                                   the 8 accumulators of a column merge in shared memory.
 ``otc_softmin_cloud_d{1,2,3}``    point clouds with ``d <= 3``: 256 threads, one per source
                                   point (coordinates in registers); the block streams the
-                                  targets through shared memory in tiles of 256 points and
-                                  every thread reduces the whole tile (broadcast reads). The
-                                  cost is computed on the fly: no ``n x m`` buffer.
+                                  targets through shared memory in tiles of 256 points, each
+                                  stored with its scaled ``h`` (one 16-byte load per pair for
+                                  ``d = 3``), and every thread reduces the whole tile
+                                  (broadcast reads). The cost is computed on the fly: no
+                                  ``n x m`` buffer.
 ``otc_softmin_cloud_any``         any ``d``: as above with tiles of 32 target points staged
                                   32 coordinates at a time, the tile's partial costs held in
                                   registers (shared memory independent of ``d``); source
@@ -48,8 +50,9 @@ kernel                            launch and reduction
 ``otc_plan``                      the dense plan, a grid-stride loop over the ``n m`` entries.
 ================================  ===========================================================
 
-When the outputs alone cannot fill the device (fewer threads than the multiprocessors
-keep resident), the reduced axis is split over ``blockIdx.y`` into chunks of whole tiles,
+When the outputs alone cannot fill the device several times over (fewer than
+``launch.WAVES`` times the threads the multiprocessors keep resident), the reduced axis is
+split over ``blockIdx.y`` into chunks of whole tiles,
 each chunk writes its partial ``(M, S)``, and ``otc_lse_merge`` finishes
 (:func:`otcore.kernels.cuda.launch.split`). Every index is checked against ``n``, ``m``
 and ``d``, so no kernel reads out of bounds whatever the sizes. Sizes and offsets are

@@ -59,8 +59,7 @@ def build(code: str, options: tuple[str, ...], workdir: Path) -> tuple[ctypes.CD
     defines = [o for o in options if o.startswith("-D")]
     # no _FORTIFY_SOURCE: its longjmp check rejects the jumps between fiber stacks
     flags = ["-std=c++17", "-U_FORTIFY_SOURCE", "-include", str(HEADER), *defines]
-    pre = subprocess.run(["g++", "-E", "-P", "-x", "c++", *flags, "-"], input=code,
-                         capture_output=True, text=True, check=True).stdout
+    pre = _run(["g++", "-E", "-P", "-x", "c++", *flags, "-"], code)
     kernels = {name: _parameters(params) for name, params in _SIGNATURE.findall(pre)}
     wrappers = []
     for name, params in kernels.items():
@@ -77,9 +76,16 @@ def build(code: str, options: tuple[str, ...], workdir: Path) -> tuple[ctypes.CD
     src = workdir / "kernels.cpp"
     src.write_text(code + "\n" + "".join(wrappers))
     lib = workdir / "kernels.so"
-    subprocess.run(["g++", "-O2", "-shared", "-fPIC", *flags, "-o", str(lib), str(src)],
-                   capture_output=True, text=True, check=True)
+    _run(["g++", "-O2", "-shared", "-fPIC", *flags, "-o", str(lib), str(src)])
     return ctypes.CDLL(str(lib)), kernels
+
+
+def _run(cmd: list[str], stdin: str | None = None) -> str:
+    """Run a compiler command; its output, or an error carrying the compiler's messages."""
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:2])} failed:\n{proc.stderr[-4000:]}")
+    return proc.stdout
 
 
 class Device:

@@ -68,14 +68,18 @@ def test_split_covers_the_reduction(length, threads, capacity, unit):
     assert 1 <= parts <= launch.MAX_GRID_Y
     assert chunk % unit == 0
     assert (parts - 1) * chunk < length <= parts * chunk  # every part is non-empty
-    if threads >= capacity:
+    if threads >= launch.WAVES * capacity:
         assert parts == 1
 
 
 def test_split_fills_the_device():
-    # 132 SMs x 2048 threads (an H100): 100 rows of a dense cost use 3200 threads, so
-    # the 10^6 columns are split into 85 parts of 11776 (a multiple of 32 lanes x 8)
-    assert launch.split(10**6, 3200, 132 * 2048, 256) == (85, 11776)
+    # 132 SMs x 2048 threads (an H100): the rows of a dense 10^4 x 10^4 cost (a warp per
+    # row: 3.2e5 threads) are split in 4 parts of 2560 columns, to make 4 waves of blocks
+    rows = launch.softmin_dense_rows(10_000, 10_000, 132 * 2048)
+    assert (rows.parts, rows.chunk, rows.grid) == (4, 2560, (1250, 4, 1))
+    # 10^6 source points fill the device more than 3 times over: 2 parts
+    cloud = launch.softmin_cloud(10**6, 10**6, 3, 132 * 2048)
+    assert (cloud.parts, cloud.chunk, cloud.grid) == (2, 500_224, (3907, 2, 1))
     # too short to split: a single unit of work
     assert launch.split(200, 1, 10**6, 256) == (1, 256)
 

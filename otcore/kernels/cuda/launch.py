@@ -6,7 +6,8 @@ the compiler with ``-D``, so the CUDA sources and the launches cannot disagree.
 
 A reduction of length ``L`` (the columns of a row, say) is split into ``parts`` chunks of
 ``chunk`` entries (``blockIdx.y``) when the other dimension alone has too few threads to
-fill the device; the partial results are then merged by a second, small kernel.
+fill the device ``WAVES`` times over; the partial results are then merged by a second,
+small kernel.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ FIXED_DIMS = (1, 2, 3)
 MAX_GRID_Y = 65535
 #: Blocks of the grid-stride plan kernel (enough to fill any current GPU several times).
 PLAN_BLOCKS = 8192
+#: Reductions are split until the grid holds this many device-fulls of threads, so that
+#: the last, partial wave of blocks costs little.
+WAVES = 4
 
 
 def compile_options() -> tuple[str, ...]:
@@ -109,7 +113,8 @@ def split(length: int, threads: int, capacity: int, unit: int) -> tuple[int, int
     threads : int
         Threads working on independent outputs without splitting.
     capacity : int
-        Threads the device keeps resident (multiprocessors x threads per multiprocessor).
+        Threads the device keeps resident (multiprocessors x threads per multiprocessor);
+        the split aims at ``WAVES`` times that many threads.
     unit : int
         Chunks are a multiple of this (a tile, or a thread's unrolled step), so that no
         chunk is shorter than one unit of work.
@@ -122,7 +127,7 @@ def split(length: int, threads: int, capacity: int, unit: int) -> tuple[int, int
         Entries per chunk: ``(parts - 1) * chunk < length <= parts * chunk``.
     """
     length, unit = max(1, int(length)), max(1, int(unit))
-    want = _cdiv(max(1, capacity), max(1, threads))
+    want = _cdiv(WAVES * max(1, capacity), max(1, threads))
     parts = max(1, min(want, _cdiv(length, unit), MAX_GRID_Y))
     chunk = _cdiv(_cdiv(length, parts), unit) * unit
     return _cdiv(length, chunk), chunk

@@ -85,16 +85,17 @@ __device__ void otc_softmin_dense_cols(const T* __restrict__ C, const T* __restr
 
 // Point clouds, dimension D known at compile time: one thread per source point (its
 // coordinates in registers); the block streams the target points of its chunk through
-// shared memory in tiles of OTC_TILE points (coordinates and pre-scaled h), and every
-// thread reduces the whole tile (the same shared address for all threads: broadcast).
-// S: sources (ns x D), Tg: targets (nt x D), h: length nt; sh_y, sh_h: shared memory of
-// OTC_TILE * D and OTC_TILE entries.
+// shared memory in tiles of OTC_TILE points, each stored with its pre-scaled h as D + 1
+// consecutive values (one vector load for D = 3), and every thread reduces the whole tile
+// (the same shared address for all threads: broadcast).
+// S: sources (ns x D), Tg: targets (nt x D), h: length nt; sh: shared memory of
+// OTC_TILE * (D + 1) entries.
 template <typename T, int D, int KIND>
 __device__ void otc_softmin_cloud_fixed(const T* __restrict__ S, const T* __restrict__ Tg,
                                         const T* __restrict__ h, T p, T eps, otc_int ns,
                                         otc_int nt, otc_int chunk, T* __restrict__ out,
                                         T* __restrict__ part_m, T* __restrict__ part_s,
-                                        T* sh_y, T* sh_h) {
+                                        T* sh) {
     const otc_int i = (otc_int)blockIdx.x * blockDim.x + threadIdx.x;
     const bool active = i < ns;
     T x[D];
@@ -108,16 +109,19 @@ __device__ void otc_softmin_cloud_fixed(const T* __restrict__ S, const T* __rest
     for (otc_int t0 = j0; t0 < j1; t0 += OTC_TILE) {
         const int len = (int)(j1 - t0 < OTC_TILE ? j1 - t0 : OTC_TILE);
         __syncthreads();  // the previous tile is consumed
-        for (int q = threadIdx.x; q < len * D; q += blockDim.x) sh_y[q] = Tg[t0 * D + q];
-        for (int q = threadIdx.x; q < len; q += blockDim.x) sh_h[q] = h[t0 + q] * c2;
+        for (int q = threadIdx.x; q < len * (D + 1); q += blockDim.x) {
+            const int jj = q / (D + 1), k = q % (D + 1);
+            sh[q] = k < D ? Tg[(t0 + jj) * D + k] : h[t0 + jj] * c2;
+        }
         __syncthreads();
 #pragma unroll 4
         for (int jj = 0; jj < len; ++jj) {
+            const T* yh = sh + jj * (D + 1);
             T c = T(0);
 #pragma unroll
-            for (int k = 0; k < D; ++k) c += otc_term<T, KIND>(x[k] - sh_y[jj * D + k], p);
+            for (int k = 0; k < D; ++k) c += otc_term<T, KIND>(x[k] - yh[k], p);
             c = otc_finish<T, KIND>(c, p);
-            acc.push(sh_h[jj] - c * c2);
+            acc.push(yh[D] - c * c2);
         }
         acc.fold();
     }
@@ -213,10 +217,8 @@ __device__ void otc_lse_merge(const T* __restrict__ part_m, const T* __restrict_
     extern "C" __global__ void __launch_bounds__(OTC_BLOCK) otc_softmin_cloud_d##D##_##SUF( \
         const T* S, const T* Tg, const T* h, int kind, T p, T eps, otc_int ns, otc_int nt,  \
         otc_int chunk, T* out, T* part_m, T* part_s) {                                      \
-        __shared__ T sh_y[OTC_TILE * D];                                                    \
-        __shared__ T sh_h[OTC_TILE];                                                        \
-        OTC_FIXED_BY_KIND(T, D, S, Tg, h, p, eps, ns, nt, chunk, out, part_m, part_s, sh_y, \
-                          sh_h)                                                             \
+        alignas(16) __shared__ T sh[OTC_TILE * (D + 1)];                                    \
+        OTC_FIXED_BY_KIND(T, D, S, Tg, h, p, eps, ns, nt, chunk, out, part_m, part_s, sh)   \
     }
 
 #define OTC_SOFTMIN(T, SUF)                                                                  \
