@@ -103,7 +103,7 @@ class _ArrayAPIOps(GeometryOps):
         q = P * inv_sqrt(rows)[:, None] * inv_sqrt(cols)[None, :]
         theta = _SMALLEST_KEY
         positive = xp.reshape(q[q >= theta], (-1,))
-        if positive.shape[0] > nnz:
+        if positive.shape[0] >= nnz:
             qk = float(xp.sort(positive)[positive.shape[0] - nnz])
             mant, expo = math.frexp(qk)  # qk = mant * 2**expo, mant in [0.5, 1)
             theta = max(theta, math.ldexp(math.floor(mant * 8) / 8, expo))  # 2 mantissa bits

@@ -261,14 +261,14 @@ def sinkhorn_newton_sparse(
     --------
     >>> import numpy as np, otcore as oc
     >>> rng = np.random.default_rng(0)
-    >>> C = rng.random((300, 300))
-    >>> res = oc.sinkhorn_newton_sparse(None, None, C, eps=1 / 1200, tol=1e-10)
-    >>> bool(res.converged), res.marginal_error < 1e-10
+    >>> C = rng.random((200, 150))
+    >>> res = oc.sinkhorn_newton_sparse(None, None, C, eps=1e-2, tol=1e-12)
+    >>> bool(res.converged), res.marginal_error < 1e-12
     (True, True)
-    >>> res.extra["newton_iter"] < 30
+    >>> ref = oc.sinkhorn(None, None, C, eps=1e-2, tol=1e-12)
+    >>> bool(np.allclose(res.plan, ref.plan, rtol=1e-10, atol=1e-15))
     True
-    >>> ref = oc.sinkhorn(None, None, C, eps=1 / 1200, tol=1e-10, max_iter=100_000)
-    >>> bool(np.allclose(res.plan, ref.plan, atol=1e-9))
+    >>> res.extra["newton_iter"] < ref.n_iter
     True
     """
     prob = make_problem(a, b, C, backend)
