@@ -17,6 +17,7 @@ replaced by its largest entries costs about one pass over the cost plus a sparse
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,14 +45,22 @@ _MIN_STEP = 1e-3
 #: mean that the sparsified Hessian is too coarse: the density grows by _DENSITY_GROWTH.
 _SLOW_RATIO = 0.5
 _DENSITY_GROWTH = 4
-#: Sinkhorn iterations run after a failed Newton step (doubled on repeated failures).
-_FALLBACK_ITER = 20
+#: Sinkhorn iterations run after a failed Newton step (doubled on repeated failures, up
+#: to _FALLBACK_MAX).
+_FALLBACK_ITER, _FALLBACK_MAX = 20, 640
+#: Marquardt shift: both diagonals of the Newton system are multiplied by ``1 + tau``.
+#: tau grows (from _TAU_MIN, by _TAU_GROWTH) after failed or damped steps and shrinks
+#: after full steps; a failure at _TAU_MAX falls back to Sinkhorn iterations.
+_TAU_MIN, _TAU_MAX, _TAU_GROWTH = 1e-3, 1.0, 10.0
+#: Newton steps without halving the marginal error after which Newton is deemed not to
+#: pay: Sinkhorn iterations instead.
+_MAX_STALLED = 15
 #: Initial number of kept plan entries per row and column, when ``density`` is not given.
 _ENTRIES_PER_LINE = 4
 
 
 def _schur_direction(S: Any, r: Any, c: Any, gf: Any, gg: Any, eps: float, rtol: float,
-                     maxiter: int) -> tuple[Any, Any, int]:
+                     maxiter: int, tau: float) -> tuple[Any, Any, int]:
     """Solve ``[[D_r, S], [S^T, D_c]] (df, dg) = eps (gf, gg)`` by CG on the Schur
     complement ``K = D_c - S^T D_r^{-1} S`` in ``dg``; then ``df`` follows exactly.
 
@@ -63,6 +72,7 @@ def _schur_direction(S: Any, r: Any, c: Any, gf: Any, gg: Any, eps: float, rtol:
     from scipy.sparse.linalg import LinearOperator, cg
 
     m = c.shape[0]
+    r, c = (1 + tau) * r, (1 + tau) * c
     inv_r = np.where(r > 0, 1 / np.where(r > 0, r, 1), 0)
     ST = S.T
     w = (c > 0).astype(c.dtype)
@@ -89,12 +99,12 @@ def _schur_direction(S: Any, r: Any, c: Any, gf: Any, gg: Any, eps: float, rtol:
 
 
 def _newton_direction(S: Any, r: Any, c: Any, gf: Any, gg: Any, eps: float, rtol: float,
-                      maxiter: int) -> tuple[Any, Any, int]:
+                      maxiter: int, tau: float) -> tuple[Any, Any, int]:
     """Sparsified Newton direction; the Schur complement is taken on the smaller side."""
     n, m = S.shape
     if m <= n:
-        return _schur_direction(S, r, c, gf, gg, eps, rtol, maxiter)
-    dg, df, it = _schur_direction(S.T, c, r, gg, gf, eps, rtol, maxiter)
+        return _schur_direction(S, r, c, gf, gg, eps, rtol, maxiter, tau)
+    dg, df, it = _schur_direction(S.T, c, r, gg, gf, eps, rtol, maxiter, tau)
     return df, dg, it
 
 
@@ -141,6 +151,53 @@ def _line_search(prob: Problem, eps: float, x: _State, df: Any, dg: Any, slope: 
             return trial, alpha
         alpha *= 0.5
     return None, 0.0
+
+
+@dataclass
+class _Policy:
+    """When to shift the Newton system, raise the density or fall back to Sinkhorn.
+
+    :meth:`accepted` and :meth:`failed` return the number of Sinkhorn iterations to run
+    before the next Newton step (0: none).
+    """
+
+    density: float
+    error: float  # the marginal error to halve, and the Newton steps spent on it so far
+    tau: float = 0.0
+    fallback_iter: int = _FALLBACK_ITER
+    slow_before: bool = False
+    stalled: int = 0
+
+    def accepted(self, step: float, ratio: float, error: float) -> int:
+        """A step of length ``step`` changed the marginal error by the factor ``ratio``,
+        to ``error``."""
+        slow = step == 1.0 and self.tau == 0.0 and ratio > _SLOW_RATIO
+        if slow and self.slow_before:
+            self.density = min(1.0, self.density * _DENSITY_GROWTH)
+        self.slow_before = slow and not self.slow_before
+        if step == 1.0:
+            self.tau = self.tau / _TAU_GROWTH if self.tau > _TAU_MIN else 0.0
+        else:
+            self.tau = max(_TAU_MIN, 2 * self.tau)
+        if error < 0.5 * self.error:
+            self.error, self.stalled, self.fallback_iter = error, 0, _FALLBACK_ITER
+            return 0
+        self.stalled += 1
+        return self._fall_back() if self.stalled >= _MAX_STALLED else 0
+
+    def failed(self) -> int:
+        """No acceptable step: retry with a larger shift, or fall back at the largest."""
+        self.stalled += 1
+        if self.tau < _TAU_MAX:
+            self.tau = max(_TAU_MIN, _TAU_GROWTH * self.tau)
+            return 0
+        return self._fall_back()
+
+    def _fall_back(self) -> int:
+        self.tau, self.stalled, self.error = 0.0, 0, math.inf
+        self.density = min(1.0, self.density * _DENSITY_GROWTH)
+        k, self.fallback_iter = self.fallback_iter, min(2 * self.fallback_iter, _FALLBACK_MAX)
+        return k
 
 
 def sinkhorn_newton_sparse(
@@ -194,8 +251,10 @@ def sinkhorn_newton_sparse(
         Maximum number of Newton steps.
     density : float in (0, 1], optional
         Initial fraction of the ``n m`` plan entries kept in the Hessian. Default: about
-        ``4 (n + m)`` entries. The density is multiplied by 4 whenever a full Newton step
-        fails to halve the marginal error (the sparse Hessian is then too coarse).
+        ``4 (n + m)`` entries. The density is multiplied by 4 when two full Newton steps
+        in a row fail to halve the marginal error (the sparse Hessian is then too coarse)
+        and before Sinkhorn fallback iterations. The densities used are in
+        ``extra["history"]``.
     warmup_tol : float, default 0.1
         Relative L1 marginal error (divided by ``sum(a)``) that ends the warm-up.
     warmup_iter : int, default 500
@@ -217,8 +276,8 @@ def sinkhorn_newton_sparse(
         ``"sinkhorn_iter"``, ``"newton_iter"``, ``"fallbacks"`` (Newton steps that failed
         and were replaced by Sinkhorn iterations) and ``"history"``, a dict of per-Newton-
         step lists: ``"error"`` (marginal error before the step), ``"density"`` (fraction of
-        plan entries kept), ``"cg_iter"`` and ``"step"`` (the accepted step length, 0 for a
-        failed step).
+        plan entries kept), ``"cg_iter"``, ``"step"`` (the accepted step length, 0 for a
+        failed step) and ``"shift"`` (the Marquardt shift ``tau``, see Notes).
 
     Raises
     ------
@@ -242,15 +301,27 @@ def sinkhorn_newton_sparse(
     singular along ``(1, -1)`` (adding ``t`` to ``f`` and subtracting it from ``g`` changes
     nothing), so the shift is pinned by projection rather than left to the solver.
 
-    *Line search.* The full step is tried first and halved until the dual increases by
-    the Armijo fraction of the predicted gain. Near convergence that gain falls below
-    the rounding error of the dual, and a step is then accepted when it decreases the
-    marginal error. Steps that overflow are rejected.
+    *Line search.* The full step is tried first (shortened, if needed, so that no
+    potential moves by more than ``20 eps``: beyond that the quadratic model of the
+    exponentials means nothing) and halved until the dual increases by the Armijo
+    fraction of the predicted gain. Near convergence that gain falls below the rounding
+    error of the dual, and a step is then accepted when it decreases the marginal error.
+    Steps that overflow are rejected.
 
-    *Robustness.* A full step that fails to halve the marginal error (dense plans at large
-    ``eps``, non-unique transport plans such as with the Euclidean cost) raises the
-    density; a step that fails outright (no acceptable step length) is replaced by
-    Sinkhorn iterations, and the density is raised.
+    *Robustness.* Full steps that stop halving the marginal error (dense plans at large
+    ``eps``, non-unique transport plans such as with the Euclidean cost) raise the
+    density. Where the dual is nearly flat in some directions (non-unique plans again),
+    the Newton step is huge along them and the line search has to cut it down: after
+    such damped or failed steps both diagonals of the Newton system are multiplied by
+    ``1 + tau`` (a Marquardt shift, which shortens the step mostly along the flat
+    directions), with ``tau`` growing from 1e-3 after failures and damped steps and
+    shrinking back to 0 after full steps. A step that fails even with ``tau = 1`` (no
+    acceptable step length of at least 1e-3, typically far from the solution) is replaced
+    by Sinkhorn iterations, and so are Newton steps that have not halved the marginal
+    error in 15 steps: 20 Sinkhorn iterations at first, twice as many after each further
+    such event without progress in between (at most 640), and the density is raised. So
+    the method degrades to Sinkhorn rather than failing; ``extra["fallbacks"]`` counts
+    these events.
 
     *Memory.* The Newton stage holds two dense ``n x m`` plans (current and trial) plus
     the sparse Hessian, also for a :class:`~otcore.PointCloud`, whose cost is recomputed
@@ -294,10 +365,11 @@ def sinkhorn_newton_sparse(
         prob, eps, tol=max(tol, warmup_tol * mass), max_iter=warmup_iter, check_every=1)
     buffers = [np.empty((n, m), dtype=prob.dtype) for _ in range(2)]
     x = _State(prob, eps, f, g, buffers[0])
-    history: dict[str, list] = {"error": [], "density": [], "cg_iter": [], "step": []}
+    policy = _Policy(density, x.error)
+    history: dict[str, list] = {"error": [], "density": [], "cg_iter": [], "step": [],
+                                "shift": []}
     n_newton = fallbacks = 0
-    fallback_iter = _FALLBACK_ITER
-    converged = slow_before = False
+    converged = False
     while True:
         if not x.finite:
             raise FloatingPointError(
@@ -310,38 +382,32 @@ def sinkhorn_newton_sparse(
             break
         if n_newton >= max_iter:
             break
-        S, _ = prob.ops.sparsify_plan(x.P, x.rows, x.cols, max(1, round(density * n * m)))
-        df, dg, n_cg = _newton_direction(S, x.rows, x.cols, prob.a - x.rows,
-                                         prob.b - x.cols, eps, cg_rtol, cg_maxiter)
-        slope = float(np.sum((prob.a - x.rows) * df) + np.sum((prob.b - x.cols) * dg))
-        step = 0.0
-        new = None
+        S, _ = prob.ops.sparsify_plan(x.P, x.rows, x.cols,
+                                      max(1, round(policy.density * n * m)))
+        gf, gg = prob.a - x.rows, prob.b - x.cols
+        df, dg, n_cg = _newton_direction(S, x.rows, x.cols, gf, gg, eps, cg_rtol, cg_maxiter,
+                                         policy.tau)
+        slope = float(np.sum(gf * df) + np.sum(gg * dg))
+        new, step = None, 0.0
         if math.isfinite(slope) and slope > 0:
             spare = buffers[1] if x.P is buffers[0] else buffers[0]
             new, step = _line_search(prob, eps, x, df, dg, slope, spare)
-        history["error"].append(x.error)
-        history["density"].append(S.nnz / (n * m))
-        history["cg_iter"].append(n_cg)
-        history["step"].append(step)
+        for key, value in (("error", x.error), ("density", S.nnz / (n * m)),
+                           ("cg_iter", n_cg), ("step", step), ("shift", policy.tau)):
+            history[key].append(value)
         n_newton += 1
-        if new is None:
-            # The sparsified Newton step does not pay: Sinkhorn iterations instead.
+        if new is not None:
+            k = policy.accepted(step, new.error / x.error, new.error)
+            x = new
+        else:
+            k = policy.failed()
+        if k:  # Newton steps do not pay (here): Sinkhorn iterations instead
             fallbacks += 1
-            density = min(1.0, density * _DENSITY_GROWTH)
-            f, g, k, _, errs = sinkhorn_loop(prob, eps, tol=tol, max_iter=fallback_iter,
-                                             check_every=1, f=x.f, g=x.g)
+            f, g, k, _, errs = sinkhorn_loop(prob, eps, tol=tol, max_iter=k, check_every=1,
+                                             f=x.f, g=x.g)
             errors.extend((n_sk + n_newton + i, e) for i, e in errs)
             n_sk += k
-            fallback_iter *= 2
             x = _State(prob, eps, f, g, x.P)
-            continue
-        slow = step == 1.0 and new.error > _SLOW_RATIO * x.error
-        if slow and slow_before:
-            density = min(1.0, density * _DENSITY_GROWTH)
-        slow_before = slow and not slow_before
-        if step == 1.0:
-            fallback_iter = _FALLBACK_ITER
-        x = new
 
     extra = {"sinkhorn_iter": n_sk, "newton_iter": n_newton, "fallbacks": fallbacks,
              "history": history}

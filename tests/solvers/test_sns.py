@@ -105,6 +105,7 @@ def test_history_is_recorded():
     assert all(0 < d <= 1 for d in hist["density"])
     assert all(isinstance(c, int) and c >= 1 for c in hist["cg_iter"])
     assert all(0 <= s <= 1 for s in hist["step"])
+    assert all(0 <= t <= 1 for t in hist["shift"])
     # the recorded errors are those of the iterates: the last Newton steps converge fast,
     # and the error of the returned potentials, recomputed independently, is the last one
     assert hist["error"][-1] < 1e-3 * hist["error"][0]
@@ -161,6 +162,10 @@ def test_one_dimensional_l1_cost_small_eps():
     res = _sns(a, b, C, 1e-3, tol=1e-10)
     assert res.converged
     _check_certificate(a, b, C, 1e-3, res, 1e-10)
+    # the dual is nearly flat along some directions: damped steps switch the Marquardt
+    # shift on, and full steps switch it off again before the end
+    shifts = res.extra["history"]["shift"]
+    assert max(shifts) > 0 and shifts[-1] == 0
 
 
 def test_point_cloud_equals_dense_cost(sns_backend):
@@ -192,13 +197,17 @@ def test_zero_weights_and_rectangular(sns_backend):
 
 def test_failed_newton_steps_fall_back_to_sinkhorn():
     # No warm-up, small eps: the first Newton directions would move potentials by many
-    # orders of magnitude of eps and are rejected; Sinkhorn iterations take over.
+    # orders of magnitude of eps and are rejected, also with the largest Marquardt shift;
+    # Sinkhorn iterations take over, then Newton converges.
     rng = np.random.default_rng(9)
     C = rng.random((100, 100))
     res = _sns(None, None, C, 1e-3, tol=1e-10, warmup_iter=0)
+    hist = res.extra["history"]
     assert res.converged and res.extra["fallbacks"] >= 1
     assert res.extra["sinkhorn_iter"] >= 20
-    assert 0.0 in res.extra["history"]["step"]
+    failed = [k for k, s in enumerate(hist["step"]) if s == 0.0]
+    assert 1.0 in [hist["shift"][k] for k in failed]
+    assert hist["step"][-1] == 1.0
     assert _l1(np.full(100, 0.01), np.full(100, 0.01), res.plan) < 1e-10
 
 
