@@ -13,8 +13,10 @@ error against the time spent.
 # A sharp problem
 # ---------------
 # Two Gaussian point clouds with uniform weights, the squared Euclidean cost divided by its
-# maximum, and ``eps = 2e-3``: a sharp plan, where Sinkhorn needs thousands of iterations.
+# maximum, and ``eps = 1e-3``: a sharp plan, where Sinkhorn needs over a thousand
+# iterations.
 import time
+import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -27,7 +29,7 @@ x = rng.normal(size=(n, 2))
 y = 1.0 + 0.5 * rng.normal(size=(n, 2))
 C = ((x[:, None, :] - y[None, :, :]) ** 2).sum(axis=-1)
 C /= C.max()
-eps, tol = 2e-3, 1e-11
+eps, tol = 1e-3, 1e-11
 
 # %%
 # Solve with both methods
@@ -50,15 +52,20 @@ print("largest plan difference:", np.abs(res_sns.plan - res_sk.plan).max())
 # Error against time
 # ------------------
 # The solvers take no callback, so the time to reach each Newton step is measured by
-# running SNS again with ``max_iter = k`` Newton steps. Sinkhorn records its error every
-# ``check_every`` iterations; its iterations all cost the same, so they are spread evenly
-# over its run time.
+# running SNS again with ``max_iter = k`` Newton steps (the fastest of three runs, to damp
+# timing noise). Sinkhorn records its error every ``check_every`` iterations; its
+# iterations all cost the same, so they are spread evenly over its run time.
 sns_t, sns_err = [], []
-for k in range(1, res_sns.extra["newton_iter"] + 1):
-    t0 = time.perf_counter()
-    r = oc.sinkhorn_newton_sparse(None, None, C, eps, tol=tol, max_iter=k)
-    sns_t.append(time.perf_counter() - t0)
-    sns_err.append(r.marginal_error)
+with warnings.catch_warnings():  # runs stopped early warn that they did not converge
+    warnings.simplefilter("ignore", oc.ConvergenceWarning)
+    for k in range(1, res_sns.extra["newton_iter"] + 1):
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            r = oc.sinkhorn_newton_sparse(None, None, C, eps, tol=tol, max_iter=k)
+            times.append(time.perf_counter() - t0)
+        sns_t.append(min(times))
+        sns_err.append(r.marginal_error)
 sk_it, sk_err = np.array(res_sk.errors).T
 sk_t = t_sk * (sk_it + 1) / res_sk.n_iter
 

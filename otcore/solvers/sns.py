@@ -43,7 +43,7 @@ _MAX_MOVE = 20.0
 _MIN_STEP = 1e-3
 #: Two full Newton steps in a row that do not reduce the marginal error by this factor
 #: mean that the sparsified Hessian is too coarse: the density grows by _DENSITY_GROWTH.
-_SLOW_RATIO = 0.5
+_SLOW_RATIO = 0.25
 _DENSITY_GROWTH = 4
 #: Sinkhorn iterations run after a failed Newton step (doubled on repeated failures, up
 #: to _FALLBACK_MAX).
@@ -252,8 +252,8 @@ def sinkhorn_newton_sparse(
     density : float in (0, 1], optional
         Initial fraction of the ``n m`` plan entries kept in the Hessian. Default: about
         ``4 (n + m)`` entries. The density is multiplied by 4 when two full Newton steps
-        in a row fail to halve the marginal error (the sparse Hessian is then too coarse)
-        and before Sinkhorn fallback iterations. The densities used are in
+        in a row fail to divide the marginal error by 4 (the sparse Hessian is then too
+        coarse) and before Sinkhorn fallback iterations. The densities used are in
         ``extra["history"]``.
     warmup_tol : float, default 0.1
         Relative L1 marginal error (divided by ``sum(a)``) that ends the warm-up.
@@ -308,8 +308,8 @@ def sinkhorn_newton_sparse(
     error of the dual, and a step is then accepted when it decreases the marginal error.
     Steps that overflow are rejected.
 
-    *Robustness.* Full steps that stop halving the marginal error (dense plans at large
-    ``eps``, non-unique transport plans such as with the Euclidean cost) raise the
+    *Robustness.* Full steps that stop dividing the marginal error by 4 (dense plans at
+    large ``eps``, non-unique transport plans such as with the Euclidean cost) raise the
     density. Where the dual is nearly flat in some directions (non-unique plans again),
     the Newton step is huge along them and the line search has to cut it down: after
     such damped or failed steps both diagonals of the Newton system are multiplied by
