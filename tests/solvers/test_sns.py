@@ -136,13 +136,18 @@ def test_euclidean_cost_non_unique_plan(sns_backend):
     np.testing.assert_allclose(P, ref.plan, rtol=1e-6, atol=1e-12)
 
 
+def _line_l1(seed, n):
+    """Random weights on ``n`` points of [0, 1] with the cost ``|x - y|`` (the optimal
+    unregularized plans are far from unique)."""
+    rng = np.random.default_rng(seed)
+    z = np.linspace(0, 1, n)[:, None]
+    return _weights(rng, n), _weights(rng, n), np.abs(z - z.T)
+
+
 def test_density_grows_when_newton_steps_are_slow():
     # |x - y| on a line with eps = 0.01: the initial 4 (n + m) entries miss too much of
-    # the plan, full Newton steps stop halving the error and the density is raised.
-    rng = np.random.default_rng(14)
-    z = np.linspace(0, 1, 100)[:, None]
-    C = np.abs(z - z.T)
-    a, b = _weights(rng, 100), _weights(rng, 100)
+    # the plan, full Newton steps converge slowly and the density is raised.
+    a, b, C = _line_l1(14, 100)
     res = _sns(a, b, C, 1e-2, tol=1e-10)
     density = res.extra["history"]["density"]
     assert max(density) > 2 * density[0]
@@ -155,10 +160,7 @@ def test_one_dimensional_l1_cost_small_eps():
     # |x - y| on a line at eps = 1e-3: Sinkhorn needs ~1e5 iterations here, so the check
     # is the optimality certificate instead: a plan of the form a_i b_j exp((f_i + g_j -
     # C_ij) / eps) with the right marginals is the (unique) entropic optimum.
-    rng = np.random.default_rng(6)
-    z = np.linspace(0, 1, 300)[:, None]
-    C = np.abs(z - z.T)
-    a, b = _weights(rng, 300), _weights(rng, 300)
+    a, b, C = _line_l1(6, 300)
     res = _sns(a, b, C, 1e-3, tol=1e-10)
     assert res.converged
     _check_certificate(a, b, C, 1e-3, res, 1e-10)
