@@ -4,6 +4,9 @@ Public API
 ----------
 sinkhorn
     Log-domain Sinkhorn (entropic OT) on a dense cost or online from point clouds.
+sinkhorn_newton_sparse
+    Sinkhorn warm-up, then Newton steps on a sparsified Hessian (entropic OT to machine
+    precision).
 PointCloud, DenseCost
     Geometries: what the cost is.
 OTResult, ConvergenceWarning
@@ -16,6 +19,7 @@ from .backends import get_backend
 from .geometry import DenseCost, PointCloud
 from .result import ConvergenceWarning, OTResult
 from .solvers.sinkhorn import sinkhorn
+from .solvers.sns import sinkhorn_newton_sparse
 
 __all__ = [
     "ConvergenceWarning",
@@ -24,6 +28,7 @@ __all__ = [
     "PointCloud",
     "get_backend",
     "sinkhorn",
+    "sinkhorn_newton_sparse",
 ]
 
 __version__ = "0.1.0.dev0"

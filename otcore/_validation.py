@@ -143,3 +143,11 @@ def check_fraction(value: Any, name: str) -> float:
     if not 0 < value < 1:
         raise ValueError(f"{name} must lie in (0, 1), got {value}")
     return value
+
+
+def check_density(value: Any, name: str = "density") -> float:
+    """``value`` must be a real number in the half-open interval (0, 1]."""
+    value = _real(value, name)
+    if not 0 < value <= 1:
+        raise ValueError(f"{name} must lie in (0, 1], got {value}")
+    return value

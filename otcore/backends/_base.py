@@ -67,6 +67,49 @@ class GeometryOps(ABC):
     def cost_scale(self) -> float:
         """An upper bound of ``max |C_ij|`` (the starting eps of eps-scaling)."""
 
+    # Kernels of the Newton stage of Sinkhorn-Newton-Sparse. They are optional: a backend
+    # without them cannot run :func:`otcore.sinkhorn_newton_sparse`, everything else works.
+
+    def plan_marginals(
+        self, hf: Any, hg: Any, eps: float, out: Any = None
+    ) -> tuple[Any, Any, Any]:
+        """The dense plan and both of its marginals, in one pass over the cost.
+
+        Parameters
+        ----------
+        hf, hg : arrays of shape (n,) and (m,)
+            Shifted potentials (module conventions).
+        eps : float
+        out : array of shape (n, m), optional
+            Buffer to write the plan into (backends may ignore it and allocate).
+
+        Returns
+        -------
+        P, rows, cols
+            ``P_ij = exp((hf_i + hg_j - C_ij) / eps)``, ``P 1`` and ``P^T 1``. Overflow
+            gives ``inf`` entries (callers check the sums), never an exception.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no plan_marginals kernel")
+
+    def sparsify_plan(self, P: Any, rows: Any, cols: Any, nnz: int) -> tuple[Any, float]:
+        """Keep about ``nnz`` entries of a dense plan with the largest normalized values.
+
+        An entry is kept when ``P_ij / sqrt(rows_i cols_j) >= theta``, where ``theta`` is
+        the ``nnz``-th largest normalized value truncated to two mantissa bits (a grid of
+        quarter steps within each power of two), and at least ``2**-1024`` (smaller values
+        count as zero). So the result holds at least ``nnz`` entries when there are that
+        many nonzero ones, a few more on ties at that resolution.
+
+        Returns
+        -------
+        S : sparse matrix or array of shape (n, m)
+            The kept entries: a SciPy CSR array for NumPy input, a dense array with zeros
+            elsewhere for array libraries without a sparse format.
+        theta : float
+            The threshold on the normalized values.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no sparsify_plan kernel")
+
 
 class Backend(ABC):
     """A device: an array namespace plus the kernels that run on it.

@@ -7,7 +7,10 @@ processed in blocks, so memory stays ``O(block * max(n, m))`` rather than ``O(n 
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+import numpy as np
 
 from ..geometry import DenseCost, PointCloud
 from ._base import Backend, GeometryOps
@@ -15,6 +18,8 @@ from ._base import Backend, GeometryOps
 __all__ = ["ArrayAPIBackend"]
 
 _BLOCK_ENTRIES = 1 << 22
+#: Smallest threshold of ``sparsify_plan``: normalized values below it count as zero.
+_SMALLEST_KEY = math.ldexp(1.0, -1024)
 
 
 def _softmin_block(xp: Any, z: Any, eps: float, axis: int) -> Any:
@@ -81,6 +86,34 @@ class _ArrayAPIOps(GeometryOps):
         both = xp.concat([g.x, g.y], axis=0)
         lo, hi = xp.min(both, axis=0), xp.max(both, axis=0)
         return float(g.pairwise(lo[None, :], hi[None, :])[0, 0])
+
+    def plan_marginals(
+        self, hf: Any, hg: Any, eps: float, out: Any = None
+    ) -> tuple[Any, Any, Any]:
+        # The reference allocates its own plan (``out`` is a hint for in-place backends).
+        P = self.plan(hf, hg, eps)
+        return P, self.xp.sum(P, axis=1), self.xp.sum(P, axis=0)
+
+    def sparsify_plan(self, P: Any, rows: Any, cols: Any, nnz: int) -> tuple[Any, float]:
+        xp = self.xp
+
+        def inv_sqrt(v):
+            ok = (v > 0) & xp.isfinite(v)
+            return xp.where(ok, 1 / xp.sqrt(xp.where(ok, v, 1)), 0)
+
+        q = P * inv_sqrt(rows)[:, None] * inv_sqrt(cols)[None, :]
+        theta = _SMALLEST_KEY
+        positive = xp.reshape(q[q >= theta], (-1,))
+        if positive.shape[0] >= nnz:
+            qk = float(xp.sort(positive)[positive.shape[0] - nnz])
+            mant, expo = math.frexp(qk)  # qk = mant * 2**expo, mant in [0.5, 1)
+            theta = max(theta, math.ldexp(math.floor(mant * 8) / 8, expo))  # 2 mantissa bits
+        S = xp.where(q >= theta, P, xp.zeros_like(P))
+        if isinstance(S, np.ndarray):
+            from scipy.sparse import csr_array
+
+            return csr_array(S), theta
+        return S, theta
 
 
 class ArrayAPIBackend(Backend):

@@ -10,6 +10,7 @@ from numba import get_num_threads, set_num_threads
 
 from ..geometry import DenseCost, PointCloud
 from ..kernels.numba import softmin as _k
+from ..kernels.numba import sparse as _ks
 from ..kernels.numba.cost import DENSE
 from ._base import Backend, GeometryOps
 
@@ -113,6 +114,25 @@ class _NumbaOps(GeometryOps):
         both = np.concatenate([self.X, self.Y])
         lo, hi = both.min(axis=0), both.max(axis=0)
         return float(self.geom.pairwise(lo[None], hi[None])[0, 0])
+
+    def plan_marginals(
+        self, hf: Any, hg: Any, eps: float, out: Any = None
+    ) -> tuple[Any, Any, Any]:
+        s = self.scale
+        if out is None:
+            out = np.empty(self.geom.shape, dtype=self.X.dtype)
+        rows, cols = _ks.plan_marginals(
+            self.X, self.YT, self.kind, self.p, np.ascontiguousarray(hf * s),
+            np.ascontiguousarray(hg * s), eps * s, out, get_num_threads(),
+        )
+        return out, rows, cols
+
+    def sparsify_plan(self, P: Any, rows: Any, cols: Any, nnz: int) -> tuple[Any, float]:
+        from scipy.sparse import csr_array
+
+        indptr, indices, data, theta = _ks.sparsify_plan(P, rows, cols, int(nnz),
+                                                         get_num_threads())
+        return csr_array((data, indices, indptr), shape=P.shape), float(theta)
 
 
 class NumbaBackend(Backend):
