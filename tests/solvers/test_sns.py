@@ -216,7 +216,7 @@ def test_failed_newton_steps_fall_back_to_sinkhorn():
 def test_float32_stays_float32():
     rng = np.random.default_rng(10)
     C = rng.random((80, 60)).astype(np.float32)
-    res = _sns(None, None, C, np.float32(0.01))
+    res = _sns(None, None, C, np.float32(0.01), tol=1e-5)
     assert res.f.dtype == np.float32 and res.g.dtype == np.float32
     assert res.plan.dtype == np.float32
     assert res.converged and res.marginal_error < 1e-5
