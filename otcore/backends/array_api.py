@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._ground import ground_grad
 from ..geometry import DenseCost, PointCloud
 from ._base import Backend, GeometryOps
 
@@ -80,6 +81,27 @@ class _ArrayAPIOps(GeometryOps):
         both = xp.concat([g.x, g.y], axis=0)
         lo, hi = xp.min(both, axis=0), xp.max(both, axis=0)
         return float(g.pairwise(lo[None, :], hi[None, :])[0, 0])
+
+    def cost_grad(self, hf: Any, hg: Any, eps: float) -> Any:
+        xp, g = self.xp, self.geom
+        if isinstance(g, DenseCost):
+            raise TypeError("cost_grad needs a PointCloud: a dense cost has no points")
+        block = max(1, self.block // g.x.shape[1])
+        out = []
+        for start in range(0, g.shape[1], block):
+            y = g.y[start:start + block, :]
+            P = xp.exp((hf[:, None] + hg[None, start:start + block] - g.pairwise(g.x, y)) / eps)
+            dc = ground_grad(xp, g.cost_code, g.p, y[None, :, :] - g.x[:, None, :])
+            out.append(xp.sum(P[:, :, None] * dc, axis=0) / g.scale)
+        return xp.concat(out, axis=0)
+
+    def cost_matrix(self) -> Any:
+        g = self.geom
+        if isinstance(g, DenseCost):
+            return g.C
+        block = max(1, self.block // g.x.shape[1])
+        rows = [g.pairwise(g.x[i:i + block, :], g.y) for i in range(0, g.shape[0], block)]
+        return self.xp.concat(rows, axis=0)
 
 
 class ArrayAPIBackend(Backend):

@@ -8,6 +8,7 @@ import numpy as np
 from numba import get_num_threads
 
 from ..geometry import DenseCost, PointCloud
+from ..kernels.numba import cloud as _cloud
 from ..kernels.numba import softmin as _k
 from ..kernels.numba.cost import DENSE
 from ._base import Backend, GeometryOps
@@ -68,6 +69,23 @@ class _NumbaOps(GeometryOps):
         both = np.concatenate([self.X, self.Y])
         lo, hi = both.min(axis=0), both.max(axis=0)
         return float(self.geom.pairwise(lo[None], hi[None])[0, 0])
+
+    def cost_grad(self, hf: Any, hg: Any, eps: float) -> np.ndarray:
+        if self.kind == DENSE:
+            raise TypeError("cost_grad needs a PointCloud: a dense cost has no points")
+        # grad_y c(x_i, y_j) = grad_1 c(y_j, x_i) for the symmetric ground costs.
+        s = self.scale
+        out = np.empty_like(self.Y)
+        _cloud.plan_cost_grad(self.Y, self.XT, self.kind, self.p, np.ascontiguousarray(hg * s),
+                              np.ascontiguousarray(hf * s), eps * s, out, get_num_threads())
+        return out / s if s != 1.0 else out
+
+    def cost_matrix(self) -> np.ndarray:
+        if self.kind == DENSE:
+            return self.X
+        out = np.empty(self.geom.shape, dtype=self.X.dtype)
+        _cloud.fill_cost_matrix(self.X, self.YT, self.kind, self.p, out, get_num_threads())
+        return out / self.scale if self.scale != 1.0 else out
 
 
 class NumbaBackend(Backend):
