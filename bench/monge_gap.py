@@ -32,8 +32,8 @@ import warnings
 # jobs that makes every Numba kernel launch wait for descheduled spinning threads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
