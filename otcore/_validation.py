@@ -145,16 +145,6 @@ def check_fraction(value: Any, name: str) -> float:
     return value
 
 
-def check_array(value: Any, name: str) -> Any:
-    """``value`` must be an array (NumPy, CuPy or any Array-API array), not a list."""
-    if not (isinstance(value, np.ndarray) or hasattr(value, "__array_namespace__")):
-        raise TypeError(
-            f"{name} must be an array, got {type(value).__name__}; wrap lists with "
-            "numpy.asarray"
-        )
-    return value
-
-
 def as_points(xp: Any, x: Any, name: str, *, dtype: Any) -> Any:
     """Point cloud ``x`` as a finite, non-empty ``(n, d)`` array of ``dtype``.
 
@@ -169,9 +159,3 @@ def check_probability(xp: Any, w: Any, n: int, name: str, *, dtype: Any) -> Any:
     w = check_weights(xp, w, n, name, dtype=dtype)
     return w / xp.sum(w)
 
-
-def check_bool(value: Any, name: str) -> bool:
-    """``value`` must be ``True`` or ``False`` (NumPy booleans accepted)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
-    return bool(value)

@@ -26,7 +26,6 @@ from typing import Any
 from ._ground import ground_grad, paired_cost
 from ._validation import (
     as_points,
-    check_array,
     check_bool,
     check_eps,
     check_positive_int,
@@ -43,17 +42,13 @@ from .solvers.sinkhorn import default_tol, sinkhorn_loop
 __all__ = ["monge_gap", "sinkhorn_divergence"]
 
 #: ``online=None`` materializes the cost matrix up to this many entries (256 MiB in
-#: float64) when the points have more than :data:`ONLINE_MAX_DIM` coordinates; beyond
-#: either limit the cost is evaluated on the fly in every Sinkhorn iteration.
+#: float64); beyond it the cost is evaluated on the fly in every Sinkhorn iteration.
 DENSE_MAX_ENTRIES = 1 << 25
-ONLINE_MAX_DIM = 4
 
 
 def _points(x: Any, y: Any, names: tuple[str, str]) -> tuple[Any, Any, Any]:
     """Validate two point arrays of one namespace; return ``xp`` and both as ``(n, d)``."""
-    for arr, name in zip((x, y), names, strict=True):
-        check_array(arr, name)
-    xp = namespace_of(x, y)
+    xp = namespace_of(x, y, names=names)
     dtype = xp.result_type(float_dtype(xp, x, names[0]), float_dtype(xp, y, names[1]))
     x, y = (as_points(xp, arr, name, dtype=dtype) for arr, name in zip((x, y), names, strict=True))
     if x.shape[1] != y.shape[1]:
@@ -82,14 +77,15 @@ def _solve(a, b, cloud, eps, tol, max_iter, online, backend, method):
     """
     n, m = cloud.shape
     if online is None:
-        online = n * m > DENSE_MAX_ENTRIES or cloud.x.shape[1] <= ONLINE_MAX_DIM
+        online = n * m > DENSE_MAX_ENTRIES
     prob = make_problem(a, b, cloud, backend)
     ops = prob.ops
     if not online:
         prob = make_problem(a, b, DenseCost(ops.cost_matrix()), prob.backend)
     f, g, n_iter, converged, errors = sinkhorn_loop(prob, eps, tol=tol, max_iter=max_iter)
     if not converged:
-        warn_not_converged(method, n_iter, errors[-1][1] if errors else float("nan"), tol)
+        warn_not_converged(method, n_iter, errors[-1][1] if errors else float("nan"), tol,
+                           "Increase max_iter or use a larger eps.")
     xp = prob.xp
     # The last update is the column update, so the column marginal is exact and
     # OT_eps = <a, f> + <b, g> + eps (sum(a) sum(b) - sum(P)) reduces to <a, f> + <b, g>.
@@ -155,8 +151,9 @@ def monge_gap(
         Also return the gradient with respect to the images ``Tx``.
     online : bool, optional
         Evaluate the cost on the fly in every iteration (``O(n d)`` memory) instead of
-        materializing the ``n x n`` matrix once. Default: materialize when ``n^2`` is at
-        most :data:`DENSE_MAX_ENTRIES` and ``d >`` :data:`ONLINE_MAX_DIM`.
+        materializing the ``n x n`` matrix once (then each iteration reads it, which is
+        faster in any dimension). Default: online when ``n^2`` exceeds
+        :data:`DENSE_MAX_ENTRIES` (2**25, 256 MiB in float64).
     backend : {"numba_cpu", "array_api", "cupy_gpu"} or Backend, optional
         Force a backend; by default it follows the array type.
 
@@ -224,7 +221,7 @@ def monge_gap(
     (200, 2)
     """
     if callable(Tx):
-        check_array(x, "x")
+        namespace_of(x, names=("x",))
         Tx = Tx(x)
         names = ("x", "T(x)")
     else:

@@ -119,18 +119,19 @@ class _NumbaOps(GeometryOps):
         if self.kind == DENSE:
             raise TypeError("cost_grad needs a PointCloud: a dense cost has no points")
         # grad_y c(x_i, y_j) = grad_1 c(y_j, x_i) for the symmetric ground costs.
-        s = self.scale
         out = np.empty_like(self.Y)
-        _cloud.plan_cost_grad(self.Y, self.XT, self.kind, self.p, np.ascontiguousarray(hg * s),
-                              np.ascontiguousarray(hf * s), eps * s, out, get_num_threads())
-        return out / s if s != 1.0 else out
+        with _threads(self.nthreads):
+            _cloud.plan_cost_grad(self.Y, self.XT, self.kind, self.p, self._in(hg),
+                                  self._in(hf), eps * self.scale, out, self.nthreads)
+        return self._out(out)
 
     def cost_matrix(self) -> np.ndarray:
         if self.kind == DENSE:
             return self.X
         out = np.empty(self.geom.shape, dtype=self.X.dtype)
-        _cloud.fill_cost_matrix(self.X, self.YT, self.kind, self.p, out, get_num_threads())
-        return out / self.scale if self.scale != 1.0 else out
+        with _threads(self.nthreads):
+            _cloud.fill_cost_matrix(self.X, self.YT, self.kind, self.p, out, self.nthreads)
+        return self._out(out)
 
 
 class NumbaBackend(Backend):
