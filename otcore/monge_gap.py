@@ -69,11 +69,15 @@ def _entropy(xp: Any, w: Any) -> Any:
     return -xp.sum(xp.where(w > 0, w * xp.log(xp.where(w > 0, w, 1)), 0))
 
 
-def _solve(a, b, cloud, eps, tol, max_iter, online, backend, method):
+def _solve(a, b, cloud, eps, tol, max_iter, online, backend, method, *, self_transport=False):
     """Entropic OT between the two clouds of ``cloud``.
 
     Returns ``OT_eps(a, b)``, the shifted potentials ``hf, hg`` (the plan is
-    ``exp((hf_i + hg_j - C_ij) / eps)``) and the ops bound to the point cloud.
+    ``exp((hf_i + hg_j - C_ij) / eps)``) and the ops bound to the point cloud. A
+    ``self_transport`` problem (a cloud with itself, ``a == b``) runs the symmetric
+    iteration ``f <- (f + T(f)) / 2`` from ``f = g = 0``, which keeps ``f == g`` and
+    converges in a few dozen iterations where alternating updates crawl (Feydy et al.,
+    2019).
     """
     n, m = cloud.shape
     if online is None:
@@ -82,15 +86,20 @@ def _solve(a, b, cloud, eps, tol, max_iter, online, backend, method):
     ops = prob.ops
     if not online:
         prob = make_problem(a, b, DenseCost(ops.cost_matrix()), prob.backend)
-    f, g, n_iter, converged, errors = sinkhorn_loop(prob, eps, tol=tol, max_iter=max_iter)
+    xp = prob.xp
+    log_a, log_b = prob.log_weights()
+    f0 = xp.zeros((n,), dtype=prob.dtype) if self_transport else None
+    f, g, n_iter, converged, errors = sinkhorn_loop(
+        prob, eps, tol=tol, max_iter=max_iter, symmetric=self_transport, f=f0, g=f0
+    )
+    if self_transport:  # a last column update makes the column marginal exact
+        g = prob.ops.softmin(f + eps * log_a, eps, axis=0, hint=g)
     if not converged:
         warn_not_converged(method, n_iter, errors[-1][1] if errors else float("nan"), tol,
                            "Increase max_iter or use a larger eps.")
-    xp = prob.xp
-    # The last update is the column update, so the column marginal is exact and
+    # The column marginal is exact (the last update is a column update), so
     # OT_eps = <a, f> + <b, g> + eps (sum(a) sum(b) - sum(P)) reduces to <a, f> + <b, g>.
     value = xp.sum(prob.a * f) + xp.sum(prob.b * g)
-    log_a, log_b = prob.log_weights()
     return value, f + eps * log_a, g + eps * log_b, ops
 
 
@@ -346,8 +355,9 @@ def sinkhorn_divergence(
 
     args = (eps, tol, max_iter, online, backend, "sinkhorn_divergence")
     v_xy, hf, hg, ops_xy = _solve(a, b, cloud, *args)
-    v_xx = _solve(a, a, PointCloud(x2, x2, cost), *args)[0]
-    v_yy, hf_y, hg_y, ops_yy = _solve(b, b, PointCloud(y2, y2, cost), *args)
+    v_xx = _solve(a, a, PointCloud(x2, x2, cost), *args, self_transport=True)[0]
+    v_yy, hf_y, hg_y, ops_yy = _solve(b, b, PointCloud(y2, y2, cost), *args,
+                                      self_transport=True)
     div = float(v_xy - 0.5 * (v_xx + v_yy))
     if not return_grad:
         return div

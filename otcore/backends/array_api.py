@@ -87,11 +87,13 @@ class _ArrayAPIOps(GeometryOps):
         xp, g = self.xp, self.geom
         if isinstance(g, DenseCost):
             raise TypeError("cost_grad needs a PointCloud: a dense cost has no points")
+        m = g.shape[1]
         block = max(1, self.block // g.x.shape[1])
         out = []
-        for start in range(0, g.shape[1], block):
-            y = g.y[start:start + block, :]
-            P = xp.exp((hf[:, None] + hg[None, start:start + block] - g.pairwise(g.x, y)) / eps)
+        for start in range(0, m, block):
+            stop = min(start + block, m)
+            y = g.y[start:stop, :]
+            P = xp.exp((hf[:, None] + hg[None, start:stop] - g.pairwise(g.x, y)) / eps)
             dc = ground_grad(xp, g.cost_code, g.p, y[None, :, :] - g.x[:, None, :])
             out.append(xp.sum(P[:, :, None] * dc, axis=0) / g.scale)
         return xp.concat(out, axis=0)
@@ -100,8 +102,9 @@ class _ArrayAPIOps(GeometryOps):
         g = self.geom
         if isinstance(g, DenseCost):
             return g.C
+        n = g.shape[0]
         block = max(1, self.block // g.x.shape[1])
-        rows = [g.pairwise(g.x[i:i + block, :], g.y) for i in range(0, g.shape[0], block)]
+        rows = [g.pairwise(g.x[i:min(i + block, n), :], g.y) for i in range(0, n, block)]
         return self.xp.concat(rows, axis=0)
 
 
