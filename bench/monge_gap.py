@@ -103,7 +103,7 @@ def run_cell(n, d, rule, tol, max_iter, repeat, budget):
 def fmt_row(r):
     rel = abs(r["v_oc"] - r["v_ott"]) / abs(r["v_ott"])
     both = r["conv_oc"] and r["conv_ott"]
-    ok = "yes" if (not both or rel < 1e-6) else "**no**"
+    ok = "n/a" if not both else ("yes" if rel < 1e-6 else "**no**")
     conv = f"{'yes' if r['conv_oc'] else 'no'} / {'yes' if r['conv_ott'] else 'no'}"
     return (f"| {r['n']} | {r['d']} | {r['eps']:.4g} | {r['t_oc']:.3f} | {r['t_ott']:.3f} | "
             f"**{r['t_ott'] / r['t_oc']:.2f}** | {r['it_ott']} | {r['reps']} | {conv} | "

@@ -207,6 +207,11 @@ def monge_gap(
     the estimator is at least :math:`\varepsilon H(a) > 0` even for an optimal map; the
     bias is the same for every map, so it does not move minimizers.
 
+    *Cost of a solve.* When ``T`` is close to optimal the entropic plan is close to a
+    permutation and Sinkhorn converges slowly (its rate approaches 1 as ``eps`` shrinks
+    relative to the squared distance between neighbouring points). Inside a training
+    loop a loose ``tol`` (``1e-4``, say) is usually enough for a gradient step.
+
     *Gradient.* By the envelope theorem the derivative of :math:`\mathrm{OT}_\varepsilon`
     in :math:`y_j` is :math:`\sum_i P_{ij} \nabla_y c(x_i, y_j)` at the optimal plan, and
     the entropy terms do not depend on the points. For the Euclidean cost at
@@ -220,10 +225,11 @@ def monge_gap(
     >>> x = rng.normal(size=(200, 2))
     >>> A = np.array([[2.0, 0.5], [0.5, 1.0]])  # symmetric positive definite
     >>> R = np.array([[0.0, -1.0], [1.0, 0.0]])  # a rotation by 90 degrees
-    >>> eps = 0.01
+    >>> eps = 0.5
     >>> gap_opt = oc.monge_gap(x, x @ A, eps=eps)  # gradient of a convex function
     >>> gap_rot = oc.monge_gap(x, x @ R, eps=eps)
-    >>> bool(gap_opt < 2 * eps * np.log(200) < gap_rot)
+    >>> # exact gap 0: only the entropic bias, between eps log n and 2 eps log n
+    >>> bool(eps * np.log(200) <= gap_opt <= 2 * eps * np.log(200) < gap_rot)
     True
     >>> gap, grad = oc.monge_gap(x, lambda z: z @ R, eps=eps, return_grad=True)
     >>> grad.shape
@@ -340,10 +346,10 @@ def sinkhorn_divergence(
     >>> import numpy as np, otcore as oc
     >>> rng = np.random.default_rng(0)
     >>> x, y = rng.normal(size=(100, 2)), rng.normal(size=(80, 2)) + 1.0
-    >>> div, grad = oc.sinkhorn_divergence(x, y, eps=0.1, return_grad=True)
+    >>> div, grad = oc.sinkhorn_divergence(x, y, eps=0.5, return_grad=True)
     >>> bool(div > 0), grad.shape
     (True, (80, 2))
-    >>> abs(oc.sinkhorn_divergence(x, x, eps=0.1)) < 1e-12
+    >>> abs(oc.sinkhorn_divergence(x, x, eps=0.5)) < 1e-12
     True
     """
     xp, x2, y2 = _points(x, y, ("x", "y"))
