@@ -32,3 +32,7 @@ __all__ = [
 ]
 
 __version__ = "0.1.0.dev0"
+
+from .monge_gap import monge_gap, sinkhorn_divergence
+
+__all__ += ["monge_gap", "sinkhorn_divergence"]

@@ -110,6 +110,32 @@ class GeometryOps(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} has no sparsify_plan kernel")
 
+    def cost_grad(self, hf: Any, hg: Any, eps: float) -> Any:
+        """Plan-weighted gradient of the cost in the target points, for a point cloud.
+
+        Returns the ``(m, d)`` array ``G_j = sum_i P_ij grad_y c(x_i, y_j)`` with
+        ``P_ij = exp((hf_i + hg_j - C_ij) / eps)``: the gradient of ``<C(y), P>`` in ``y``
+        at fixed ``P`` (closed forms in :mod:`otcore._ground`; ``0`` is used where the
+        cost is not differentiable). Raises :class:`TypeError` for a dense cost.
+
+        This kernel is optional: the default runs the blocked Array-API reference on the
+        geometry's own namespace (``self.geom``); devices override it with a fused kernel
+        that never forms ``P``.
+        """
+        from .array_api import ArrayAPIBackend
+
+        return ArrayAPIBackend(self.geom.xp).bind(self.geom).cost_grad(hf, hg, eps)
+
+    def cost_matrix(self) -> Any:
+        """The dense ``n x m`` cost (``O(n m)`` memory), computed with the same arithmetic
+        as the on-the-fly kernels, so that solving on it gives the same potentials.
+
+        Optional, like :meth:`cost_grad`: the default runs the blocked Array-API reference.
+        """
+        from .array_api import ArrayAPIBackend
+
+        return ArrayAPIBackend(self.geom.xp).bind(self.geom).cost_matrix()
+
 
 class Backend(ABC):
     """A device: an array namespace plus the kernels that run on it.

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .._ground import ground_grad
 from ..geometry import DenseCost, PointCloud
 from ._base import Backend, GeometryOps
 
@@ -114,6 +115,30 @@ class _ArrayAPIOps(GeometryOps):
 
             return csr_array(S), theta
         return S, theta
+
+    def cost_grad(self, hf: Any, hg: Any, eps: float) -> Any:
+        xp, g = self.xp, self.geom
+        if isinstance(g, DenseCost):
+            raise TypeError("cost_grad needs a PointCloud: a dense cost has no points")
+        m = g.shape[1]
+        block = max(1, self.block // g.x.shape[1])
+        out = []
+        for start in range(0, m, block):
+            stop = min(start + block, m)
+            y = g.y[start:stop, :]
+            P = xp.exp((hf[:, None] + hg[None, start:stop] - g.pairwise(g.x, y)) / eps)
+            dc = ground_grad(xp, g.cost_code, g.p, y[None, :, :] - g.x[:, None, :])
+            out.append(xp.sum(P[:, :, None] * dc, axis=0) / g.scale)
+        return xp.concat(out, axis=0)
+
+    def cost_matrix(self) -> Any:
+        g = self.geom
+        if isinstance(g, DenseCost):
+            return g.C
+        n = g.shape[0]
+        block = max(1, self.block // g.x.shape[1])
+        rows = [g.pairwise(g.x[i:min(i + block, n), :], g.y) for i in range(0, n, block)]
+        return self.xp.concat(rows, axis=0)
 
 
 class ArrayAPIBackend(Backend):

@@ -9,6 +9,7 @@ import numpy as np
 from numba import get_num_threads, set_num_threads
 
 from ..geometry import DenseCost, PointCloud
+from ..kernels.numba import cloud as _cloud
 from ..kernels.numba import softmin as _k
 from ..kernels.numba import sparse as _ks
 from ..kernels.numba.cost import DENSE
@@ -118,21 +119,40 @@ class _NumbaOps(GeometryOps):
     def plan_marginals(
         self, hf: Any, hg: Any, eps: float, out: Any = None
     ) -> tuple[Any, Any, Any]:
-        s = self.scale
         if out is None:
             out = np.empty(self.geom.shape, dtype=self.X.dtype)
-        rows, cols = _ks.plan_marginals(
-            self.X, self.YT, self.kind, self.p, np.ascontiguousarray(hf * s),
-            np.ascontiguousarray(hg * s), eps * s, out, get_num_threads(),
-        )
+        with _threads(self.nthreads):
+            rows, cols = _ks.plan_marginals(
+                self.X, self.YT, self.kind, self.p, self._in(hf), self._in(hg),
+                eps * self.scale, out, self.nthreads,
+            )
         return out, rows, cols
 
     def sparsify_plan(self, P: Any, rows: Any, cols: Any, nnz: int) -> tuple[Any, float]:
         from scipy.sparse import csr_array
 
-        indptr, indices, data, theta = _ks.sparsify_plan(P, rows, cols, int(nnz),
-                                                         get_num_threads())
+        with _threads(self.nthreads):
+            indptr, indices, data, theta = _ks.sparsify_plan(P, rows, cols, int(nnz),
+                                                             self.nthreads)
         return csr_array((data, indices, indptr), shape=P.shape), float(theta)
+
+    def cost_grad(self, hf: Any, hg: Any, eps: float) -> np.ndarray:
+        if self.kind == DENSE:
+            raise TypeError("cost_grad needs a PointCloud: a dense cost has no points")
+        # grad_y c(x_i, y_j) = grad_1 c(y_j, x_i) for the symmetric ground costs.
+        out = np.empty_like(self.Y)
+        with _threads(self.nthreads):
+            _cloud.plan_cost_grad(self.Y, self.XT, self.kind, self.p, self._in(hg),
+                                  self._in(hf), eps * self.scale, out, self.nthreads)
+        return self._out(out)
+
+    def cost_matrix(self) -> np.ndarray:
+        if self.kind == DENSE:
+            return self.X
+        out = np.empty(self.geom.shape, dtype=self.X.dtype)
+        with _threads(self.nthreads):
+            _cloud.fill_cost_matrix(self.X, self.YT, self.kind, self.p, out, self.nthreads)
+        return self._out(out)
 
 
 class NumbaBackend(Backend):
