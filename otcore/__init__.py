@@ -27,3 +27,7 @@ __all__ = [
 ]
 
 __version__ = "0.1.0.dev0"
+
+from .solvers.cardinality import cardinality_ot
+
+__all__ += ["cardinality_ot"]
