@@ -87,6 +87,7 @@ class _Objective:
         self.gamma, self.k, self.simplex = gamma, k, simplex
         self.n = p.shape[0]
         self.zeros = np.zeros_like(q)
+        self.scale = 1.0  # SciPy minimizes -scale * objective
         self.last: tuple[np.ndarray, float] | None = None  # (x, L1 marginal error)
 
     def kernel(self, x: np.ndarray, width: int = 0) -> tuple[np.ndarray, ...]:
@@ -116,16 +117,19 @@ class _Objective:
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         value, grad, err, _ = self.evaluate(x)
         self.last = (x.copy(), err)
-        return -value, -grad
+        return -self.scale * value, -self.scale * grad
 
 
 def _maximize(obj: _Objective, x0: np.ndarray, tol: float, max_iter: int, errors: list):
     """Maximize ``obj`` from ``x0`` with L-BFGS-B, restarted with a fresh curvature memory
     after a failed line search as long as that still improves the objective.
 
-    Appends ``(iteration, L1 marginal error)`` to ``errors``, numbering iterations after
-    the ones already there. Returns ``x``, the iterations done, SciPy's success flag and
-    its message.
+    The objective is scaled by ``1 / |objective(x0)|`` so that SciPy's ``ftol`` test (a
+    decrease relative to ``max(|f|, 1)``) is relative to the objective's own magnitude,
+    and ``gtol`` is rescaled so that it still bounds the largest gradient entry (the
+    largest marginal violation) by ``tol``. Appends ``(iteration, L1 marginal error)`` to
+    ``errors``, numbering iterations after the ones already there. Returns ``x``, the
+    iterations done, SciPy's success flag and its message.
     """
     start = errors[-1][0] if errors else 0
     n_iter = 0
@@ -136,11 +140,13 @@ def _maximize(obj: _Objective, x0: np.ndarray, tol: float, max_iter: int, errors
         if obj.last is not None and np.array_equal(obj.last[0], intermediate_result.x):
             errors.append((start + n_iter, obj.last[1]))
 
+    value0 = abs(obj.evaluate(x0)[0])
+    obj.scale = 1.0 / value0 if value0 > 0 else 1.0
     x, best = x0, math.inf
     for _ in range(_MAX_RESTARTS + 1):
         res = optimize.minimize(
             obj, x, jac=True, method="L-BFGS-B", callback=record,
-            options={"maxiter": max_iter - n_iter, "ftol": tol, "gtol": tol,
+            options={"maxiter": max_iter - n_iter, "ftol": tol, "gtol": tol * obj.scale,
                      "maxcor": _MEMORY, "maxfun": 20 * max_iter},
         )
         improved = res.fun < best - tol * max(1.0, abs(best))
@@ -152,17 +158,20 @@ def _maximize(obj: _Objective, x0: np.ndarray, tol: float, max_iter: int, errors
 
 
 def _warm_start(obj: _Objective, tol: float, max_iter: int, errors: list):
-    """Semi-dual potentials of quadratically regularized OT (no sparsity constraint, a
-    smooth problem) solved for ``gamma * 10**s``, ``s = 3, 2, 1, 0`` (down to ``s = -2``
-    for ``k = 1``, whose potentials are those of unregularized OT), each stage started
-    from the previous one. Returns ``f``, the semi-dual thresholds at ``f`` of the target
-    problem, and the iterations used (at most ``max_iter // 8`` per stage)."""
+    """Semi-dual potentials of quadratically regularized OT (no sparsity constraint; a
+    smooth problem), solved for ``gamma * 10**s``, ``s = 2, 1, 0``, each stage started
+    from the previous one. For ``k = 1`` the stages go on down to ``s = -5``: the target
+    potentials are then those of unregularized OT, which quadratically regularized OT
+    approaches as its ``gamma`` goes to 0. The stage equal to the target problem
+    (``k >= n``, ``s = 0``) is skipped. Returns ``f``, the semi-dual thresholds at ``f`` of
+    the target problem, and the iterations used (at most ``max_iter // 16`` per stage).
+    """
     n_other = obj.p.shape[0]
     f, used = np.zeros(n_other), 0
-    lowest = -2 if obj.k == 1 else 0
-    for s in range(3, lowest - 1, -1):
+    lowest = -5 if obj.k == 1 else (1 if obj.k >= n_other else 0)
+    for s in range(2, lowest - 1, -1):
         stage = _Objective(obj.bk, obj.K, obj.p, obj.q, obj.gamma * 10.0**s, n_other, True)
-        budget = min(max(1, max_iter // 8), max_iter - used)
+        budget = min(max(1, max_iter // 16), max_iter - used - 1)
         if budget <= 0:
             break
         f, it, _, _ = _maximize(stage, f, tol, budget, errors)
