@@ -15,7 +15,9 @@ import numpy as np
 
 __all__ = [
     "as_array",
+    "check_bool",
     "check_eps",
+    "check_fraction",
     "check_positive_int",
     "check_same_mass",
     "check_tol",
@@ -126,6 +128,13 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """``value`` must be a bool (NumPy bools accepted)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
+    return bool(value)
 
 
 def check_fraction(value: Any, name: str) -> float:

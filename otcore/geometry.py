@@ -68,7 +68,7 @@ class DenseCost:
     def __init__(self, C: Any):
         from .backends import namespace_of
 
-        xp = namespace_of(C)
+        xp = namespace_of(C, names=("C",))
         C = as_array(xp, C, "C", dtype=float_dtype(xp, C, "C"), ndim=2)
         self.C = C
         self.xp = xp
@@ -87,6 +87,8 @@ class DenseCost:
     def arrays(self) -> tuple[Any, ...]:
         """The arrays that define the geometry (for backend dispatch)."""
         return (self.C,)
+
+    array_names = ("C",)
 
     def __repr__(self) -> str:
         return f"DenseCost(shape={self.shape}, dtype={self.dtype})"
@@ -123,7 +125,7 @@ class PointCloud:
         from ._validation import check_eps
         from .backends import namespace_of
 
-        xp = namespace_of(x, y)
+        xp = namespace_of(x, y, names=("x", "y"))
         x = x[:, None] if getattr(x, "ndim", 0) == 1 else x
         y = y[:, None] if getattr(y, "ndim", 0) == 1 else y
         dtype = xp.result_type(float_dtype(xp, x, "x"), float_dtype(xp, y, "y"))
@@ -153,6 +155,8 @@ class PointCloud:
     def arrays(self) -> tuple[Any, ...]:
         """The arrays that define the geometry (for backend dispatch)."""
         return (self.x, self.y)
+
+    array_names = ("x", "y")
 
     def pairwise(self, x: Any, y: Any) -> Any:
         """Cost matrix between rows of ``x`` and rows of ``y`` (plain xp code)."""

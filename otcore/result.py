@@ -14,13 +14,15 @@ class ConvergenceWarning(UserWarning):
     """Emitted when a solver stops at ``max_iter`` before reaching its tolerance."""
 
 
-def warn_not_converged(method: str, n_iter: int, error: float, tol: float) -> None:
-    """Emit the standard :class:`ConvergenceWarning` for a solver that hit its limit."""
+def warn_not_converged(
+    method: str, n_iter: int, error: float, tol: float, advice: str = ""
+) -> None:
+    """Emit the standard :class:`ConvergenceWarning` for a solver that missed ``tol``."""
     warnings.warn(
-        f"{method} did not converge in {n_iter} iterations: marginal error "
-        f"{error:.3e} > tol {tol:.3e}. Increase max_iter, or use eps_scaling / a larger eps.",
+        f"{method} did not converge in {n_iter} iterations: error {error:.3e} > tol "
+        f"{tol:.3e}.{' ' + advice if advice else ''}",
         ConvergenceWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
 
 

@@ -46,23 +46,33 @@ def _namespace_key(x: Any) -> tuple[str, Any]:
     )
 
 
-def namespace_of(*arrays: Any) -> Any:
+def namespace_of(*arrays: Any, names: tuple[str, ...] | None = None) -> Any:
     """The single array namespace of ``arrays`` (``None`` entries are ignored).
+
+    ``names``, one per array, name the arguments in error messages.
 
     Raises
     ------
     TypeError
         If the arrays come from different namespaces, or are not arrays.
     """
-    keys = {}
-    for x in arrays:
-        if x is not None:
-            name, xp = _namespace_key(x)
-            keys[name] = xp
+    names = names or tuple(f"argument {k}" for k in range(len(arrays)))
+    keys: dict[str, Any] = {}
+    owners: dict[str, list[str]] = {}
+    for x, arg in zip(arrays, names, strict=True):
+        if x is None:
+            continue
+        try:
+            lib, xp = _namespace_key(x)
+        except TypeError as err:
+            raise TypeError(f"{arg}: {err}") from None
+        keys[lib] = xp
+        owners.setdefault(lib, []).append(arg)
     if len(keys) > 1:
+        detail = "; ".join(f"{', '.join(args)} from {lib}" for lib, args in owners.items())
         raise TypeError(
-            f"all arrays must come from one array library, got a mix of {sorted(keys)}; "
-            "move them to one device first (otcore never copies implicitly)"
+            f"all arrays must come from one array library, got {detail}; move them to one "
+            "device first (otcore never copies implicitly)"
         )
     if not keys:
         raise TypeError("no array given")
@@ -75,7 +85,9 @@ def _cupy_backend() -> Backend:
     return CupyBackend()
 
 
-def get_backend(*arrays: Any, backend: str | Backend | None = None) -> Backend:
+def get_backend(
+    *arrays: Any, backend: str | Backend | None = None, names: tuple[str, ...] | None = None
+) -> Backend:
     """The backend for ``arrays``: NumPy -> ``numba_cpu``, CuPy -> ``cupy_gpu``, other
     Array-API arrays -> ``array_api``.
 
@@ -86,6 +98,8 @@ def get_backend(*arrays: Any, backend: str | Backend | None = None) -> Backend:
     backend : {"numba_cpu", "array_api", "cupy_gpu"} or Backend, optional
         Force a backend instead of choosing from the arrays (for example ``"array_api"``
         to run the reference implementation on NumPy arrays).
+    names : tuple of str, optional
+        Argument names of ``arrays``, used in error messages.
 
     Returns
     -------
@@ -103,7 +117,7 @@ def get_backend(*arrays: Any, backend: str | Backend | None = None) -> Backend:
     >>> get_backend(np.ones(3)).name
     'numba_cpu'
     """
-    xp = namespace_of(*arrays)
+    xp = namespace_of(*arrays, names=names)
     if isinstance(backend, Backend):
         return backend
     if backend is None:

@@ -35,8 +35,25 @@ class GeometryOps(ABC):
     """Kernels bound to one geometry (what :meth:`Backend.bind` returns)."""
 
     @abstractmethod
-    def softmin(self, h: Any, eps: float, axis: int) -> Any:
-        """Soft-minimum of ``h - C`` along ``axis`` (see the module conventions)."""
+    def softmin(self, h: Any, eps: float, axis: int, hint: Any = None) -> Any:
+        """Soft-minimum of ``h - C`` along ``axis`` (see the module conventions).
+
+        ``hint``, when given, is an estimate of the output (for Sinkhorn: the previous
+        potential). Implementations may use it as the log-sum-exp shift to skip the max
+        pass; the result must not depend on it beyond rounding.
+        """
+
+    def sinkhorn_sweep(
+        self, hg: Any, la_eps: Any, f: Any, g: Any, eps: float
+    ) -> tuple[Any, Any]:
+        """One alternating Sinkhorn iteration from potentials ``f, g``.
+
+        Returns ``f' = softmin(hg, axis=1)`` and ``g' = softmin(f' + la_eps, axis=0)``,
+        with ``hg = g + eps log b`` and ``la_eps = eps log a``; ``f`` and ``g`` are hints.
+        The default makes two softmin calls; a backend may fuse them into one pass.
+        """
+        f_new = self.softmin(hg, eps, axis=1, hint=f)
+        return f_new, self.softmin(f_new + la_eps, eps, axis=0, hint=g)
 
     @abstractmethod
     def plan_stats(self, hf: Any, hg: Any, eps: float) -> tuple[Any, Any, float]:

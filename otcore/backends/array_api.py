@@ -45,7 +45,8 @@ class _ArrayAPIOps(GeometryOps):
         for start in range(0, size, self.block):
             yield start, min(start + self.block, size)
 
-    def softmin(self, h: Any, eps: float, axis: int) -> Any:
+    def softmin(self, h: Any, eps: float, axis: int, hint: Any = None) -> Any:
+        del hint  # the reference always takes the exact max shift
         xp = self.xp
         out = []
         for start, stop in self._blocks(axis):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from numba import get_num_threads
+from numba import get_num_threads, set_num_threads
 
 from ..geometry import DenseCost, PointCloud
 from ..kernels.numba import softmin as _k
@@ -15,6 +16,24 @@ from ._base import Backend, GeometryOps
 __all__ = ["NumbaBackend"]
 
 _EMPTY = np.empty((0, 0))
+_NO_HINT = np.empty(0)
+#: Below this many cost entries a kernel runs on one thread: waking the pool costs more
+#: than it saves, and far more when the machine is loaded.
+SERIAL_BELOW = 1 << 17
+
+
+@contextmanager
+def _threads(k: int):
+    """Run the enclosed kernels on ``k`` Numba threads (the setting is thread-local)."""
+    prev = get_num_threads()
+    if k == prev:
+        yield
+        return
+    set_num_threads(k)
+    try:
+        yield
+    finally:
+        set_num_threads(prev)
 
 
 class _NumbaOps(GeometryOps):
@@ -22,6 +41,8 @@ class _NumbaOps(GeometryOps):
 
     def __init__(self, geom: DenseCost | PointCloud):
         self.geom = geom
+        n, m = geom.shape
+        self.nthreads = 1 if n * m < SERIAL_BELOW else get_num_threads()
         if isinstance(geom, DenseCost):
             self.kind, self.p, self.scale = DENSE, 0.0, 1.0
             self.X = np.ascontiguousarray(geom.C)
@@ -36,27 +57,51 @@ class _NumbaOps(GeometryOps):
     # A cost divided by `scale` is handled by rescaling h and eps:
     # softmin_eps(h; C / s) = softmin_{s eps}(s h; C) / s.
 
-    def softmin(self, h: Any, eps: float, axis: int) -> np.ndarray:
-        s = self.scale
-        h = np.ascontiguousarray(h * s if s != 1.0 else h)
-        n, m = self.geom.shape
-        out = np.empty(n if axis == 1 else m, dtype=self.X.dtype)
-        if axis == 1:
-            _k.softmin_rows(self.X, self.YT, self.kind, self.p, h, eps * s, out, get_num_threads())
-        elif self.kind == DENSE:
-            _k.softmin_cols(self.X, h, eps * s, out)
-        else:  # every supported ground cost is symmetric: swap the roles of x and y
-            _k.softmin_rows(self.Y, self.XT, self.kind, self.p, h, eps * s, out,
-                            get_num_threads())
-        return out / s if s != 1.0 else out
+    def _in(self, v: Any) -> np.ndarray:
+        """A potential-like vector in kernel units (times scale), contiguous."""
+        return np.ascontiguousarray(v * self.scale if self.scale != 1.0 else v)
+
+    def _out(self, v: np.ndarray) -> np.ndarray:
+        if self.scale != 1.0:
+            v /= self.scale
+        return v
+
+    def softmin(self, h: Any, eps: float, axis: int, hint: Any = None) -> np.ndarray:
+        h, e = self._in(h), eps * self.scale
+        out = np.empty(self.geom.shape[0 if axis == 1 else 1], dtype=self.X.dtype)
+        hint = _NO_HINT.astype(out.dtype) if hint is None else self._in(hint)
+        with _threads(self.nthreads):
+            if axis == 1:
+                _k.softmin_rows(self.X, self.YT, self.kind, self.p, h, e, hint, out,
+                                self.nthreads)
+            elif self.kind == DENSE:
+                _k.softmin_cols(self.X, h, e, hint, out)
+            else:  # every supported ground cost is symmetric: swap the roles of x and y
+                _k.softmin_rows(self.Y, self.XT, self.kind, self.p, h, e, hint, out,
+                                self.nthreads)
+        return self._out(out)
+
+    def sinkhorn_sweep(
+        self, hg: Any, la_eps: Any, f: Any, g: Any, eps: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        f_out, g_out = np.empty_like(f), np.empty_like(g)
+        with _threads(self.nthreads):
+            ok = _k.sinkhorn_sweep(
+                self.X, self.YT, self.kind, self.p, self._in(hg), self._in(la_eps),
+                eps * self.scale, self._in(f), self._in(g), f_out, g_out, self.nthreads,
+            )
+        f_out = self._out(f_out)
+        if not ok:  # some column shift was off (early iterations): redo the columns exactly
+            return f_out, self.softmin(f_out + la_eps, eps, axis=0)
+        return f_out, self._out(g_out)
 
     def plan_stats(self, hf: Any, hg: Any, eps: float) -> tuple[Any, Any, float]:
-        s = self.scale
-        rows, cols, cost = _k.plan_stats(
-            self.X, self.YT, self.kind, self.p,
-            np.ascontiguousarray(hf * s), np.ascontiguousarray(hg * s), eps * s, get_num_threads(),
-        )
-        return rows, cols, float(cost) / s
+        with _threads(self.nthreads):
+            rows, cols, cost = _k.plan_stats(
+                self.X, self.YT, self.kind, self.p, self._in(hf), self._in(hg),
+                eps * self.scale, self.nthreads,
+            )
+        return rows, cols, float(cost) / self.scale
 
     def plan(self, hf: Any, hg: Any, eps: float) -> np.ndarray:
         C = self.X if self.kind == DENSE else self.geom.cost_matrix()

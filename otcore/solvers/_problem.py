@@ -53,12 +53,16 @@ def make_problem(a: Any, b: Any, cost: Any, backend: Any = None) -> Problem:
     """Validate ``a, b, cost`` and bind the geometry to its backend.
 
     ``cost`` is an ``(n, m)`` array or a geometry; ``a``/``b`` may be ``None`` (uniform).
-    Weights are cast to the cost's dtype.
+    Weights are cast to the cost's dtype. Masses that agree within the tolerance of
+    :func:`~otcore._validation.check_same_mass` are made equal by rescaling ``b``: otherwise
+    a marginal error ``|sum(a) - sum(b)|`` would remain that no solver can remove (float32
+    weights cast to float64 differ by about 1e-8, above the default tolerance).
     """
     geom = as_geometry(cost)
-    bk = get_backend(a, b, *geom.arrays, backend=backend)
+    bk = get_backend(a, b, *geom.arrays, backend=backend, names=("a", "b", *geom.array_names))
     n, m = geom.shape
     a = check_weights(bk.xp, a, n, "a", dtype=geom.dtype)
     b = check_weights(bk.xp, b, m, "b", dtype=geom.dtype)
     check_same_mass(bk.xp, a, b)
+    b = b * (bk.xp.sum(a) / bk.xp.sum(b))
     return Problem(a=a, b=b, geom=geom, backend=bk, ops=bk.bind(geom))

@@ -1,0 +1,270 @@
+"""GPU backend: CuPy arrays, CUDA kernels (:mod:`otcore.kernels.cuda`).
+
+Importing this module imports neither CuPy nor anything that touches a GPU; CuPy is
+imported, and the kernels compiled, on first use. Arrays stay on the device of the
+geometry, in its dtype (float32 or float64); the only host synchronizations are
+:meth:`CupyBackend.to_float` and the scalars the contract returns as Python floats
+(``<C, P>`` of :meth:`~otcore.backends.GeometryOps.plan_stats` and
+:meth:`~otcore.backends.GeometryOps.cost_scale`), which go through it.
+
+Kernels and launch configuration
+--------------------------------
+All kernels come as ``_f32`` and ``_f64`` variants of one C++ template. A softmin is one
+pass over the cost with an *online* log-sum-exp: every entry ``z = (h - c) log2(e) / eps``
+updates a running maximum ``m`` and a sum ``s`` of ``2^(z - m)`` with a single ``exp2``
+(``e = 2^-|z - m|``; a new maximum rescales ``s`` by ``e`` and adds 1, otherwise ``e`` is
+added). Sums are folded into a second accumulator every few dozen entries, so rounding
+grows with the block length rather than with ``n`` or ``m``. The maximum starts at the
+most negative finite number, so ``-inf`` entries of ``h`` (zero weights) contribute
+exactly 0 without a branch. Partial accumulators ``(M, S)`` merge as
+``(max, S_1 2^(M_1 - max) + S_2 2^(M_2 - max))``.
+
+================================  ===========================================================
+kernel                            launch and reduction
+================================  ===========================================================
+``otc_softmin_dense_rows``        rows of a row-major ``C``: block ``(32, 8)``, one warp per
+                                  row; lanes stride over the columns (coalesced), 8 loads in
+                                  flight per lane, then a shuffle merge across the warp.
+``otc_softmin_dense_cols``        columns of a row-major ``C``: block ``(32, 8)``, thread
+                                  ``(tx, ty)`` owns column ``32 blockIdx.x + tx`` (a warp
+                                  reads 32 consecutive entries of a row) and every 8th row;
+                                  the 8 accumulators of a column merge in shared memory.
+``otc_softmin_cloud_d{1,2,3}``    point clouds with ``d <= 3``: 256 threads, one per source
+                                  point (coordinates in registers); the block streams the
+                                  targets through shared memory in tiles of 256 points, each
+                                  stored with its scaled ``h`` (one 16-byte load per pair for
+                                  ``d = 3``), and every thread reduces the whole tile
+                                  (broadcast reads). The cost is computed on the fly: no
+                                  ``n x m`` buffer.
+``otc_softmin_cloud_any``         any ``d``: as above with tiles of 32 target points staged
+                                  32 coordinates at a time, the tile's partial costs held in
+                                  registers (shared memory independent of ``d``); source
+                                  coordinates are read from ``x.T`` (coalesced).
+``otc_lse_merge``                 one thread per output: merges the partial accumulators of a
+                                  split reduction and writes ``-eps (M + log2 S) ln 2``.
+``otc_plan_stats``                row sums, column sums and ``<C, P>`` in one pass: block
+                                  ``(32, 8)`` over 128 columns x a chunk of rows; warp
+                                  reductions and shared memory, then ``atomicAdd`` of double
+                                  partial sums (rows per column block, columns per row chunk,
+                                  ``<C, P>`` per block).
+``otc_plan``                      the dense plan, a grid-stride loop over the ``n m`` entries.
+================================  ===========================================================
+
+When the outputs alone cannot fill the device several times over (fewer than
+``launch.WAVES`` times the threads the multiprocessors keep resident), the reduced axis is
+split over ``blockIdx.y`` into chunks of whole tiles,
+each chunk writes its partial ``(M, S)``, and ``otc_lse_merge`` finishes
+(:func:`otcore.kernels.cuda.launch.split`). Every index is checked against ``n``, ``m``
+and ``d``, so no kernel reads out of bounds whatever the sizes. Sizes and offsets are
+64-bit.
+
+Sources are compiled with NVRTC through :class:`cupy.RawModule` (options from
+:func:`otcore.kernels.cuda.launch.compile_options`), once per process and device, on
+first use; CuPy also caches the binaries on disk. Each kernel is looked up once per
+dtype.
+
+A :class:`~otcore.PointCloud` with ``scale=s`` is handled as in the CPU backend: the
+kernels see the raw cost ``c``, and ``h``, ``eps`` are multiplied by ``s``
+(``softmin_eps(h; c / s) = softmin_{s eps}(s h; c) / s``).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from ..geometry import DenseCost, PointCloud
+from ..kernels import cuda as _cuda
+from ..kernels.cuda import launch as _launch
+from ._base import Backend, GeometryOps
+
+__all__ = ["CupyBackend"]
+
+_DENSE = 0
+_SUFFIX = {"float32": "f32", "float64": "f64"}
+# The source file of each kernel family.
+_SOURCE_OF = {
+    "otc_softmin": "softmin.cu",
+    "otc_lse": "softmin.cu",
+    "otc_plan": "plan.cu",
+}
+
+
+def _cupy() -> Any:
+    """The CuPy module, imported on first use."""
+    import cupy
+
+    return cupy
+
+
+@cache
+def _module(source: str) -> Any:
+    return _cupy().RawModule(code=_cuda.source(source), options=_launch.compile_options())
+
+
+@cache
+def _kernel(name: str, dtype: str) -> Any:
+    """The kernel ``name`` for ``dtype`` (CuPy compiles it per device on first launch)."""
+    source = next(src for prefix, src in _SOURCE_OF.items() if name.startswith(prefix))
+    return _module(source).get_function(f"{name}_{_SUFFIX[dtype]}")
+
+
+@cache
+def _capacity(device_id: int) -> int:
+    """Threads the device keeps resident: multiprocessors x threads per multiprocessor."""
+    rt = _cupy().cuda.runtime
+    return (rt.deviceGetAttribute(rt.cudaDevAttrMultiProcessorCount, device_id)
+            * rt.deviceGetAttribute(rt.cudaDevAttrMaxThreadsPerMultiProcessor, device_id))
+
+
+class _CupyOps(GeometryOps):
+    """Kernels bound to a dense cost or a point cloud on one device."""
+
+    def __init__(self, backend: CupyBackend, geom: DenseCost | PointCloud):
+        cp = _cupy()
+        self.backend, self.geom = backend, geom
+        self.device = geom.arrays[0].device
+        if any(a.device != self.device for a in geom.arrays):
+            raise ValueError("the arrays of the cost must live on one GPU; got "
+                             f"{[a.device for a in geom.arrays]}")
+        with self.device:
+            if isinstance(geom, DenseCost):
+                self.kind, self.p, self.scale = _DENSE, 0.0, 1.0
+                self.X = cp.ascontiguousarray(geom.C)
+                self.Y = self.XT = self.YT = self.X  # never read for a dense cost
+            else:
+                self.kind, self.p, self.scale = geom.cost_code, geom.p, geom.scale
+                self.X = cp.ascontiguousarray(geom.x)
+                self.Y = cp.ascontiguousarray(geom.y)
+                self.XT = cp.ascontiguousarray(geom.x.T)
+                self.YT = cp.ascontiguousarray(geom.y.T)
+        self.dtype = np.dtype(self.X.dtype)
+        self.capacity = _capacity(self.device.id)
+
+    def _real(self, value: float) -> Any:
+        """A kernel argument of the geometry's floating type."""
+        return self.dtype.type(value)
+
+    def _launch(self, name: str, cfg: _launch.Launch, args: tuple) -> None:
+        _kernel(name, self.dtype.name)(cfg.grid, cfg.block, args)
+
+    def _reduce(self, name: str, cfg: _launch.Launch, args: tuple, length: int,
+                eps: Any) -> Any:
+        """Run a softmin kernel (and the merge of its chunks when it is split)."""
+        cp = _cupy()
+        out = cp.empty(length, dtype=self.dtype)
+        if cfg.parts == 1:
+            self._launch(name, cfg, (*args, out, out, out))
+            return out
+        part_m = cp.empty(cfg.parts * length, dtype=self.dtype)
+        part_s = cp.empty(cfg.parts * length, dtype=self.dtype)
+        self._launch(name, cfg, (*args, out, part_m, part_s))
+        self._launch("otc_lse_merge", _launch.merge(length),
+                     (part_m, part_s, np.int64(length), np.int32(cfg.parts), eps, out))
+        return out
+
+    def softmin(self, h: Any, eps: float, axis: int, hint: Any = None) -> Any:
+        """Soft-minimum of ``h - C`` along ``axis`` (one fused pass; ``hint`` is unused:
+        the online log-sum-exp needs no shift estimate)."""
+        del hint
+        cp = _cupy()
+        s = self.scale
+        n, m = self.geom.shape
+        with self.device:
+            h = cp.ascontiguousarray(h * s if s != 1.0 else h, dtype=self.dtype)
+            e = self._real(eps * s)
+            if self.kind == _DENSE:
+                rows = axis == 1
+                cfg = (_launch.softmin_dense_rows if rows else _launch.softmin_dense_cols)(
+                    n, m, self.capacity)
+                name = "otc_softmin_dense_rows" if rows else "otc_softmin_dense_cols"
+                args = (self.X, h, e, np.int64(n), np.int64(m), np.int64(cfg.chunk))
+                out = self._reduce(name, cfg, args, n if rows else m, e)
+            else:  # every supported ground cost is symmetric: swap the roles of x and y
+                src, srcT, tgt = (self.X, self.XT, self.Y) if axis == 1 else (
+                    self.Y, self.YT, self.X)
+                ns, nt, d = src.shape[0], tgt.shape[0], src.shape[1]
+                cfg = _launch.softmin_cloud(ns, nt, d, self.capacity)
+                sizes = (np.int64(ns), np.int64(nt), np.int64(cfg.chunk))
+                kind, p = np.int32(self.kind), self._real(self.p)
+                if d in _launch.FIXED_DIMS:
+                    name, args = f"otc_softmin_cloud_d{d}", (src, tgt, h, kind, p, e, *sizes)
+                else:
+                    name = "otc_softmin_cloud_any"
+                    args = (srcT, tgt, h, np.int32(d), kind, p, e, *sizes)
+                out = self._reduce(name, cfg, args, ns, e)
+            return out / s if s != 1.0 else out
+
+    def _plan_args(self, hf: Any, hg: Any, eps: float) -> tuple:
+        """The arguments shared by the plan kernels, up to the sizes."""
+        cp = _cupy()
+        s = self.scale
+        d = 0 if self.kind == _DENSE else self.X.shape[1]
+        return (self.X, self.YT, np.int32(d), np.int32(self.kind), self._real(self.p),
+                cp.ascontiguousarray(hf * s, dtype=self.dtype),
+                cp.ascontiguousarray(hg * s, dtype=self.dtype), self._real(eps * s))
+
+    def plan_stats(self, hf: Any, hg: Any, eps: float) -> tuple[Any, Any, float]:
+        cp = _cupy()
+        n, m = self.geom.shape
+        with self.device:
+            cfg = _launch.plan_stats(n, m, self.capacity)
+            rows = cp.zeros(n, dtype=np.float64)
+            cols = cp.zeros(m, dtype=np.float64)
+            cost = cp.zeros(1, dtype=np.float64)
+            self._launch("otc_plan_stats", cfg, (*self._plan_args(hf, hg, eps), np.int64(n),
+                                                 np.int64(m), np.int64(cfg.chunk), rows,
+                                                 cols, cost))
+            return (rows.astype(self.dtype, copy=False), cols.astype(self.dtype, copy=False),
+                    self.backend.to_float(cost[0]) / self.scale)
+
+    def plan(self, hf: Any, hg: Any, eps: float) -> Any:
+        cp = _cupy()
+        n, m = self.geom.shape
+        with self.device:
+            P = cp.empty((n, m), dtype=self.dtype)
+            self._launch("otc_plan", _launch.plan(n, m),
+                         (*self._plan_args(hf, hg, eps), np.int64(n), np.int64(m), P))
+            return P
+
+    def cost_scale(self) -> float:
+        cp = _cupy()
+        with self.device:
+            if self.kind == _DENSE:
+                return self.backend.to_float(cp.abs(self.X).max())
+            both = cp.concatenate([self.X, self.Y])
+            lo, hi = both.min(axis=0), both.max(axis=0)
+            return self.backend.to_float(self.geom.pairwise(lo[None], hi[None])[0, 0])
+
+
+class CupyBackend(Backend):
+    """CuPy arrays on a CUDA GPU, with fused CUDA kernels.
+
+    Results live on the device of the inputs, in their dtype. CuPy is imported and the
+    kernels are compiled on first use (NVRTC, cached per process, device and dtype, and on
+    disk by CuPy). See the module documentation for the kernels.
+
+    Examples
+    --------
+    >>> import cupy as cp, otcore as oc                      # doctest: +SKIP
+    >>> x = cp.random.default_rng(0).normal(size=(1000, 3))  # doctest: +SKIP
+    >>> res = oc.sinkhorn(None, None, oc.PointCloud(x, x), eps=0.1)  # doctest: +SKIP
+    >>> res.backend, type(res.f).__module__                  # doctest: +SKIP
+    ('cupy_gpu', 'cupy')
+    """
+
+    name = "cupy_gpu"
+
+    @property
+    def xp(self) -> Any:
+        """The :mod:`cupy` namespace."""
+        return _cupy()
+
+    def bind(self, geom: DenseCost | PointCloud) -> GeometryOps:
+        return _CupyOps(self, geom)
+
+    def to_float(self, value: Any) -> float:
+        """A 0-d device array (or scalar) as a Python float; synchronizes with the device."""
+        return float(value.get()) if hasattr(value, "get") else float(value)

@@ -1,0 +1,153 @@
+// Shared device code of the otcore CUDA kernels: numeric helpers, the online
+// log-sum-exp accumulator and the ground costs.
+//
+// Written for NVRTC (no host headers). The launch constants OTC_* are passed with -D by
+// otcore.kernels.cuda.launch.compile_options(), the single source of their values.
+#ifndef OTCORE_COMMON_CUH
+#define OTCORE_COMMON_CUH
+
+#if !defined(OTC_BLOCK) || !defined(OTC_RY) || !defined(OTC_UNROLL) || !defined(OTC_TILE) \
+    || !defined(OTC_ANY_TILE) || !defined(OTC_ANY_DIMS) || !defined(OTC_CPT)
+#error "compile with the -D options of otcore.kernels.cuda.launch.compile_options()"
+#endif
+
+// Cost codes, as in otcore.geometry (0: X is a dense cost matrix).
+#define OTC_DENSE 0
+#define OTC_SQEUCLIDEAN 1
+#define OTC_EUCLIDEAN 2
+#define OTC_PNORM 3
+
+#define OTC_LOG2E 1.4426950408889634
+#define OTC_LN2 0.6931471805599453
+#define OTC_FULL_MASK 0xffffffffu
+// Unrolled steps (of OTC_UNROLL pushes each) between two folds of an OtcLse.
+#define OTC_FOLD 4
+
+typedef long long otc_int;
+
+// Overloads so that templates pick the float or double math function.
+__device__ __forceinline__ float otc_exp2(float x) {
+#if defined(__CUDA_ARCH__)
+    // The bare special-function instruction (about 2 ulp, like exp2f, which adds a
+    // rescaling for subnormal results): results below 2^-126 flush to 0, which is far
+    // below the rounding of the sums (>= 1) they are added to.
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+#else
+    return exp2f(x);
+#endif
+}
+__device__ __forceinline__ double otc_exp2(double x) { return exp2(x); }
+__device__ __forceinline__ float otc_exp(float x) { return expf(x); }
+__device__ __forceinline__ double otc_exp(double x) { return exp(x); }
+__device__ __forceinline__ float otc_log2(float x) { return log2f(x); }
+__device__ __forceinline__ double otc_log2(double x) { return log2(x); }
+__device__ __forceinline__ float otc_sqrt(float x) { return sqrtf(x); }
+__device__ __forceinline__ double otc_sqrt(double x) { return sqrt(x); }
+__device__ __forceinline__ float otc_abs(float x) { return fabsf(x); }
+__device__ __forceinline__ double otc_abs(double x) { return fabs(x); }
+__device__ __forceinline__ float otc_pow(float x, float p) { return powf(x, p); }
+__device__ __forceinline__ double otc_pow(double x, double p) { return pow(x, p); }
+__device__ __forceinline__ float otc_max(float a, float b) { return fmaxf(a, b); }
+__device__ __forceinline__ double otc_max(double a, double b) { return fmax(a, b); }
+
+// Most negative finite value: the start of a running maximum. Unlike -inf it keeps
+// every difference (z - max) and every merge free of inf - inf, so -inf entries of z
+// (zero weights) need no branch.
+template <typename T> __device__ __forceinline__ T otc_lowest();
+template <> __device__ __forceinline__ float otc_lowest<float>() { return -3.402823466e+38f; }
+template <> __device__ __forceinline__ double otc_lowest<double>() {
+    return -1.7976931348623157e+308;
+}
+
+// Online log-sum-exp of base-2 exponents z (z = (h - c) log2(e) / eps).
+//
+// push() is the one-exp update: with d = z - m, e = 2^-|d|; a new maximum rescales the
+// block sum by e and adds 1, otherwise e is added. fold() moves the block sum into the
+// total (one exp2 per block), so long reductions add O(block) terms at a time and the
+// rounding error grows with the block length, not with the whole row. After fold(),
+// (M, S) holds the result: sum_j 2^z_j = 2^M S.
+template <typename T>
+struct OtcLse {
+    T m, s;  // running maximum and the sum of the current block, relative to m
+    T M, S;  // maximum and sum of the folded blocks (M <= m)
+
+    __device__ __forceinline__ void init() {
+        m = M = otc_lowest<T>();
+        s = S = T(0);
+    }
+    __device__ __forceinline__ void push(T z) {
+        const T d = z - m;
+        const T e = otc_exp2(-otc_abs(d));
+        const bool up = d > T(0);
+        s = up ? s * e + T(1) : s + e;
+        m = up ? z : m;
+    }
+    __device__ __forceinline__ void fold() {
+        S = S * otc_exp2(M - m) + s;
+        M = m;
+        s = T(0);
+    }
+    // Merge another folded accumulator (M2, S2) into (M, S).
+    __device__ __forceinline__ void merge(T M2, T S2) {
+        const T top = otc_max(M, M2);
+        S = S * otc_exp2(M - top) + S2 * otc_exp2(M2 - top);
+        M = top;
+    }
+    // Merge the folded accumulators of the 32 lanes of a warp (all lanes get the result).
+    __device__ __forceinline__ void warp_merge() {
+        for (int off = 16; off > 0; off >>= 1) {
+            const T M2 = __shfl_xor_sync(OTC_FULL_MASK, M, off);
+            const T S2 = __shfl_xor_sync(OTC_FULL_MASK, S, off);
+            merge(M2, S2);
+        }
+    }
+};
+
+// -eps * log(2^M S): the softmin value of a folded accumulator (+inf when S == 0).
+template <typename T>
+__device__ __forceinline__ T otc_lse_value(T M, T S, T eps) {
+    return -eps * T(OTC_LN2) * (M + otc_log2(S));
+}
+
+// Store a softmin result: the final value when the reduction has one part, otherwise the
+// partial (M, S) of part `part` for otc_lse_merge.
+template <typename T>
+__device__ __forceinline__ void otc_lse_store(T M, T S, T eps, otc_int t, otc_int len,
+                                              int part, int parts, T* out, T* part_m,
+                                              T* part_s) {
+    if (parts == 1) {
+        out[t] = otc_lse_value(M, S, eps);
+    } else {
+        part_m[(otc_int)part * len + t] = M;
+        part_s[(otc_int)part * len + t] = S;
+    }
+}
+
+// Ground cost, accumulated one coordinate at a time, then finished:
+// sqeuclidean sum t^2, euclidean sqrt(sum t^2), pnorm sum |t|^p / p.
+template <typename T, int KIND>
+__device__ __forceinline__ T otc_term(T t, T p) {
+    if (KIND == OTC_PNORM) return otc_pow(otc_abs(t), p);
+    return t * t;
+}
+template <typename T, int KIND>
+__device__ __forceinline__ T otc_finish(T acc, T p) {
+    if (KIND == OTC_EUCLIDEAN) return otc_sqrt(acc);
+    if (KIND == OTC_PNORM) return acc / p;
+    return acc;
+}
+
+// Cost c(i, j) read from global memory: the dense matrix X (n x m, row-major), or
+// source point X[i, :] (n x d) against target column YT[:, j] (d x m).
+template <typename T, int KIND>
+__device__ __forceinline__ T otc_cost_at(const T* __restrict__ X, const T* __restrict__ YT,
+                                         int d, T p, otc_int m, otc_int i, otc_int j) {
+    if (KIND == OTC_DENSE) return X[i * m + j];
+    T acc = T(0);
+    for (int k = 0; k < d; ++k) acc += otc_term<T, KIND>(X[i * d + k] - YT[k * m + j], p);
+    return otc_finish<T, KIND>(acc, p);
+}
+
+#endif  // OTCORE_COMMON_CUH

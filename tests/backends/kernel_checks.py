@@ -1,0 +1,186 @@
+"""The GPU backend's kernel contract, checked against the Numba CPU backend.
+
+:class:`KernelContract` holds the tests; a test module subclasses it and provides the
+``device`` fixture (a :class:`Device`): real CuPy on a GPU (``test_cupy_gpu.py``) or the
+CPU emulator of the CUDA kernels (``test_cuda_emulated.py``). Every kernel is compared
+with ``numba_cpu`` on the same data, to 1e-10 in float64 and 1e-5 in float32, for dense
+costs and point clouds, both axes, ``-inf`` entries in ``h``, eps from 1e-4 to 1 of the
+cost scale, sizes that are not multiples of any tile, and with the reductions both whole
+(one part) and split across blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+import otcore as oc
+from otcore.backends import cupy_gpu
+from otcore.backends.numba_cpu import NumbaBackend
+
+DTYPES = [np.float64, np.float32]
+# (n, m): tiny, rows and columns longer than a tile, odd sizes, lopsided (split reductions)
+DENSE_SHAPES = [(1, 1), (1, 700), (33, 257), (5, 1200), (700, 5)]
+CLOUD_CASES = [  # (n, m, d, cost, scale)
+    (1, 1, 1, "sqeuclidean", 1.0),
+    (37, 300, 1, "euclidean", 1.0),
+    (300, 37, 2, ("pnorm", 1.5), 2.5),
+    (61, 700, 3, "sqeuclidean", 1.0),
+    (61, 700, 3, "euclidean", 4.0),
+    (45, 70, 5, "sqeuclidean", 1.0),
+    (40, 90, 40, ("pnorm", 3.0), 1.0),
+    (70, 33, 70, "euclidean", 1.0),
+]
+
+
+def tolerance(dtype: Any) -> float:
+    """Relative (and absolute, per unit of the compared values) tolerance for ``dtype``."""
+    return 1e-10 if np.dtype(dtype) == np.float64 else 1e-5
+
+
+@dataclass
+class Device:
+    """How a test moves NumPy data to the GPU backend's arrays and back."""
+
+    xp: Any  # cupy, or the emulator's stand-in
+    array_type: type
+
+    def asarray(self, a: Any, dtype: Any) -> Any:
+        return self.xp.asarray(np.asarray(a, dtype=dtype))
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return np.asarray(self.xp.asnumpy(a))
+
+    def check(self, out: Any, ref: Any, dtype: Any) -> None:
+        """``out`` is a device array of ``dtype`` and ``ref``'s shape, equal to ``ref``."""
+        assert isinstance(out, self.array_type), type(out)
+        assert out.dtype == np.dtype(dtype), out.dtype
+        assert tuple(out.shape) == np.shape(ref)
+        out = self.to_numpy(out)
+        ref = np.asarray(ref, dtype=np.float64)
+        tol = tolerance(dtype)
+        finite = np.isfinite(ref)
+        np.testing.assert_array_equal(np.isfinite(out), finite)
+        scale = max(1.0, float(np.abs(ref[finite]).max(initial=0.0)))
+        np.testing.assert_allclose(out[finite], ref[finite], rtol=tol, atol=tol * scale)
+
+
+def _dense(rng: np.random.Generator, n: int, m: int, dtype: Any) -> tuple:
+    C = (10.0 * rng.random((n, m))).astype(dtype)
+    return C, oc.DenseCost(C), 10.0
+
+
+def _cloud(rng, n, m, d, cost, scale, dtype) -> tuple:
+    x = rng.normal(size=(n, d)).astype(dtype)
+    y = (0.5 + rng.normal(size=(m, d))).astype(dtype)
+    geom = oc.PointCloud(x, y, cost, scale=scale)
+    return (x, y), geom, NumbaBackend().bind(geom).cost_scale()
+
+
+def _potential(rng: np.random.Generator, size: int, spread: float, dtype: Any) -> np.ndarray:
+    """Random potential with a few ``-inf`` entries (zero weights), never all of them."""
+    h = (spread * rng.normal(size=size)).astype(dtype)
+    if size > 3:
+        h[rng.choice(size, size // 4, replace=False)] = -np.inf
+    return h
+
+
+class KernelContract:
+    """The tests; subclasses provide the ``device`` fixture."""
+
+    @pytest.fixture
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng(20240611)
+
+    @pytest.fixture(params=["one_part", "split"])
+    def split(self, request, monkeypatch) -> str:
+        """``one_part``: a device so small that no reduction is split; ``split``: the
+        device's own size (most reductions of these small problems are split)."""
+        if request.param == "one_part":
+            monkeypatch.setattr(cupy_gpu, "_capacity", lambda device_id: 1)
+        return request.param
+
+    def _ops(self, device: Device, geom: Any, dtype: Any) -> Any:
+        if isinstance(geom, oc.DenseCost):
+            dev_geom = oc.DenseCost(device.asarray(geom.C, dtype))
+        else:
+            dev_geom = oc.PointCloud(device.asarray(geom.x, dtype), device.asarray(geom.y, dtype),
+                                     geom.cost, scale=geom.scale)
+        return cupy_gpu.CupyBackend().bind(dev_geom)
+
+    def _check_all(self, device, geom, scale, dtype, rng) -> None:
+        """softmin (both axes, two eps), plan_stats, plan and cost_scale against Numba."""
+        ops, ref = self._ops(device, geom, dtype), NumbaBackend().bind(geom)
+        n, m = geom.shape
+        for eps in (1e-4 * scale, 0.3 * scale):
+            for axis, size in ((1, m), (0, n)):
+                h = _potential(rng, size, scale, dtype)
+                out = ops.softmin(device.asarray(h, dtype), eps, axis)
+                device.check(out, ref.softmin(h, eps, axis), dtype)
+        # potentials of a plan with entries of order 1/(n m)
+        eps = 0.3 * scale
+        hf = ref.softmin(np.zeros(m, dtype), eps, 1) - eps * np.log(n * m)
+        hf = hf.astype(dtype)
+        hg = (ref.softmin(hf, eps, 0) - eps * np.log(m)).astype(dtype)
+        rows, cols, cost = ops.plan_stats(device.asarray(hf, dtype), device.asarray(hg, dtype),
+                                          eps)
+        r_rows, r_cols, r_cost = ref.plan_stats(hf, hg, eps)
+        device.check(rows, r_rows, dtype)
+        device.check(cols, r_cols, dtype)
+        assert isinstance(cost, float)
+        assert cost == pytest.approx(r_cost, rel=tolerance(dtype), abs=1e-300)
+        plan = ops.plan(device.asarray(hf, dtype), device.asarray(hg, dtype), eps)
+        device.check(plan, ref.plan(hf, hg, eps), dtype)
+        assert ops.cost_scale() == pytest.approx(ref.cost_scale(), rel=tolerance(dtype))
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("shape", DENSE_SHAPES)
+    def test_dense_kernels_match_numba(self, device, split, shape, dtype, rng):
+        _, geom, scale = _dense(rng, *shape, dtype)
+        self._check_all(device, geom, scale, dtype, rng)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("case", CLOUD_CASES)
+    def test_cloud_kernels_match_numba(self, device, split, case, dtype, rng):
+        _, geom, scale = _cloud(rng, *case, dtype)
+        self._check_all(device, geom, scale, dtype, rng)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_softmin_of_one_finite_entry_is_exact(self, device, dtype):
+        # with a single finite h_j, -eps log sum_j exp((h_j - C_ij) / eps) = C_ij - h_j
+        C = np.arange(12, dtype=dtype).reshape(3, 4)
+        ops = cupy_gpu.CupyBackend().bind(oc.DenseCost(device.asarray(C, dtype)))
+        h = np.full(4, -np.inf, dtype=dtype)
+        h[2] = 0.5
+        device.check(ops.softmin(device.asarray(h, dtype), 1e-3, 1), C[:, 2] - 0.5, dtype)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("cloud", [False, True])
+    def test_sinkhorn_matches_numba(self, device, dtype, cloud, rng):
+        n, m = 40, 55
+        x, y = rng.normal(size=(n, 2)), 1.0 + rng.normal(size=(m, 2))
+        a, b = rng.uniform(0.5, 1.0, n), rng.uniform(0.5, 1.0, m)
+        a[3] = 0.0
+        a, b = (a / a.sum()).astype(dtype), (b / b.sum()).astype(dtype)
+        x, y = x.astype(dtype), y.astype(dtype)
+        if cloud:
+            cost = oc.PointCloud(x, y, scale=4.0)
+            dev_cost = oc.PointCloud(device.asarray(x, dtype), device.asarray(y, dtype),
+                                     scale=4.0)
+        else:
+            cost = ((x[:, None] - y[None]) ** 2).sum(-1) / 4.0
+            dev_cost = device.asarray(cost, dtype)
+        ref = oc.sinkhorn(a, b, cost, eps=0.1)
+        res = oc.sinkhorn(device.asarray(a, dtype), device.asarray(b, dtype), dev_cost, eps=0.1,
+                          backend=cupy_gpu.CupyBackend())
+        assert res.backend == "cupy_gpu" and res.converged and ref.converged
+        device.check(res.f, ref.f, dtype)
+        device.check(res.g, ref.g, dtype)
+        tol = tolerance(dtype)
+        assert abs(res.n_iter - ref.n_iter) <= 10  # one convergence check apart at most
+        assert res.cost == pytest.approx(ref.cost, rel=tol)
+        assert res.value == pytest.approx(ref.value, rel=tol)
+        device.check(res.plan, ref.plan, dtype)

@@ -1,0 +1,88 @@
+"""The GPU backend on the CPU: otcore's CUDA kernels compiled for the host with the
+emulator of ``cuda_emulator.h``, driven by :mod:`otcore.backends.cupy_gpu` through a
+stand-in for CuPy (``cuda_emulator.py``), and compared with the Numba backend.
+
+This checks the kernels' logic and indexing, the launch configuration and the argument
+lists on machines without a GPU; ``test_cupy_gpu.py`` runs the same checks on a device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import otcore as oc
+from otcore.backends import cupy_gpu
+from otcore.kernels.cuda import launch
+
+from . import cuda_emulator
+from .kernel_checks import Device, KernelContract
+
+pytestmark = pytest.mark.skipif(not cuda_emulator.available(), reason="needs g++")
+
+
+@pytest.fixture(scope="module")
+def emulated_cupy(tmp_path_factory):
+    """The CuPy stand-in, on a device of 1000 multiprocessors (so reductions split)."""
+    return cuda_emulator.fake_cupy(tmp_path_factory.mktemp("cuda_emu"), multiprocessors=1000)
+
+
+# the backend's caches of compiled kernels and device sizes (emptied around each test)
+_CACHES = (cupy_gpu._module, cupy_gpu._kernel, cupy_gpu._capacity)
+
+
+@pytest.fixture
+def device(emulated_cupy, monkeypatch) -> Device:
+    monkeypatch.setattr(cupy_gpu, "_cupy", lambda: emulated_cupy)
+    for cached in _CACHES:
+        cached.cache_clear()
+    yield Device(emulated_cupy, cuda_emulator.DeviceArray)
+    for cached in _CACHES:
+        cached.cache_clear()
+
+
+class TestEmulatedKernels(KernelContract):
+    """The kernel contract, with the CUDA kernels running in the emulator."""
+
+
+def test_split_reductions_are_merged(device):
+    # a lopsided problem: 3 rows of 5000 columns cannot fill the device, so the row
+    # softmin runs in parts (blockIdx.y) and otc_lse_merge finishes
+    rng = np.random.default_rng(0)
+    C = rng.random((3, 5000))
+    ops = cupy_gpu.CupyBackend().bind(oc.DenseCost(device.asarray(C, np.float64)))
+    h = rng.normal(size=5000)
+    out = ops.softmin(device.asarray(h, np.float64), 0.1, 1)
+    cfg = launch.softmin_dense_rows(3, 5000, ops.capacity)
+    assert cfg.parts == 20
+    rows = cupy_gpu._kernel("otc_softmin_dense_rows", "float64")
+    merge = cupy_gpu._kernel("otc_lse_merge", "float64")
+    assert rows.launches == [(cfg.grid, cfg.block)]
+    assert merge.launches == [(launch.merge(3).grid, launch.merge(3).block)]
+    z = (h[None, :] - C) / 0.1
+    top = z.max(axis=1)
+    expected = -0.1 * (top + np.log(np.exp(z - top[:, None]).sum(axis=1)))
+    device.check(out, expected, np.float64)
+
+
+def test_emulator_rejects_mistyped_arguments(device):
+    # a Python float where the kernel takes a float32 would be passed with the wrong
+    # width by a real launch: the stand-in refuses it
+    ops = cupy_gpu.CupyBackend().bind(oc.DenseCost(device.asarray(np.ones((2, 3)), np.float32)))
+    kernel = cupy_gpu._kernel("otc_softmin_dense_rows", "float32")
+    out = device.xp.empty(2, dtype=np.float32)
+    h = device.xp.zeros(3, dtype=np.float32)
+    with pytest.raises(TypeError, match="eps"):
+        kernel((1, 1, 1), (32, 8, 1), (ops.X, h, 0.5, np.int64(2), np.int64(3), np.int64(3),
+                                       out, out, out))
+
+
+def test_emulator_detects_out_of_bounds_writes(device):
+    # claiming 4 rows for an output of 2: the kernel writes past the end, into the guard
+    ops = cupy_gpu.CupyBackend().bind(oc.DenseCost(device.asarray(np.ones((4, 3)), np.float64)))
+    kernel = cupy_gpu._kernel("otc_softmin_dense_rows", "float64")
+    out = device.xp.empty(2, dtype=np.float64)
+    h = device.xp.zeros(3, dtype=np.float64)
+    with pytest.raises(AssertionError, match="out of bounds"):
+        kernel((1, 1, 1), (32, 8, 1), (ops.X, h, np.float64(0.5), np.int64(4), np.int64(3),
+                                       np.int64(3), out, out, out))
