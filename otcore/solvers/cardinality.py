@@ -420,9 +420,11 @@ def cardinality_ot(
     ``1 < k < n`` is within about 1e-5 (absolute, for costs normalized to max 1) of the
     optimum; ``k = 1`` and ``k >= n`` are solved more accurately. ``n_iter`` counts the
     iterations on the target objective, ``extra["warm_start_iter"]`` those of the warm
-    start; ``errors`` records both. The objective and gradient are evaluated in float64 (SciPy's L-BFGS-B works
-    in float64); a float32 cost is read as float32, and ``f``, ``g`` and the plan are
-    returned in float32.
+    start; ``errors`` records both.
+
+    *Precision.* The objective and gradient are evaluated in float64 (SciPy's L-BFGS-B
+    works in float64); a float32 cost is read as float32, and ``f``, ``g`` and the plan
+    are returned in float32.
 
     References
     ----------
