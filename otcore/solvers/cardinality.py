@@ -38,6 +38,7 @@ from .._validation import (
     check_tol,
 )
 from ..result import OTResult, warn_not_converged
+from ._cardinality_rebuild import rebuild_k1
 from ._problem import make_problem
 
 __all__ = ["cardinality_ot"]
@@ -46,13 +47,6 @@ __all__ = ["cardinality_ot"]
 _MAX_RESTARTS = 5
 #: L-BFGS-B memory (SciPy's default is 10; more pairs help on these nonsmooth objectives).
 _MEMORY = 30
-#: Rebuilt k = 1 plan: candidates per group in the first LP, entries added per group and
-#: pricing round, and the reduced-cost slack relative to max |C| below which it stops.
-_REBUILD_WIDTH = 4
-_REBUILD_PRICE = 2
-_REBUILD_SLACK = 1e-9
-#: HiGHS tolerances for the rebuilt plan (its defaults, 1e-7, are too loose here).
-_HIGHS = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
 
 
 def _host(x: Any) -> np.ndarray:
@@ -203,67 +197,6 @@ def _top_entries(obj: _Objective, alpha: np.ndarray, beta: np.ndarray, width: in
                          min(width, obj.p.shape[0]))
     group, pos = np.nonzero(val > 0)
     return group, idx[group, pos], val[group, pos]
-
-
-def _rebuild_k1(obj: _Objective, f: np.ndarray, scale: float):
-    """Exact OT plan from the k = 1 potentials, fitted to both marginals.
-
-    A min-cost linear program (HiGHS) restricted to the ``_REBUILD_WIDTH`` best-scoring
-    entries ``f_i - K_ji`` of every group (the tight support of ``f`` and its runners-up),
-    plus one artificial variable per marginal constraint priced above any transport, so
-    that it is always feasible. Its dual potentials are then checked against the whole
-    cost (one kernel pass); the ``_REBUILD_PRICE`` most violating entries of each group
-    are added and the LP solved again (column generation), until no entry violates them
-    by more than ``_REBUILD_SLACK * scale``: the plan is then optimal for the full problem
-    (with both marginals exact), even if ``f`` was only approximately optimal.
-
-    Returns
-    -------
-    group, other, t : arrays
-        The plan's entries (group index, other-side index, mass).
-    rounds : int
-        Number of linear programs solved.
-    """
-    p, q = obj.p, obj.q
-    n_other, n_groups, slack = p.shape[0], q.shape[0], _REBUILD_SLACK * scale
-    q_fit = q * (p.sum() / q.sum())  # equal masses, exactly, in float64
-    # shift the scores so that every entry is positive: the kernel lists the top ones
-    shift = np.full(n_groups, float(np.ptp(f)) + scale + 1.0)
-    group, other, value = _top_entries(obj, f, shift, _REBUILD_WIDTH)
-    cost = f[other] + shift[group] - value  # K_ji recovered from the score
-    # artificial unit of mass per row and per group, at a cost above scale / 2: the
-    # restricted problem is always feasible, and they vanish at the full optimum
-    big = np.full(n_other + n_groups, scale + 1.0)
-    b_eq = np.concatenate([p, q_fit])
-    rounds = 0
-    while True:
-        rounds += 1
-        nnz = other.shape[0]
-        ones, cols = np.ones(nnz), np.arange(nnz)
-        A = sparse.hstack([
-            sparse.vstack([
-                sparse.csr_matrix((ones, (other, cols)), shape=(n_other, nnz)),
-                sparse.csr_matrix((ones, (group, cols)), shape=(n_groups, nnz)),
-            ]),
-            sparse.identity(n_other + n_groups),
-        ]).tocsr()
-        lp = optimize.linprog(np.concatenate([cost, big]), A_eq=A, b_eq=b_eq,
-                              bounds=(0, None), method="highs", options=_HIGHS)
-        if lp.status != 0:
-            raise RuntimeError(f"could not rebuild the k = 1 plan: {lp.message}")
-        phi, psi = lp.eqlin.marginals[:n_other], lp.eqlin.marginals[n_other:]
-        g_new, o_new, viol = _top_entries(obj, phi, psi - slack, _REBUILD_PRICE)
-        fresh = ~np.isin(g_new * n_other + o_new, group * n_other + other)
-        if not fresh.any():
-            break
-        g_new, o_new, viol = g_new[fresh], o_new[fresh], viol[fresh]
-        group, other = np.concatenate([group, g_new]), np.concatenate([other, o_new])
-        cost = np.concatenate([cost, phi[o_new] + psi[g_new] - slack - viol])
-    artificial = float(lp.x[nnz:].sum())
-    if artificial > 1e-9 * p.sum():
-        raise RuntimeError(f"could not rebuild the k = 1 plan: {artificial:.3g} of the mass "
-                           "is left on artificial variables")
-    return group, other, lp.x[:nnz], rounds
 
 
 def cardinality_ot(
@@ -487,7 +420,9 @@ def cardinality_ot(
         extra["sparse_plan"] = plan
         extra["sparse_row_error"], extra["sparse_col_error"] = _marginal_errors(plan, a64, b64)
         scale = float(np.abs(Kh).max())
-        group, other, t, extra["rebuild_lps"] = _rebuild_k1(obj, pot_other, scale)
+        group, other, t, extra["rebuild_lps"] = rebuild_k1(
+            lambda alpha, beta, width: _top_entries(obj, alpha, beta, width),
+            pot_other, p, q, scale)
         rows, cols = (other, group) if axis == 0 else (group, other)
         plan = sparse.csr_matrix((t.astype(dtype), (rows, cols)), shape=(n, m))
         plan.eliminate_zeros()
