@@ -104,20 +104,41 @@ class Backend(ABC):
     def group_costs(self, geom: Any, axis: int) -> Any:
         """The cost laid out group-major, once per solve (the only ``n x m`` copy).
 
+        Row ``j`` of the result holds the costs that compete in group ``j`` of
+        :meth:`topk_groups`.
+
         Parameters
         ----------
         geom : DenseCost or PointCloud
             The ``(n, m)`` cost.
         axis : {0, 1}
-            ``0``: groups are the columns of the plan; returns ``K`` of shape ``(m, n)``
-            with ``K[j, i] = C[i, j]``. ``1``: groups are the rows; returns ``C`` itself,
-            ``(n, m)``.
+            ``0``: groups are the columns of the plan. ``1``: groups are the rows.
+
+        Returns
+        -------
+        array
+            For ``axis=0``, ``K`` of shape ``(m, n)`` with ``K[j, i] = C[i, j]``; for
+            ``axis=1``, ``C`` itself, shape ``(n, m)``.
+
+        See Also
+        --------
+        topk_groups : The kernel that reads it.
 
         Notes
         -----
         This default is plain ``xp`` code: a transposed view of a dense cost, or the point
         cloud's cost evaluated block by block. Backends whose kernels need a particular
         memory layout override it.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from otcore import DenseCost, get_backend
+        >>> C = np.arange(6.0).reshape(2, 3)
+        >>> get_backend(C).group_costs(DenseCost(C), 0)
+        array([[0., 3.],
+               [1., 4.],
+               [2., 5.]])
         """
         xp = self.xp
         if hasattr(geom, "C"):
@@ -152,8 +173,9 @@ class Backend(ABC):
         K : array of shape (m, n)
             Group-major cost, as returned by :meth:`group_costs` (float32 or float64).
         alpha : array of shape (n,), float64
+            Potentials of the other side (``f`` when the groups are columns).
         beta : array of shape (m,), float64
-            Per-group shift (zeros for the semi-dual).
+            Per-group shift (the group potentials of the dual; zeros for the semi-dual).
         w : array of shape (m,), float64
             Group masses (read only when ``simplex``).
         gamma : float
@@ -184,10 +206,29 @@ class Backend(ABC):
         val : array of shape (m, width), float64
             Their plan entries ``t``; 0 past ``nnz[j]``.
 
+        See Also
+        --------
+        otcore.cardinality_ot : The solver built on this kernel.
+
         Notes
         -----
         Scores are formed in float64 whatever the dtype of ``K``. Everything is computed
         in one pass over ``K``; implementations must not allocate an ``(m, n)``
         temporary (the reference backend works on blocks of groups).
+
+        Examples
+        --------
+        One group of three entries, ``k = 2``, semi-dual with mass 1: the two best scores
+        ``0`` and ``-0.2`` share the mass, the third is not selected.
+
+        >>> import numpy as np
+        >>> from otcore.backends import get_backend
+        >>> bk = get_backend(np.zeros(1))
+        >>> K = np.array([[0.0, 0.2, 2.0]])
+        >>> out = bk.topk_groups(K, np.zeros(3), np.zeros(1), np.ones(1), 1.0, 2, True,
+        ...                      width=2)
+        >>> gval, gsum, theta, nnz, rows, idx, val = out
+        >>> idx, val.round(12), nnz
+        (array([[0, 1]]), array([[0.6, 0.4]]), array([2]))
         """
         raise NotImplementedError(f"backend {self.name!r} has no cardinality kernels")

@@ -47,6 +47,8 @@ __all__ = ["cardinality_ot"]
 _MAX_RESTARTS = 5
 #: L-BFGS-B memory (SciPy's default is 10; more pairs help on these nonsmooth objectives).
 _MEMORY = 30
+#: The warm start's first stage solves quadratically regularized OT at gamma * 10**this.
+_FIRST_STAGE = 2
 
 
 def _host(x: Any) -> np.ndarray:
@@ -171,7 +173,7 @@ def _warm_start(obj: _Objective, tol: float, max_iter: int, errors: list):
     n_other = obj.p.shape[0]
     f, used = np.zeros(n_other), 0
     lowest = -5 if obj.k == 1 else (1 if obj.k >= n_other else 0)
-    for s in range(2, lowest - 1, -1):
+    for s in range(_FIRST_STAGE, lowest - 1, -1):
         stage = _Objective(obj.bk, obj.K, obj.p, obj.q, obj.gamma * 10.0**s, n_other, True)
         f, it, _, _ = _maximize(stage, f, tol, max_iter, errors)
         used += it
@@ -322,7 +324,7 @@ def cardinality_ot(
 
     See Also
     --------
-    otcore.sinkhorn : entropic OT (dense plans).
+    otcore.sinkhorn : Entropic OT (dense plans).
 
     Notes
     -----
@@ -375,6 +377,13 @@ def cardinality_ot(
     True
     >>> bool(abs(res.extra["col_error"]) < 1e-12)  # the semi-dual keeps T^T 1 = b
     True
+
+    With ``k = 1`` the value is the unregularized OT cost plus ``(gamma / 2) |b|^2``, and
+    ``rebuild_plan=True`` returns an optimal transport plan that meets both marginals:
+
+    >>> res1 = oc.cardinality_ot(None, None, C / C.max(), k=1, gamma=0.1, rebuild_plan=True)
+    >>> bool(res1.marginal_error < 1e-9), bool(res1.extra["sparse_row_error"] > 0)
+    (True, True)
     """
     k = check_positive_int(k, "k")
     gamma = check_eps(gamma, "gamma")

@@ -287,6 +287,20 @@ def test_point_cloud_equals_dense_cost():
     np.testing.assert_array_equal(res.plan.toarray(), ref.plan.toarray())
 
 
+@pytest.mark.parametrize("formulation", ["semi-dual", "dual"])
+def test_zero_weights(formulation):
+    a, b, C, _, _ = random_problem(np.random.default_rng(22), 30, 25, zeros=3)
+    res = oc.cardinality_ot(a, b, C, 2, 0.5, formulation=formulation)
+    P = res.plan.toarray()
+    assert np.all(np.isfinite(res.f)) and np.all(np.isfinite(res.g))
+    assert P[a == 0].sum() < 1e-6 and P[:, b == 0].sum() < 1e-6
+    if formulation == "semi-dual":
+        np.testing.assert_allclose(P.sum(axis=0), b, atol=1e-15)
+        exact = oc.cardinality_ot(a, b, C, 1, 0.5, rebuild_plan=True)
+        assert exact.cost == pytest.approx(ot.emd2(a, b, C), rel=1e-9)
+        assert exact.marginal_error < 1e-9
+
+
 def test_deterministic():
     a, b, C = make_problem(30, 30, seed=18, uniform=True)
     C = np.round(C, 1)  # many ties
