@@ -89,16 +89,17 @@ class _Objective:
         self.scale = 1.0  # SciPy minimizes -scale * objective
         self.last: tuple[np.ndarray, float] | None = None  # (x, L1 marginal error)
 
-    def kernel(self, x: np.ndarray, width: int = 0) -> tuple[np.ndarray, ...]:
+    def kernel(self, x: np.ndarray, width: int | None = 0) -> tuple[np.ndarray, ...]:
         """The backend's :meth:`~otcore.backends.Backend.topk_groups` at ``x``, on host."""
         f = x[: self.n]
         g = self.zeros if self.simplex else x[self.n:]
         return _topk(self.bk, self.K, f, g, self.q, self.gamma, self.k, self.simplex, width)
 
-    def evaluate(self, x: np.ndarray) -> tuple[float, np.ndarray, float, tuple]:
+    def evaluate(self, x: np.ndarray, width: int | None = 0
+                 ) -> tuple[float, np.ndarray, float, tuple]:
         """Objective (to maximize), its gradient, the L1 marginal error of the kernel plan,
-        and the kernel outputs, at ``x``."""
-        out = self.kernel(x)
+        and the kernel outputs (with ``width`` plan entries per group), at ``x``."""
+        out = self.kernel(x, width)
         gval, gsum, _, _, rows, _, _ = out
         f = x[: self.n]
         grad = self.p - rows
@@ -188,6 +189,7 @@ def _plan_matrix(idx: np.ndarray, val: np.ndarray, shape: tuple[int, int], axis:
     other = idx[group, pos]
     rows, cols = (other, group) if axis == 0 else (group, other)
     plan = sparse.csr_matrix((val[group, pos].astype(dtype), (rows, cols)), shape=shape)
+    plan.eliminate_zeros()  # entries below float32's range
     plan.sort_indices()
     return plan
 
@@ -416,8 +418,7 @@ def cardinality_ot(
     else:
         x0 = np.zeros(p.shape[0] + (0 if simplex else q.shape[0]))
     x, n_iter, converged, message = _maximize(obj, x0, tol, max_iter, errors)
-    value, _, _, (_, _, theta, _, _, _, _) = obj.evaluate(x)
-    *_, idx, val = obj.kernel(x, width=None)
+    value, grad, _, (_, _, theta, _, _, idx, val) = obj.evaluate(x, width=None)
     pot_other = x[: p.shape[0]]
     pot_group = -theta if simplex else x[p.shape[0]:]
 
@@ -443,8 +444,7 @@ def cardinality_ot(
     row_error, col_error = _marginal_errors(plan, a64, b64)
     extra.update(row_error=row_error, col_error=col_error, primal=primal)
     if not converged:
-        warn_not_converged(f"cardinality_ot ({formulation})", n_iter,
-                           errors[-1][1] if errors else math.nan, tol)
+        _warn_not_converged(formulation, n_iter, float(np.max(np.abs(grad))), tol, message)
 
     f, g = (pot_other, pot_group) if axis == 0 else (pot_group, pot_other)
     f, g = (xp.asarray(v.astype(dtype)) for v in (f, g))
@@ -454,6 +454,17 @@ def cardinality_ot(
         n_iter=n_iter, converged=converged, backend=bk.name,
         method=f"cardinality_ot ({formulation})", eps=None, errors=errors, extra=extra,
         _plan=out_plan,
+    )
+
+
+def _warn_not_converged(formulation: str, n_iter: int, error: float, tol: float,
+                        message: str) -> None:
+    """The standard warning, with the largest marginal violation as the error (called
+    from here so that the warning points at the caller of :func:`cardinality_ot`)."""
+    warn_not_converged(
+        f"cardinality_ot ({formulation})", n_iter, error, tol,
+        f"L-BFGS-B: {message.lower()}. Increase max_iter, or tol: on these nonsmooth "
+        "objectives progress can stall at a kink before the marginals are met.",
     )
 
 
