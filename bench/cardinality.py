@@ -5,7 +5,7 @@ Run from the repository root::
     python -m bench.cardinality            # n = m in {200, 1000} (about an hour on 2 cores)
     python -m bench.cardinality --quick    # n = 200 only (a few minutes)
 
-Problems: two 2-D Gaussian clouds with different means (:func:`bench._common.dense_problem`),
+Problems: two 2-D Gaussian clouds with different means (``bench._common.dense_problem``),
 squared-Euclidean cost divided by its maximum, uniform weights, float64, ``n = m`` in
 {200, 1000}, ``k`` in {1, 2, 5}, ``gamma`` in {0.1, 1}. Solvers, on the same problem and
 with the same tolerance ``tol = stopThr = 1e-9``, each with its default iteration limit:
@@ -341,6 +341,7 @@ def report(cases: list[dict], settings: dict, note: str | None) -> str:
     if note:
         header.append(f"**Note:** {note}")
     method = __doc__[__doc__.index("Problems:"):].rsplit("\n\nResults are", 1)[0]
+    method = method.replace("``", "`")  # reST literals to markdown
     settings_text = (f"Repeats: {settings['repeats']} (median reported, fastest-slowest in "
                      f"parentheses); POT time cap: {settings['cap']:g} s per solve.")
     return "\n\n".join([

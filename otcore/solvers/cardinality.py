@@ -16,10 +16,11 @@ vectors):
               max_k,j(x) = max over k-sparse y in the simplex of <x, y> - gamma b_j |y|^2 / 2,
               whose maximizer is the k-sparse simplex projection of x / (gamma b_j).
 
-For every f, g: D(f, g) <= S(f), and S(f) <= the primal objective of every feasible
-k-sparse plan. Both are concave, and smooth except where the top-k selection changes; they
-are maximized with SciPy's L-BFGS-B on value and gradient computed together by the
-backend's fused kernel (:meth:`otcore.backends.Backend.topk_groups`).
+For every f, g: D(f, g) <= S(f), with equality at g = -theta(f) (minus the semi-dual's
+simplex thresholds), so the two have the same optimal value; and S(f) <= the primal
+objective of every feasible k-sparse plan. Both are concave, and smooth except where the
+top-k selection changes; they are maximized with SciPy's L-BFGS-B on value and gradient
+computed together by the backend's fused kernel (:meth:`otcore.backends.Backend.topk_groups`).
 """
 
 from __future__ import annotations
@@ -266,8 +267,9 @@ def cardinality_ot(
         :math:`D(f, g) = \langle f, a \rangle + \langle g, b \rangle - \sum_j
         \frac{1}{2\gamma} \mathrm{top}_k([f + g_j - C_{:, j}]_+^2)`: **neither marginal is
         exact**; both converge as the gradient vanishes. For any potentials
-        ``D(f, g) <= S(f)``, and ``S(f)`` is at most the primal objective of any feasible
-        k-sparse plan; the semi-dual relaxation is the tighter one.
+        ``D(f, g) <= S(f)``, with equality when ``g`` is the semi-dual's ``g`` at ``f``:
+        both have the same optimal value, at most the primal objective of any feasible
+        k-sparse plan. The semi-dual has fewer variables and an exact column marginal.
     constrain : {"columns", "rows"}, default "columns"
         ``"rows"`` bounds the nonzeros of every row instead (each source sends mass to at
         most ``k`` targets); then the semi-dual keeps the **row** marginal exact. This is

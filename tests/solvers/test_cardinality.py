@@ -194,8 +194,11 @@ def test_dual_below_semi_dual_below_primal(k):
     rng = np.random.default_rng(k)
     for f, g in [(dua.f, dua.g)] + [tuple(rng.normal(size=(2, n)) * 0.1)] * 5:
         assert dual(f, g, a, b, C, gamma, k)[0] <= semi_dual(f, a, b, C, gamma, k)[0] + 1e-15
-    # at the optima D* <= S*; L-BFGS stops within about 1e-6 of these nonsmooth optima
+    # with g = -theta(f), the semi-dual's g, the dual attains S(f): D* = S* at the optima
+    assert dual(semi.f, semi.g, a, b, C, gamma, k)[0] == pytest.approx(semi.value, abs=1e-12)
+    # L-BFGS stops within about 1e-6 of these nonsmooth optima
     assert dua.value <= semi.value + 2e-6
+    assert dua.value == pytest.approx(semi.value, abs=2e-6)
     # S* <= primal objective of any feasible k-sparse plan: the optimal assignment
     # (uniform weights, n = m) is a permutation, 1-sparse, feasible for every k
     perm = ot.emd(a, b, C)
