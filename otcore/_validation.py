@@ -145,6 +145,29 @@ def check_fraction(value: Any, name: str) -> float:
     return value
 
 
+def check_density(value: Any, name: str = "density") -> float:
+    """``value`` must be a real number in the half-open interval (0, 1]."""
+    value = _real(value, name)
+    if not 0 < value <= 1:
+        raise ValueError(f"{name} must lie in (0, 1], got {value}")
+    return value
+
+
+def as_points(xp: Any, x: Any, name: str, *, dtype: Any) -> Any:
+    """Point cloud ``x`` as a finite, non-empty ``(n, d)`` array of ``dtype``.
+
+    A 1-D array is read as ``n`` points in dimension 1.
+    """
+    x = x[:, None] if x.ndim == 1 else x
+    return as_array(xp, x, name, dtype=dtype, ndim=2)
+
+
+def check_probability(xp: Any, w: Any, n: int, name: str, *, dtype: Any) -> Any:
+    """Weights of ``n`` points (``None``: uniform), validated and normalized to sum 1."""
+    w = check_weights(xp, w, n, name, dtype=dtype)
+    return w / xp.sum(w)
+
+
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     """``value`` must be one of the strings ``choices``."""
     if not isinstance(value, str) or value not in choices:

@@ -67,6 +67,75 @@ class GeometryOps(ABC):
     def cost_scale(self) -> float:
         """An upper bound of ``max |C_ij|`` (the starting eps of eps-scaling)."""
 
+    # Kernels of the Newton stage of Sinkhorn-Newton-Sparse. They are optional: a backend
+    # without them cannot run :func:`otcore.sinkhorn_newton_sparse`, everything else works.
+
+    def plan_marginals(
+        self, hf: Any, hg: Any, eps: float, out: Any = None
+    ) -> tuple[Any, Any, Any]:
+        """The dense plan and both of its marginals, in one pass over the cost.
+
+        Parameters
+        ----------
+        hf, hg : arrays of shape (n,) and (m,)
+            Shifted potentials (module conventions).
+        eps : float
+        out : array of shape (n, m), optional
+            Buffer to write the plan into (backends may ignore it and allocate).
+
+        Returns
+        -------
+        P, rows, cols
+            ``P_ij = exp((hf_i + hg_j - C_ij) / eps)``, ``P 1`` and ``P^T 1``. Overflow
+            gives ``inf`` entries (callers check the sums), never an exception.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no plan_marginals kernel")
+
+    def sparsify_plan(self, P: Any, rows: Any, cols: Any, nnz: int) -> tuple[Any, float]:
+        """Keep about ``nnz`` entries of a dense plan with the largest normalized values.
+
+        An entry is kept when ``P_ij / sqrt(rows_i cols_j) >= theta``, where ``theta`` is
+        the ``nnz``-th largest normalized value truncated to two mantissa bits (a grid of
+        quarter steps within each power of two), and at least ``2**-1024`` (smaller values
+        count as zero). So the result holds at least ``nnz`` entries when there are that
+        many nonzero ones, a few more on ties at that resolution.
+
+        Returns
+        -------
+        S : sparse matrix or array of shape (n, m)
+            The kept entries: a SciPy CSR array for NumPy input, a dense array with zeros
+            elsewhere for array libraries without a sparse format.
+        theta : float
+            The threshold on the normalized values.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no sparsify_plan kernel")
+
+    def cost_grad(self, hf: Any, hg: Any, eps: float) -> Any:
+        """Plan-weighted gradient of the cost in the target points, for a point cloud.
+
+        Returns the ``(m, d)`` array ``G_j = sum_i P_ij grad_y c(x_i, y_j)`` with
+        ``P_ij = exp((hf_i + hg_j - C_ij) / eps)``: the gradient of ``<C(y), P>`` in ``y``
+        at fixed ``P`` (closed forms in :mod:`otcore._ground`; ``0`` is used where the
+        cost is not differentiable). Raises :class:`TypeError` for a dense cost.
+
+        This kernel is optional: the default runs the blocked Array-API reference on the
+        geometry's own namespace (``self.geom``); devices override it with a fused kernel
+        that never forms ``P``.
+        """
+        from .array_api import ArrayAPIBackend
+
+        return ArrayAPIBackend(self.geom.xp).bind(self.geom).cost_grad(hf, hg, eps)
+
+    def cost_matrix(self) -> Any:
+        """The dense ``n x m`` cost (``O(n m)`` memory), computed with the same arithmetic
+        as the on-the-fly kernels, so that solving on it gives the same potentials.
+
+        Optional, like :meth:`cost_grad`: the default runs the blocked Array-API reference.
+        """
+        from .array_api import ArrayAPIBackend
+
+        return ArrayAPIBackend(self.geom.xp).bind(self.geom).cost_matrix()
+
 
 class Backend(ABC):
     """A device: an array namespace plus the kernels that run on it.

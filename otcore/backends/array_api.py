@@ -7,14 +7,20 @@ processed in blocks, so memory stays ``O(block * max(n, m))`` rather than ``O(n 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
+
+from .._ground import ground_grad
 from ..geometry import DenseCost, PointCloud
 from ._base import Backend, GeometryOps
 
 __all__ = ["ArrayAPIBackend"]
 
 _BLOCK_ENTRIES = 1 << 22
+#: Smallest threshold of ``sparsify_plan``: normalized values below it count as zero.
+_SMALLEST_KEY = math.ldexp(1.0, -1024)
 
 
 def _softmin_block(xp: Any, z: Any, eps: float, axis: int) -> Any:
@@ -81,6 +87,58 @@ class _ArrayAPIOps(GeometryOps):
         both = xp.concat([g.x, g.y], axis=0)
         lo, hi = xp.min(both, axis=0), xp.max(both, axis=0)
         return float(g.pairwise(lo[None, :], hi[None, :])[0, 0])
+
+    def plan_marginals(
+        self, hf: Any, hg: Any, eps: float, out: Any = None
+    ) -> tuple[Any, Any, Any]:
+        # The reference allocates its own plan (``out`` is a hint for in-place backends).
+        P = self.plan(hf, hg, eps)
+        return P, self.xp.sum(P, axis=1), self.xp.sum(P, axis=0)
+
+    def sparsify_plan(self, P: Any, rows: Any, cols: Any, nnz: int) -> tuple[Any, float]:
+        xp = self.xp
+
+        def inv_sqrt(v):
+            ok = (v > 0) & xp.isfinite(v)
+            return xp.where(ok, 1 / xp.sqrt(xp.where(ok, v, 1)), 0)
+
+        q = P * inv_sqrt(rows)[:, None] * inv_sqrt(cols)[None, :]
+        theta = _SMALLEST_KEY
+        positive = xp.reshape(q[q >= theta], (-1,))
+        if positive.shape[0] >= nnz:
+            qk = float(xp.sort(positive)[positive.shape[0] - nnz])
+            mant, expo = math.frexp(qk)  # qk = mant * 2**expo, mant in [0.5, 1)
+            theta = max(theta, math.ldexp(math.floor(mant * 8) / 8, expo))  # 2 mantissa bits
+        S = xp.where(q >= theta, P, xp.zeros_like(P))
+        if isinstance(S, np.ndarray):
+            from scipy.sparse import csr_array
+
+            return csr_array(S), theta
+        return S, theta
+
+    def cost_grad(self, hf: Any, hg: Any, eps: float) -> Any:
+        xp, g = self.xp, self.geom
+        if isinstance(g, DenseCost):
+            raise TypeError("cost_grad needs a PointCloud: a dense cost has no points")
+        m = g.shape[1]
+        block = max(1, self.block // g.x.shape[1])
+        out = []
+        for start in range(0, m, block):
+            stop = min(start + block, m)
+            y = g.y[start:stop, :]
+            P = xp.exp((hf[:, None] + hg[None, start:stop] - g.pairwise(g.x, y)) / eps)
+            dc = ground_grad(xp, g.cost_code, g.p, y[None, :, :] - g.x[:, None, :])
+            out.append(xp.sum(P[:, :, None] * dc, axis=0) / g.scale)
+        return xp.concat(out, axis=0)
+
+    def cost_matrix(self) -> Any:
+        g = self.geom
+        if isinstance(g, DenseCost):
+            return g.C
+        n = g.shape[0]
+        block = max(1, self.block // g.x.shape[1])
+        rows = [g.pairwise(g.x[i:min(i + block, n), :], g.y) for i in range(0, n, block)]
+        return self.xp.concat(rows, axis=0)
 
 
 class ArrayAPIBackend(Backend):

@@ -8,7 +8,7 @@ rounding (``floor``), integer add/shift and selects, all of which have packed AV
 instructions, so loops that call it compile to vector code.
 
 Accuracy: about 1 ulp in float64 (degree-12 Taylor polynomial, truncation < 2e-16) and
-in float32 (degree 7). Results below ``exp(-708)`` (float64) or ``exp(-86.9)`` (float32),
+in float32 (degree 7). Results below ``exp(-708)`` (float64) or ``exp(-86.98)`` (float32),
 close to the smallest normal number, are flushed to 0; arguments above the largest finite
 result give ``inf``; ``-inf`` gives 0. The polynomial is compiled without reassociation,
 whatever the caller's fast-math flags, so the range reduction keeps its accuracy.
@@ -92,7 +92,7 @@ def _exp64(x):
 
 
 def _exp32(x):
-    lo = np.float32(-86.9)  # k >= -125: 2 * 2**(k - 1) stays normal
+    lo = np.float32(-86.98)  # k >= -125: 2 * 2**(k - 1) stays normal
     hi = np.float32(88.72283)
     xc = min(max(x, lo), hi)
     k = np.floor(xc * np.float32(1.442695) + np.float32(0.5))
