@@ -7,6 +7,11 @@ sinkhorn
 sinkhorn_newton_sparse
     Sinkhorn warm-up, then Newton steps on a sparsified Hessian (entropic OT to machine
     precision).
+cardinality_ot
+    Quadratically regularized OT with at most k nonzeros per column of the plan (dual
+    and semi-dual).
+monge_gap, sinkhorn_divergence
+    Monge-gap estimators and the Sinkhorn divergence they are built on.
 PointCloud, DenseCost
     Geometries: what the cost is.
 OTResult, ConvergenceWarning
@@ -17,7 +22,9 @@ get_backend
 
 from .backends import get_backend
 from .geometry import DenseCost, PointCloud
+from .monge_gap import monge_gap, sinkhorn_divergence
 from .result import ConvergenceWarning, OTResult
+from .solvers.cardinality import cardinality_ot
 from .solvers.sinkhorn import sinkhorn
 from .solvers.sns import sinkhorn_newton_sparse
 
@@ -26,13 +33,12 @@ __all__ = [
     "DenseCost",
     "OTResult",
     "PointCloud",
+    "cardinality_ot",
     "get_backend",
+    "monge_gap",
     "sinkhorn",
+    "sinkhorn_divergence",
     "sinkhorn_newton_sparse",
 ]
 
 __version__ = "0.1.0.dev0"
-
-from .monge_gap import monge_gap, sinkhorn_divergence
-
-__all__ += ["monge_gap", "sinkhorn_divergence"]

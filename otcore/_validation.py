@@ -167,3 +167,9 @@ def check_probability(xp: Any, w: Any, n: int, name: str, *, dtype: Any) -> Any:
     w = check_weights(xp, w, n, name, dtype=dtype)
     return w / xp.sum(w)
 
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """``value`` must be one of the strings ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value

@@ -162,3 +162,43 @@ class ArrayAPIBackend(Backend):
         return f"<otcore backend 'array_api' over {getattr(self.xp, '__name__', self.xp)}>"
 
 
+
+    def topk_groups(self, K, alpha, beta, w, gamma, k, simplex, width=0):
+        # Reference: a full stable sort of every group (a block of groups at a time), the
+        # simplex threshold by the sort-and-scan rule, plain xp throughout.
+        xp = self.xp
+        m, n = K.shape
+        kk = min(k, n)
+        f64 = xp.float64
+        alpha, beta, w = (xp.astype(v, f64) for v in (alpha, beta, w))
+        block = max(1, _BLOCK_ENTRIES // n)
+        ranks = xp.arange(1, kk + 1, dtype=f64)
+        out = {key: [] for key in ("gval", "gsum", "theta", "nnz", "idx", "val")}
+        rows = xp.zeros((n,), dtype=f64)
+        for start in range(0, m, block):
+            stop = min(start + block, m)
+            S = alpha[None, :] - xp.astype(K[start:stop, :], f64)
+            order = xp.argsort(-S, axis=1, stable=True)  # ties: smaller index first
+            X = S + beta[start:stop, None]
+            U = xp.take_along_axis(X, order[:, :kk], axis=1)
+            if simplex:
+                csum = xp.cumulative_sum(U, axis=1)
+                s = gamma * w[start:stop, None]
+                rho = xp.sum(xp.astype(U - (csum - s) / ranks > 0, xp.int64), axis=1)
+                rho = xp.maximum(rho, xp.ones_like(rho))
+                top = xp.take_along_axis(csum, rho[:, None] - 1, axis=1)[:, 0]
+                theta = (top - s[:, 0]) / xp.astype(rho, f64)
+            else:
+                theta = xp.zeros((stop - start,), dtype=f64)
+            T = xp.maximum(U - theta[:, None], xp.zeros_like(U)) / gamma  # by score
+            rank = xp.argsort(order, axis=1)  # inverse permutation of the sort
+            full = xp.where(rank < kk, xp.maximum(X - theta[:, None], xp.zeros_like(X)), 0.0)
+            rows = rows + xp.sum(full, axis=0) / gamma
+            out["gval"].append(xp.sum(T * (U - 0.5 * gamma * T), axis=1))
+            out["gsum"].append(xp.sum(T, axis=1))
+            out["theta"].append(theta)
+            out["nnz"].append(xp.sum(xp.astype(T > 0, xp.int64), axis=1))
+            out["idx"].append(order[:, :width])
+            out["val"].append(T[:, :width])
+        return (*(xp.concat(out[key], axis=0) for key in ("gval", "gsum", "theta", "nnz")),
+                rows, *(xp.concat(out[key], axis=0) for key in ("idx", "val")))

@@ -178,3 +178,20 @@ class NumbaBackend(Backend):
 
     def bind(self, geom: DenseCost | PointCloud) -> GeometryOps:
         return _NumbaOps(geom)
+
+    def group_costs(self, geom: DenseCost | PointCloud, axis: int) -> np.ndarray:
+        return np.ascontiguousarray(super().group_costs(geom, axis))
+
+    def topk_groups(self, K, alpha, beta, w, gamma, k, simplex, width=0):
+        from ..kernels.numba import topk as _topk  # imported on first use
+
+        m = K.shape[0]
+        idx = np.empty((m, width), dtype=np.int64)
+        val = np.empty((m, width), dtype=np.float64)
+        f64 = np.float64
+        out, rows = _topk.topk_groups(
+            K, np.ascontiguousarray(alpha, dtype=f64), np.ascontiguousarray(beta, dtype=f64),
+            np.ascontiguousarray(w, dtype=f64), float(gamma), int(k), bool(simplex),
+            get_num_threads(), idx, val,
+        )
+        return out[0], out[1], out[2], out[3].astype(np.int64), rows, idx, val
