@@ -156,12 +156,21 @@ def _proc_status_mb(key: str) -> float | None:
     return int(match.group(1)) / 1024 if match else None
 
 
-def process_peak_rss_mb() -> float:
-    """Peak resident set size of the current process over its whole life, in MiB.
+_hwm_before_reset = 0.0  # the process's high-water mark before track_peak_rss reset it
 
-    ``getrusage(RUSAGE_SELF).ru_maxrss`` (KiB on Linux, bytes on macOS). Unlike
-    :mod:`tracemalloc`, it includes memory allocated in C by NumPy and Numba.
+
+def process_peak_rss_mb() -> float:
+    """Peak resident set size of the current process over its life, in MiB.
+
+    Unlike :mod:`tracemalloc`, it includes memory allocated in C by NumPy and Numba. On
+    Linux it is the kernel's high-water mark ``VmHWM`` (combined with the marks that
+    :func:`track_peak_rss` reset); ``getrusage``'s ``ru_maxrss`` is not used there because
+    Linux carries it over from the parent process across ``fork`` and ``exec``. Elsewhere
+    it is ``ru_maxrss`` (bytes on macOS, KiB otherwise).
     """
+    hwm = _proc_status_mb("VmHWM")
+    if hwm is not None:
+        return max(hwm, _hwm_before_reset)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
@@ -180,16 +189,19 @@ def track_peak_rss() -> Iterator[dict[str, float]]:
         Filled on exit: ``rss_before_mb`` (resident memory on entry) and ``peak_rss_mb``
         (peak resident memory during the block, the resident baseline included).
     """
+    global _hwm_before_reset
     before = _proc_status_mb("VmRSS")
+    hwm = _proc_status_mb("VmHWM")
     try:
         Path("/proc/self/clear_refs").write_text("5")
-        reset = True
+        reset = hwm is not None
     except OSError:
         reset = False
+    if reset:
+        _hwm_before_reset = max(_hwm_before_reset, hwm)
     stats: dict[str, float] = {}
     yield stats
-    peak = _proc_status_mb("VmHWM") if reset else None
-    stats["peak_rss_mb"] = process_peak_rss_mb() if peak is None else peak
+    stats["peak_rss_mb"] = _proc_status_mb("VmHWM") if reset else process_peak_rss_mb()
     stats["rss_before_mb"] = stats["peak_rss_mb"] if before is None else before
 
 

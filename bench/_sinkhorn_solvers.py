@@ -126,9 +126,11 @@ class Pot(Solver):
 
     POT stops on the L2 norm of the column-marginal error, checked every 10 iterations
     (it cannot be switched off). To stop it on the L1 error, the iteration count is found
-    first by running it in warm-started chunks of 10 iterations and computing the L1 error
-    between chunks (untimed); then one cold call with exactly that many iterations and
-    ``stopThr=0`` is timed.
+    first by running it in warm-started chunks and computing the L1 error between chunks
+    (untimed); chunks shrink to 10 iterations near the target (:func:`_next_chunk`), and a
+    chunk that overshoots the target is redone 10 iterations at a time, so the count is
+    exact to 10 iterations. Then one cold call with exactly that many iterations and
+    ``stopThr=0`` is timed. The budget is spent on the chunks' time, not on the checks.
     """
 
     name = "POT"
@@ -155,26 +157,46 @@ class Pot(Solver):
         return lambda: self._potentials(prob, eps, self._call(prob, eps, iterations))[0]
 
     def target_solver(self, prob, eps, max_iter, budget):
-        history: list[tuple[int, float]] = []
-        spent, its, log = 0.0, 0, None
+        history: list[tuple[int, float]] = []  # (iterations, L1 error) along the way
+        spent, its, warm, chunk = 0.0, 0, None, CHECK_EVERY
         while True:
             t0 = time.perf_counter()
-            warm = None if log is None else (log["log_u"], log["log_v"])
-            log = self._call(prob, eps, CHECK_EVERY, warmstart=warm)
-            spent += time.perf_counter() - t0
-            its += CHECK_EVERY
+            log = self._call(prob, eps, chunk, warmstart=warm)
+            seconds = time.perf_counter() - t0
             err = l1_marginal_error(prob.C, prob.a, prob.b, eps, *self._potentials(prob, eps, log))
+            if err < TARGET and chunk > CHECK_EVERY:
+                chunk = CHECK_EVERY  # overshot: redo that chunk, checking every 10
+                continue
+            spent, its = spent + seconds, its + chunk
             history.append((its, err))
             if err < TARGET:
                 break
-            if spent > budget or its >= max_iter:
+            if spent > budget:  # POT can stop between chunks: its budget is time, not max_iter
                 return None, Convergence(False, its, Timing.of([spent]), err, history)
+            warm = (log["log_u"], log["log_v"])
+            chunk = _next_chunk(history, (budget - spent) * its / spent)
 
         def solve() -> Run:
             return Run(True, its, *self._potentials(prob, eps, self._call(prob, eps, its)),
                        history)
 
         return solve, None
+
+
+def _next_chunk(history: list[tuple[int, float]], affordable: float) -> int:
+    """Iterations POT runs before the next (untimed) L1 check of its search.
+
+    Half the iterations still needed if the error keeps falling at the geometric rate of
+    the last two checks, and no more than ``affordable`` (what the rest of the budget
+    buys); a multiple of :data:`CHECK_EVERY`, at least one check interval. Few calls keep
+    POT's per-call set-up (dividing the cost by eps, forming the plan) out of the way.
+    """
+    if len(history) < 2 or not 0 < history[-1][1] < history[-2][1]:
+        return CHECK_EVERY
+    (i0, e0), (i1, e1) = history[-2:]
+    needed = math.log(TARGET / e1) / (math.log(e1 / e0) / (i1 - i0))
+    chunk = min(needed / 2, affordable)
+    return CHECK_EVERY * max(1, int(chunk // CHECK_EVERY))
 
 
 class Ott(Solver):

@@ -330,16 +330,20 @@ convergence. Each solver gets the same time budget; otcore and OTT cannot be int
 so for them the budget is an iteration cap (budget / fastest time per iteration, refitted
 once when a run stops short of the target in under half the budget), and a run may
 overshoot it. The last dense table recomputes the final L1 error of every solver's
-potentials independently (NumPy/SciPy). The convergence plot draws each solver's own
-error checks against iterations times its time per iteration in that run.
+potentials independently (NumPy/SciPy). The convergence plot draws each solver's L1
+error checks (POT's: those of its search) against iterations times the solver's seconds
+per iteration in that run.
 
 **Peers.** *otcore*: `otcore.sinkhorn(a, b, C, eps, tol={_sci(TARGET)},
 check_every={CHECK_EVERY})`, Numba kernels. *POT*: `ot.sinkhorn(a, b, C, eps,
 method="sinkhorn_log", stopThr=0, numItermax=N)`, NumPy backend; POT's own stopping rule
 is the L2 norm of the column-marginal error, so N is found by running POT in warm-started
-chunks of {CHECK_EVERY} iterations and computing the L1 error between chunks (untimed),
-then one cold call with exactly N iterations is timed. *OTT-JAX*: `Geometry(cost_matrix=C,
-epsilon=eps, relative_epsilon=None, scale_cost=1.0)` (absolute eps, cost used as given),
+chunks and computing the L1 error between chunks (untimed; the chunks shrink to
+{CHECK_EVERY} iterations near the target and a chunk that overshoots it is redone
+{CHECK_EVERY} at a time, so N is exact to {CHECK_EVERY} iterations; POT's budget is spent
+on the chunks only), then one cold call with exactly N iterations is timed.
+*OTT-JAX*: `Geometry(cost_matrix=C, epsilon=eps, relative_epsilon=None, scale_cost=1.0)`
+(absolute eps, cost used as given),
 `Sinkhorn(lse_mode=True, threshold={_sci(TARGET)}, norm_error=1,
 inner_iterations={CHECK_EVERY})`; its error is the L1 norm of the column-marginal error; no
 momentum or Anderson acceleration; 64-bit floats on the CPU backend; the whole solve under
@@ -381,9 +385,8 @@ def _plot_convergence(ax: Any, case: DenseCase, names: list[str]) -> None:
         if not conv.history:
             continue
         # time axis: iterations x this solver's seconds per iteration in that run
-        sec = (conv.time.median / conv.iterations if conv.reached
-               else case.per_iteration[s].median)
         its, err = np.array(conv.history).T
+        sec = conv.time.median / conv.iterations
         ax.loglog(its * sec, err, label=s, color=COLORS[s])
     ax.axhline(TARGET, color="gray", linestyle=":", label=f"target {_sci(TARGET)}")
     ax.set_xlabel("seconds")
@@ -438,8 +441,11 @@ def report(cases: list[DenseCase], online: list[dict], names: list[str], setting
     sections, readme = [], []
     if cases:
         per_iter, target, check = dense_tables(cases, names)
+        runs = ", ".join(f"{c.fixed_iterations} iterations at n = {c.n}"
+                         for c in cases if c.eps == EPSILONS[0])
         sections += [
-            "## Dense: time per iteration", per_iter,
+            "## Dense: time per iteration",
+            f"Timed runs of {runs}; {settings.repeats} repeats each.", per_iter,
             f"## Dense: iterations and time to L1 marginal error {_sci(TARGET)}",
             f"Budget: {settings.budget:g} s per solver and problem.", target,
             "## Dense: final L1 marginal error, recomputed independently", check,
