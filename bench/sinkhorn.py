@@ -466,7 +466,7 @@ def report(cases: list[DenseCase], online: list[dict], names: list[str], setting
                        *sections, f"![plots]({NAME}.png)"]) + "\n"
     summary = (f"Measured with `{command}` on {info['CPU']} ({info['logical cores']} logical "
                f"cores, {info['Numba threads']} Numba threads), {info['date (UTC)']} UTC. "
-               + (f"{note.rstrip('.')}. " if note else "")
+               + (f"{note[:1].upper()}{note[1:].rstrip('.')}. " if note else "")
                + f"Method and details: [bench/results/{NAME}.md](bench/results/{NAME}.md).")
     return doc, "\n\n".join([*readme, summary])
 
