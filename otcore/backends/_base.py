@@ -55,6 +55,17 @@ class GeometryOps(ABC):
         f_new = self.softmin(hg, eps, axis=1, hint=f)
         return f_new, self.softmin(f_new + la_eps, eps, axis=0, hint=g)
 
+    def sweeper(self, a: Any, b: Any, eps: float) -> Any:
+        """A callable ``(hg, la_eps, f, g) -> (f', g')`` doing :meth:`sinkhorn_sweep` at a
+        fixed ``eps`` and weights ``a, b``, for one Sinkhorn loop.
+
+        The default is :meth:`sinkhorn_sweep` itself. A backend may return an object that
+        keeps state between iterations (a cached kernel, say); the loop drops it when it
+        ends. Results must equal those of :meth:`sinkhorn_sweep` up to rounding.
+        """
+        del a, b
+        return lambda hg, la_eps, f, g: self.sinkhorn_sweep(hg, la_eps, f, g, eps)
+
     @abstractmethod
     def plan_stats(self, hf: Any, hg: Any, eps: float) -> tuple[Any, Any, float]:
         """Row sums, column sums and ``<C, P>`` of the plan, in one pass over the cost."""

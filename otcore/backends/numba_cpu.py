@@ -22,6 +22,7 @@ from numba import get_num_threads, set_num_threads
 
 from ..geometry import DenseCost, PointCloud
 from ..kernels.numba import cloud as _cloud
+from ..kernels.numba import gibbs as _gibbs
 from ..kernels.numba import softmin as _k
 from ..kernels.numba import sparse as _ks
 from ..kernels.numba.cost import DENSE
@@ -34,6 +35,11 @@ _NO_HINT = np.empty(0)
 #: Below this many cost entries a kernel runs on one thread: waking the pool costs more
 #: than it saves, and far more when the machine is loaded.
 SERIAL_BELOW = 1 << 17
+#: A float64 dense Sinkhorn loop caches its Gibbs kernel (one more array of the cost's
+#: size) when the cost takes at most this many bytes (:class:`_GibbsSweeper`).
+GIBBS_CACHE_BYTES = 1 << 30
+#: How far (in units of eps) the potentials may move before the cached kernel is rebuilt.
+GIBBS_WINDOW = 30.0
 
 
 @contextmanager
@@ -96,18 +102,29 @@ class _NumbaOps(GeometryOps):
         return self._out(out)
 
     def sinkhorn_sweep(
-        self, hg: Any, la_eps: Any, f: Any, g: Any, eps: float
+        self, hg: Any, la_eps: Any, f: Any, g: Any, eps: float, *, store: Any = _EMPTY
     ) -> tuple[np.ndarray, np.ndarray]:
+        """One fused iteration (see the contract); a dense cost may also ``store`` the
+        Gibbs kernel at ``(f', g)`` into an ``(n, m)`` array (:mod:`..kernels.numba.gibbs`)."""
         f_out, g_out = np.empty_like(f), np.empty_like(g)
         with _threads(self.nthreads):
             ok = _k.sinkhorn_sweep(
                 self.X, self.YT, self.kind, self.p, self._in(hg), self._in(la_eps),
-                eps * self.scale, self._in(f), self._in(g), f_out, g_out, self.nthreads,
+                eps * self.scale, self._in(f), self._in(g), f_out, g_out,
+                store.astype(self.X.dtype, copy=False), self.nthreads,
             )
         f_out = self._out(f_out)
         if not ok:  # some column shift was off (early iterations): redo the columns exactly
             return f_out, self.softmin(f_out + la_eps, eps, axis=0)
         return f_out, self._out(g_out)
+
+    def sweeper(self, a: Any, b: Any, eps: float):
+        # float32 stays on the log-domain path: its kernel entries would carry the
+        # rounding of float32 exponents (~1e-4 at eps = 1e-3) into every later sweep
+        if (self.kind != DENSE or self.X.dtype != np.float64
+                or self.X.nbytes > GIBBS_CACHE_BYTES):
+            return super().sweeper(a, b, eps)
+        return _GibbsSweeper(self, a, b, eps)
 
     def plan_stats(self, hf: Any, hg: Any, eps: float) -> tuple[Any, Any, float]:
         with _threads(self.nthreads):
@@ -165,6 +182,45 @@ class _NumbaOps(GeometryOps):
         with _threads(self.nthreads):
             _cloud.fill_cost_matrix(self.X, self.YT, self.kind, self.p, out, self.nthreads)
         return self._out(out)
+
+
+class _GibbsSweeper:
+    """Alternating Sinkhorn iterations on a dense cost through a cached Gibbs kernel.
+
+    A fused log-domain sweep stores the kernel ``K = exp((f + g - C) / eps)`` at its
+    output (no extra exponential); the following sweeps are two matrix-vector products
+    with ``K`` (:func:`otcore.kernels.numba.gibbs.scaled_sweep`), as long as no potential
+    has moved more than ``window * eps`` from the potentials ``K`` was stored at. Then
+    the next log-domain sweep stores a fresh kernel. The iterates are those of the
+    log-domain iteration up to rounding; the cache costs one ``(n, m)`` array, freed
+    with the sweeper at the end of the loop.
+    """
+
+    def __init__(self, ops: _NumbaOps, a: np.ndarray, b: np.ndarray, eps: float):
+        self.ops, self.eps = ops, eps
+        self.a = np.ascontiguousarray(a, dtype=np.float64)
+        self.b = np.ascontiguousarray(b, dtype=np.float64)
+        self.window = GIBBS_WINDOW
+        self.K = np.empty(ops.geom.shape)
+        self.f0 = self.g0 = None  # the potentials K was stored at; None: no valid K
+
+    def __call__(self, hg: Any, la_eps: Any, f: Any, g: Any) -> tuple[np.ndarray, np.ndarray]:
+        eps, window = self.eps, self.window
+        if self.f0 is not None:
+            shift = (g - self.g0) / eps
+            if np.all(np.abs(shift) <= window):
+                f_out, g_out = np.empty_like(f), np.empty_like(g)
+                with _threads(self.ops.nthreads):
+                    ok = _gibbs.scaled_sweep(self.K, self.b * np.exp(shift), self.a, self.f0,
+                                             self.g0, eps, window, f_out, g_out,
+                                             self.ops.nthreads)
+                if ok:
+                    return f_out, g_out
+        f_out, g_out = self.ops.sinkhorn_sweep(hg, la_eps, f, g, eps, store=self.K)
+        # K is exp((f_out + g - C) / eps); usable while the columns stay in the window
+        fresh = np.all(np.abs(g_out - g) <= window * eps) and np.all(np.isfinite(g))
+        self.f0, self.g0 = (f_out, g.copy()) if fresh else (None, None)
+        return f_out, g_out
 
 
 class NumbaBackend(Backend):

@@ -261,13 +261,16 @@ def test_float32_small_eps(backend):
     eps = 1e-3
     r64, _, _, P64 = run(backend, a, b, C, eps)
     a32, b32, C32 = (backend.asarray(v, np.float32) for v in (a, b, C))
-    res = oc.sinkhorn(a32, b32, C32, eps, tol=5e-5)  # above the float32 floor (~1.4e-5)
+    # tol above the float32 rounding floor of the marginal error at this eps: ~1.4e-5 on
+    # the CPU; about 4e-5 on the GPU (float32 accumulators and the hardware exp2)
+    tol = 1e-4 if backend.name == "cupy_gpu" else 5e-5
+    res = oc.sinkhorn(a32, b32, C32, eps, tol=tol)
     for v, shape in ((res.f, (40,)), (res.g, (50,)), (res.plan, (40, 50))):
         backend.check_array(v, np.float32, shape)
     P = backend.to_numpy(res.plan)
     assert np.all(np.isfinite(P)) and np.all(P >= 0)
     assert res.converged
-    assert res.marginal_error < 5e-5
+    assert res.marginal_error < tol
     assert_allclose(P, P64, rtol=0, atol=2e-5)
     assert res.cost == pytest.approx(r64.cost, abs=1e-5)
 

@@ -73,6 +73,15 @@ def _tile_add_shifted(acc, z, c, inv_eps, sigma):
 
 
 @njit(cache=True, fastmath=_FASTMATH)
+def _tile_add_store(acc, z, w, c, inv_eps, sigma, cap, out):
+    """``out_j = exp(min(z - c_j / eps - sigma_j, cap))`` and ``acc_j += w out_j``."""
+    for j in range(c.shape[0]):
+        e = vexp(min(z - c[j] * inv_eps - sigma[j], cap))
+        out[j] = e
+        acc[j] += w * e
+
+
+@njit(cache=True, fastmath=_FASTMATH)
 def _tile_plan_stats(col, hf_i, hg, c, inv_eps):
     """Add the plan entries of one row tile to ``col``; return their sum and ``<c, P>``."""
     row = 0.0
@@ -132,13 +141,18 @@ def softmin_rows(X, YT, kind, p, h, eps, hint, out, nthreads):
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def sinkhorn_sweep(X, YT, kind, p, hg, la_eps, eps, f, g, f_out, g_out, nthreads):
+def sinkhorn_sweep(X, YT, kind, p, hg, la_eps, eps, f, g, f_out, g_out, K, nthreads):
     """One alternating Sinkhorn iteration in a single pass over the cost.
 
     ``f_out = softmin_rows(hg)`` (hint ``f``), then, while row ``i`` is still in cache,
     its contribution to ``softmin_cols(f_out + la_eps)`` is added to per-thread column
     sums shifted by the hint ``g``. Returns False when some column sum is outside the
     trusted window; ``g_out`` is then incomplete and the caller recomputes it exactly.
+
+    ``K`` is either empty or, for a dense cost, an ``(n, m)`` array that receives the
+    Gibbs kernel at ``(f_out, g)``: ``K_ij = exp((f_out_i + g_j - C_ij) / eps)``
+    (arguments capped at the largest finite exponential, below it exact), for
+    :mod:`~otcore.kernels.numba.gibbs`. Storing it costs no extra exponential.
     """
     n, m = f.shape[0], g.shape[0]
     inv_eps = 1.0 / eps
@@ -146,6 +160,8 @@ def sinkhorn_sweep(X, YT, kind, p, hg, la_eps, eps, f, g, f_out, g_out, nthreads
     nblocks = min(n, nthreads)
     colsum = np.zeros((nblocks, m), dtype=f.dtype)
     sigma_g = -g * inv_eps
+    store = K.shape[0] == n
+    cap = 709.0 if f.itemsize == 8 else 88.0
     for b in prange(nblocks):
         buf = np.empty(tile, dtype=f.dtype)
         cs = colsum[b]
@@ -153,6 +169,10 @@ def sinkhorn_sweep(X, YT, kind, p, hg, la_eps, eps, f, g, f_out, g_out, nthreads
             fi = -eps * _row_softmin(X, YT, kind, p, i, hg, inv_eps, -f[i] * inv_eps, True,
                                      tile, buf)
             f_out[i] = fi
+            if store:  # dense: one tile, the whole row
+                _tile_add_store(cs, fi * inv_eps, np.exp(la_eps[i] * inv_eps), X[i], inv_eps,
+                                sigma_g, cap, K[i])
+                continue
             zi = (fi + la_eps[i]) * inv_eps
             if zi == -np.inf:
                 continue
