@@ -16,6 +16,13 @@ of :func:`otcore.sinkhorn`) and ``H(a) = -sum_i a_i log a_i`` the Shannon entrop
   give the same number for the same points, cost and (absolute) ``eps``;
 * the Sinkhorn divergence uses ``OT_eps``; the entropy terms cancel in the debiasing, so
   it equals the one built from ``W_eps``.
+
+Devices
+-------
+Everything runs on the backend of the inputs: on CuPy arrays, the solves, the dense cost
+of the dense mode and the gradient kernel all run on the GPU, and only scalars reach the
+host (the convergence checks of Sinkhorn and the returned value, a Python float as for
+NumPy input); the gradient is a CuPy array on the inputs' device, in their dtype.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ each other, and bad input."""
 
 from __future__ import annotations
 
+import warnings
+
 import array_api_strict
 import numpy as np
 import ot
@@ -258,19 +260,39 @@ def test_gradient_where_points_coincide(rng, cost):
 # -- backends and modes ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("online", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("cost", COSTS)
-def test_numba_equals_array_api(rng, cost):
+def test_backends_match_numba(backend, rng, cost, dtype, online):
+    """Values and gradients of both functions on every backend equal numba_cpu's, dense and
+    online: to 1e-12 (array_api) and 1e-10 (cupy_gpu) in float64, 1e-5 in float32
+    (gradients relative to their largest entry). In float32 both run the same 200
+    iterations (a tolerance below the rounding floor): near the default tolerance, one
+    convergence check more or less moves the gradient by up to ~1e-4."""
+    if backend.name == "numba_cpu":
+        pytest.skip("numba_cpu is the reference")
     x, y = clouds(rng, 40, d=3)
+    y[5] = x[5]  # a fixed point: the Euclidean cost is not differentiable there
     a = histogram(rng, 40)
-    kw = dict(cost=cost, eps=0.3, tol=1e-13, return_grad=True)
-    xs, ys, as_ = (array_api_strict.asarray(v) for v in (x, y, a))
+    x, y, a = (v.astype(dtype) for v in (x, y, a))
+    kw = dict(cost=cost, eps=0.3, online=online, return_grad=True)
+    if dtype == np.float64:
+        kw["tol"] = 1e-13
+        tol = 1e-12 if backend.name == "array_api" else 1e-10
+    else:
+        kw.update(tol=1e-30, max_iter=200)
+        tol = 1e-5
     for fn in (oc.monge_gap, oc.sinkhorn_divergence):
-        v_np, g_np = fn(x, y, a=a, **kw)
-        v_aa, g_aa = fn(xs, ys, a=as_, **kw)
-        assert g_aa.__array_namespace__() is array_api_strict
-        assert v_aa == pytest.approx(v_np, rel=1e-12)
-        np.testing.assert_allclose(np.from_dlpack(g_aa), g_np, rtol=0,
-                                   atol=1e-12 * np.abs(g_np).max())
+        with warnings.catch_warnings():  # float32: not converged, by construction
+            warnings.simplefilter("ignore", oc.ConvergenceWarning)
+            v_np, g_np = fn(x, y, a=a, **kw)
+            v_bk, g_bk = fn(backend.asarray(x), backend.asarray(y), a=backend.asarray(a),
+                            **kw)
+        assert isinstance(v_bk, float)
+        backend.check_array(g_bk, dtype, (40, 3))
+        assert v_bk == pytest.approx(v_np, rel=tol)
+        np.testing.assert_allclose(backend.to_numpy(g_bk), g_np, rtol=0,
+                                   atol=tol * np.abs(g_np).max())
 
 
 @pytest.mark.parametrize("cost", ["sqeuclidean", "euclidean", ("pnorm", 1.5)])

@@ -48,6 +48,22 @@ kernel                            launch and reduction
                                   partial sums (rows per column block, columns per row chunk,
                                   ``<C, P>`` per block).
 ``otc_plan``                      the dense plan, a grid-stride loop over the ``n m`` entries.
+``otc_cost_grad_d{1,2,3}``        the plan-weighted cost gradient
+                                  ``G_j = sum_i P_ij grad_y c(x_i, y_j)``, for ``d <= 3``:
+                                  the layout of ``otc_softmin_cloud_d*`` with a thread per
+                                  *target* point and the sources (with their ``hf``) in
+                                  shared-memory tiles; per pair the cost, ``P_ij`` (over
+                                  ``c`` for the Euclidean cost; 0 at ``c = 0``) and the
+                                  gradient terms, no ``n x m`` buffer. Terms are summed in
+                                  the dtype over a tile, in double across tiles; the split
+                                  chunks of the sources add up in a double ``(d, m)`` array
+                                  with ``atomicAdd``.
+``otc_cost_grad_any``             any ``d``: the layout of ``otc_softmin_cloud_any``; the
+                                  tile is staged twice (costs, then gradient terms) and its
+                                  sum of each coordinate is added with ``atomicAdd``.
+``otc_cost_matrix``               the dense cost of a point cloud (dense mode of
+                                  :func:`otcore.monge_gap`), a grid-stride loop, with the
+                                  arithmetic of the on-the-fly kernels.
 ================================  ===========================================================
 
 When the outputs alone cannot fill the device several times over (fewer than
@@ -89,6 +105,7 @@ _SOURCE_OF = {
     "otc_softmin": "softmin.cu",
     "otc_lse": "softmin.cu",
     "otc_plan": "plan.cu",
+    "otc_cost": "cloud.cu",
 }
 
 
@@ -228,6 +245,44 @@ class _CupyOps(GeometryOps):
             self._launch("otc_plan", _launch.plan(n, m),
                          (*self._plan_args(hf, hg, eps), np.int64(n), np.int64(m), P))
             return P
+
+    def cost_grad(self, hf: Any, hg: Any, eps: float) -> Any:
+        """``G_j = sum_i P_ij grad_y c(x_i, y_j)`` in one fused pass (no plan is formed);
+        terms are summed in the geometry's dtype over a tile of sources, in double
+        beyond."""
+        if self.kind == _DENSE:
+            raise TypeError("cost_grad needs a PointCloud: a dense cost has no points")
+        cp = _cupy()
+        s = self.scale
+        n, m = self.geom.shape
+        d = self.X.shape[1]
+        with self.device:
+            cfg = _launch.cost_grad(n, m, d, self.capacity)
+            GT = cp.zeros((d, m), dtype=np.float64)  # coordinate-major: coalesced adds
+            hg = cp.ascontiguousarray(hg * s, dtype=self.dtype)
+            hf = cp.ascontiguousarray(hf * s, dtype=self.dtype)
+            sizes = (self._real(eps * s), np.int64(m), np.int64(n), np.int64(cfg.chunk), GT)
+            kind, p = np.int32(self.kind), self._real(self.p)
+            if d in _launch.FIXED_DIMS:
+                name, args = f"otc_cost_grad_d{d}", (self.Y, self.X, hg, hf, kind, p, *sizes)
+            else:
+                name = "otc_cost_grad_any"
+                args = (self.YT, self.X, hg, hf, np.int32(d), kind, p, *sizes)
+            self._launch(name, cfg, args)
+            return cp.ascontiguousarray(GT.T / s if s != 1.0 else GT.T, dtype=self.dtype)
+
+    def cost_matrix(self) -> Any:
+        """The dense cost, with the arithmetic of the on-the-fly kernels."""
+        if self.kind == _DENSE:
+            return self.X
+        cp = _cupy()
+        n, m = self.geom.shape
+        with self.device:
+            C = cp.empty((n, m), dtype=self.dtype)
+            self._launch("otc_cost_matrix", _launch.plan(n, m),
+                         (self.X, self.YT, np.int32(self.X.shape[1]), np.int32(self.kind),
+                          self._real(self.p), np.int64(n), np.int64(m), C))
+            return C / self.scale if self.scale != 1.0 else C
 
     def cost_scale(self) -> float:
         cp = _cupy()

@@ -6,11 +6,16 @@ CPU emulator of the CUDA kernels (``test_cuda_emulated.py``). Every kernel is co
 with ``numba_cpu`` on the same data, to 1e-10 in float64 and 1e-5 in float32, for dense
 costs and point clouds, both axes, ``-inf`` entries in ``h``, eps from 1e-4 to 1 of the
 cost scale, sizes that are not multiples of any tile, and with the reductions both whole
-(one part) and split across blocks.
+(one part) and split across blocks. The point-cloud gradient kernel (``cost_grad``) and
+the dense cost (``cost_matrix``) are checked for every ground cost in dimensions 1, 2, 3
+(the fixed-dimension kernels), 5 and 40 (the any-dimension kernel, 40 with two staged
+coordinate chunks), with coincident points; the solvers built on them (Sinkhorn, the
+Monge gap and the Sinkhorn divergence) end to end.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +40,12 @@ CLOUD_CASES = [  # (n, m, d, cost, scale)
     (70, 33, 70, "euclidean", 1.0),
 ]
 
+GRAD_COSTS = ["sqeuclidean", "euclidean", ("pnorm", 1.0), ("pnorm", 1.5), ("pnorm", 3.0)]
+# d -> (n, m, scale): more sources than one tile (fixed: 256, any: 32) and a partial last
+# tile; more targets than one block of 256 threads (d = 2, 5); a scaled cost (d = 2, 5)
+GRAD_SHAPES = {1: (300, 70, 1.0), 2: (45, 300, 2.5), 3: (530, 33, 1.0),
+               5: (45, 300, 2.5), 40: (70, 45, 1.0)}
+
 
 def tolerance(dtype: Any) -> float:
     """Relative (and absolute, per unit of the compared values) tolerance for ``dtype``."""
@@ -54,8 +65,9 @@ class Device:
     def to_numpy(self, a: Any) -> np.ndarray:
         return np.asarray(self.xp.asnumpy(a))
 
-    def check(self, out: Any, ref: Any, dtype: Any) -> None:
-        """``out`` is a device array of ``dtype`` and ``ref``'s shape, equal to ``ref``."""
+    def check(self, out: Any, ref: Any, dtype: Any, unit: float | None = None) -> None:
+        """``out`` is a device array of ``dtype`` and ``ref``'s shape, equal to ``ref``
+        (relative tolerance, and absolute per ``unit``: by default ``max(1, max |ref|)``)."""
         assert isinstance(out, self.array_type), type(out)
         assert out.dtype == np.dtype(dtype), out.dtype
         assert tuple(out.shape) == np.shape(ref)
@@ -64,7 +76,7 @@ class Device:
         tol = tolerance(dtype)
         finite = np.isfinite(ref)
         np.testing.assert_array_equal(np.isfinite(out), finite)
-        scale = max(1.0, float(np.abs(ref[finite]).max(initial=0.0)))
+        scale = max(1.0, float(np.abs(ref[finite]).max(initial=0.0))) if unit is None else unit
         np.testing.assert_allclose(out[finite], ref[finite], rtol=tol, atol=tol * scale)
 
 
@@ -149,6 +161,36 @@ class KernelContract:
         self._check_all(device, geom, scale, dtype, rng)
 
     @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("cost", GRAD_COSTS, ids=str)
+    @pytest.mark.parametrize("d", sorted(GRAD_SHAPES))
+    def test_cost_grad_and_cost_matrix_match_numba(self, device, split, d, cost, dtype, rng):
+        n, m, scale = GRAD_SHAPES[d]
+        (x, y), geom, cscale = _cloud(rng, n, m, d, cost, scale, dtype)
+        y[0] = x[0]  # coincident points: the Euclidean (and l1) gradient is 0 there
+        y[3] = x[n - 1]
+        geom = oc.PointCloud(x, y, cost, scale=scale)
+        ops, ref = self._ops(device, geom, dtype), NumbaBackend().bind(geom)
+        device.check(ops.cost_matrix(), ref.cost_matrix(), dtype)
+        for eps in (0.3 * cscale, 0.02 * cscale):
+            # potentials of a plan with unit column sums (so G is of the order of the
+            # ground cost's gradient), then a few zero weights on each side
+            hf = ref.softmin(np.zeros(m, dtype), eps, 1).astype(dtype)
+            hg = ref.softmin(hf, eps, 0).astype(dtype)
+            hf[rng.choice(n, n // 5, replace=False)] = -np.inf
+            hg[rng.choice(m, m // 5, replace=False)] = -np.inf
+            out = ops.cost_grad(device.asarray(hf, dtype), device.asarray(hg, dtype), eps)
+            expected = ref.cost_grad(hf, hg, eps)
+            assert np.abs(expected).max() > 0.1  # the comparison below is relative to 1
+            device.check(out, expected, dtype)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_cost_grad_rejects_a_dense_cost(self, device, dtype):
+        ops = cupy_gpu.CupyBackend().bind(oc.DenseCost(device.asarray(np.ones((2, 3)), dtype)))
+        h = device.asarray(np.zeros(2), dtype)
+        with pytest.raises(TypeError, match="PointCloud"):
+            ops.cost_grad(h, device.asarray(np.zeros(3), dtype), 1.0)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
     def test_softmin_of_one_finite_entry_is_exact(self, device, dtype):
         # with a single finite h_j, -eps log sum_j exp((h_j - C_ij) / eps) = C_ij - h_j
         C = np.arange(12, dtype=dtype).reshape(3, 4)
@@ -184,3 +226,32 @@ class KernelContract:
         assert res.cost == pytest.approx(ref.cost, rel=tol)
         assert res.value == pytest.approx(ref.value, rel=tol)
         device.check(res.plan, ref.plan, dtype)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("online", [False, True])
+    @pytest.mark.parametrize(("d", "cost"), [(3, "euclidean"), (5, ("pnorm", 1.5))], ids=str)
+    def test_monge_gap_and_divergence_match_numba(self, device, dtype, online, d, cost, rng):
+        # online: the point-cloud softmin kernels; dense: otc_cost_matrix once, then the
+        # dense ones; the gradients come from cost_grad either way. In float32 both run
+        # the same 200 iterations (a tolerance below the rounding floor): one convergence
+        # check more or less would move the gradients by more than the tolerance.
+        x = rng.normal(size=(40, d))
+        y = x @ np.linalg.qr(rng.normal(size=(d, d)))[0] + 0.3 * rng.normal(size=(40, d))
+        y[2] = x[2]  # a fixed point: the Euclidean gradient is not defined there
+        a = rng.uniform(0.1, 1.0, 40)
+        x, y, a = x.astype(dtype), y.astype(dtype), (a / a.sum()).astype(dtype)
+        kw = dict(cost=cost, eps=0.3, online=online, return_grad=True)
+        if np.dtype(dtype) == np.float64:
+            kw["tol"] = 1e-13
+        else:
+            kw.update(tol=1e-30, max_iter=200)
+        gpu = cupy_gpu.CupyBackend()
+        for fn in (oc.monge_gap, oc.sinkhorn_divergence):
+            with warnings.catch_warnings():  # float32: not converged, by construction
+                warnings.simplefilter("ignore", oc.ConvergenceWarning)
+                value, grad = fn(device.asarray(x, dtype), device.asarray(y, dtype),
+                                 a=device.asarray(a, dtype), backend=gpu, **kw)
+                ref_value, ref_grad = fn(x, y, a=a, **kw)
+            assert isinstance(value, float)
+            assert value == pytest.approx(ref_value, rel=tolerance(dtype))
+            device.check(grad, ref_grad, dtype, unit=float(np.abs(ref_grad).max()))

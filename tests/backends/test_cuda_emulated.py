@@ -86,3 +86,20 @@ def test_emulator_detects_out_of_bounds_writes(device):
     with pytest.raises(AssertionError, match="out of bounds"):
         kernel((1, 1, 1), (32, 8, 1), (ops.X, h, np.float64(0.5), np.int64(4), np.int64(3),
                                        np.int64(3), out, out, out))
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_monge_gap_runs_on_the_cuda_kernels(device, online):
+    # the gradient (and, in dense mode, the cost matrix) come from the CUDA kernels, not
+    # from the Array-API fallback of the contract
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(30, 2)), rng.normal(size=(30, 2))
+    _, grad = oc.monge_gap(device.asarray(x, np.float64), device.asarray(y, np.float64),
+                           eps=0.5, online=online, return_grad=True,
+                           backend=cupy_gpu.CupyBackend())
+    assert isinstance(grad, cuda_emulator.DeviceArray) and grad.shape == (30, 2)
+    grad_kernel = cupy_gpu._kernel("otc_cost_grad_d2", "float64")
+    matrix_kernel = cupy_gpu._kernel("otc_cost_matrix", "float64")
+    cfg = launch.cost_grad(30, 30, 2, 1000 * 2048)
+    assert grad_kernel.launches == [(cfg.grid, cfg.block)]
+    assert len(matrix_kernel.launches) == (0 if online else 1)

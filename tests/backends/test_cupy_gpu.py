@@ -83,3 +83,23 @@ def test_device_filling_sizes_match_numba(dtype):
     h = rng.normal(size=30_000).astype(dtype)
     np.testing.assert_allclose(cupy.asnumpy(ops.softmin(cupy.asarray(h), 0.1, 1)),
                                ref.softmin(h, 0.1, 1), rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("d", "cost"), [(3, "euclidean"), (16, ("pnorm", 1.5))], ids=str)
+def test_cost_grad_at_device_filling_sizes(dtype, d, cost):
+    # 1.2e6 target points fill an H100 (132 x 2048 threads) more than 4 times over: one
+    # part, no atomics across blocks; 300 sources (several tiles)
+    rng = np.random.default_rng(3)
+    n, m = 300, 1_200_000
+    x, y = rng.normal(size=(n, d)).astype(dtype), rng.normal(size=(m, d)).astype(dtype)
+    geom = oc.PointCloud(x, y, cost)
+    ref = NumbaBackend().bind(geom)
+    ops = cupy_gpu.CupyBackend().bind(oc.PointCloud(cupy.asarray(x), cupy.asarray(y), cost))
+    eps = 0.5 * float(np.median(geom.pairwise(x[:20], y[:20])))
+    hf = rng.normal(size=n).astype(dtype)
+    hg = (ref.softmin(hf, eps, 0)).astype(dtype)  # unit column sums
+    out = cupy.asnumpy(ops.cost_grad(cupy.asarray(hf), cupy.asarray(hg), eps))
+    expected = ref.cost_grad(hf, hg, eps)
+    tol = tolerance(dtype)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=tol * np.abs(expected).max())

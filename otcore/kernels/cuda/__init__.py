@@ -3,10 +3,12 @@
 =============  =====================================================================
 file           kernels (each for float32 ``_f32`` and float64 ``_f64``)
 =============  =====================================================================
-common.cuh     shared device code: online log-sum-exp, ground costs (included)
+common.cuh     shared device code: online log-sum-exp, ground costs and their
+               gradients (included)
 softmin.cu     ``otc_softmin_dense_rows/cols``, ``otc_softmin_cloud_d{1,2,3}``,
                ``otc_softmin_cloud_any``, ``otc_lse_merge``
 plan.cu        ``otc_plan_stats``, ``otc_plan``
+cloud.cu       ``otc_cost_grad_d{1,2,3}``, ``otc_cost_grad_any``, ``otc_cost_matrix``
 =============  =====================================================================
 
 Importing this package compiles nothing and needs neither CuPy nor a GPU; the backend

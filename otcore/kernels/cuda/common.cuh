@@ -139,6 +139,31 @@ __device__ __forceinline__ T otc_finish(T acc, T p) {
     return acc;
 }
 
+// Gradient of the ground cost in one argument, per coordinate of t = y - x (the gradient
+// in y; in x it is the opposite), up to a factor common to all coordinates:
+// sqeuclidean 2 t (factor 2), euclidean t / c (factor 1 / c, and 0 at c = 0: the
+// minimal-norm subgradient), pnorm sign(t) |t|^(p - 1) (factor 1; 0 at t = 0).
+template <typename T, int KIND>
+__device__ __forceinline__ T otc_grad_term(T t, T p) {
+    if (KIND == OTC_PNORM) {
+        const T g = otc_pow(otc_abs(t), p - T(1));
+        return t > T(0) ? g : (t < T(0) ? -g : T(0));
+    }
+    return t;
+}
+
+// The cost kind of a point cloud is uniform over the grid: a kernel dispatches it once,
+// outside its loops, to BODY<TARGS..., KIND>(...), with TARGS a parenthesized list of the
+// leading template arguments: OTC_BY_KIND(otc_f, (T, 3), args...) calls
+// otc_f<T, 3, KIND>(args...). Shared memory is declared in the kernel, once for all kinds.
+#define OTC_UNPAREN(...) __VA_ARGS__
+#define OTC_BY_KIND(BODY, TARGS, ...)                                                     \
+    switch (kind) {                                                                       \
+        case OTC_SQEUCLIDEAN: BODY<OTC_UNPAREN TARGS, OTC_SQEUCLIDEAN>(__VA_ARGS__); break; \
+        case OTC_EUCLIDEAN: BODY<OTC_UNPAREN TARGS, OTC_EUCLIDEAN>(__VA_ARGS__); break;     \
+        default: BODY<OTC_UNPAREN TARGS, OTC_PNORM>(__VA_ARGS__); break;                    \
+    }
+
 // Cost c(i, j) read from global memory: the dense matrix X (n x m, row-major), or
 // source point X[i, :] (n x d) against target column YT[:, j] (d x m).
 template <typename T, int KIND>

@@ -25,6 +25,7 @@ __all__ = [
     "UNROLL",
     "Launch",
     "compile_options",
+    "cost_grad",
     "merge",
     "plan",
     "plan_stats",
@@ -51,7 +52,8 @@ CPT = 4
 FIXED_DIMS = (1, 2, 3)
 #: Largest ``gridDim.y`` (and ``gridDim.z``) CUDA accepts.
 MAX_GRID_Y = 65535
-#: Blocks of the grid-stride plan kernel (enough to fill any current GPU several times).
+#: Blocks of the grid-stride kernels over ``n m`` entries (enough to fill any current GPU
+#: several times).
 PLAN_BLOCKS = 8192
 #: Reductions are split until the grid holds this many device-fulls of threads, so that
 #: the last, partial wave of blocks costs little.
@@ -155,6 +157,13 @@ def softmin_cloud(ns: int, nt: int, d: int, capacity: int) -> Launch:
     return Launch((_cdiv(ns, BLOCK), parts, 1), (BLOCK, 1, 1), parts, chunk)
 
 
+def cost_grad(n: int, m: int, d: int, capacity: int) -> Launch:
+    """The plan-weighted cost gradient in ``m`` target points, summed over ``n`` sources in
+    dimension ``d``: the launch of :func:`softmin_cloud` with the targets as the threads
+    and the sources as the split reduction (chunks are added up with ``atomicAdd``)."""
+    return softmin_cloud(m, n, d, capacity)
+
+
 def merge(length: int) -> Launch:
     """The merge of split softmin reductions: a thread per output."""
     return Launch((_cdiv(length, BLOCK), 1, 1), (BLOCK, 1, 1))
@@ -168,5 +177,6 @@ def plan_stats(n: int, m: int, capacity: int) -> Launch:
 
 
 def plan(n: int, m: int) -> Launch:
-    """The dense plan: a grid-stride loop over the ``n * m`` entries."""
+    """The dense plan (and the dense cost of a point cloud): a grid-stride loop over the
+    ``n * m`` entries."""
     return Launch((max(1, min(_cdiv(n * m, BLOCK), PLAN_BLOCKS)), 1, 1), (BLOCK, 1, 1))

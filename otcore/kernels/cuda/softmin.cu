@@ -195,30 +195,13 @@ __device__ void otc_lse_merge(const T* __restrict__ part_m, const T* __restrict_
     out[t] = otc_lse_value(M, S, eps);
 }
 
-// The cost kind is uniform over the grid: dispatch it once, outside the loops. Shared
-// memory is declared in the kernel, once for all the kinds.
-#define OTC_BY_KIND(BODY, T, ...)                              \
-    switch (kind) {                                            \
-        case OTC_SQEUCLIDEAN: BODY<T, OTC_SQEUCLIDEAN>(__VA_ARGS__); break; \
-        case OTC_EUCLIDEAN: BODY<T, OTC_EUCLIDEAN>(__VA_ARGS__); break;     \
-        default: BODY<T, OTC_PNORM>(__VA_ARGS__); break;        \
-    }
-
-#define OTC_FIXED_BY_KIND(T, D, ...)                                                   \
-    switch (kind) {                                                                    \
-        case OTC_SQEUCLIDEAN: otc_softmin_cloud_fixed<T, D, OTC_SQEUCLIDEAN>(__VA_ARGS__); \
-            break;                                                                     \
-        case OTC_EUCLIDEAN: otc_softmin_cloud_fixed<T, D, OTC_EUCLIDEAN>(__VA_ARGS__);     \
-            break;                                                                     \
-        default: otc_softmin_cloud_fixed<T, D, OTC_PNORM>(__VA_ARGS__); break;          \
-    }
-
 #define OTC_CLOUD_FIXED(T, SUF, D)                                                          \
     extern "C" __global__ void __launch_bounds__(OTC_BLOCK) otc_softmin_cloud_d##D##_##SUF( \
         const T* S, const T* Tg, const T* h, int kind, T p, T eps, otc_int ns, otc_int nt,  \
         otc_int chunk, T* out, T* part_m, T* part_s) {                                      \
         alignas(16) __shared__ T sh[OTC_TILE * (D + 1)];                                    \
-        OTC_FIXED_BY_KIND(T, D, S, Tg, h, p, eps, ns, nt, chunk, out, part_m, part_s, sh)   \
+        OTC_BY_KIND(otc_softmin_cloud_fixed, (T, D), S, Tg, h, p, eps, ns, nt, chunk, out,  \
+                    part_m, part_s, sh)                                                     \
     }
 
 #define OTC_SOFTMIN(T, SUF)                                                                  \
@@ -240,7 +223,7 @@ __device__ void otc_lse_merge(const T* __restrict__ part_m, const T* __restrict_
         otc_int nt, otc_int chunk, T* out, T* part_m, T* part_s) {                           \
         __shared__ T sh_y[OTC_ANY_TILE * OTC_ANY_DIMS];                                      \
         __shared__ T sh_h[OTC_ANY_TILE];                                                     \
-        OTC_BY_KIND(otc_softmin_cloud_any, T, ST, Tg, h, d, p, eps, ns, nt, chunk, out,      \
+        OTC_BY_KIND(otc_softmin_cloud_any, (T), ST, Tg, h, d, p, eps, ns, nt, chunk, out,    \
                     part_m, part_s, sh_y, sh_h)                                              \
     }                                                                                        \
     extern "C" __global__ void __launch_bounds__(OTC_BLOCK) otc_lse_merge_##SUF(             \
