@@ -34,9 +34,11 @@ _CACHES = (cupy_gpu._module, cupy_gpu._kernel, cupy_gpu._capacity)
 @pytest.fixture
 def device(emulated_cupy, monkeypatch) -> Device:
     monkeypatch.setattr(cupy_gpu, "_cupy", lambda: emulated_cupy)
+    monkeypatch.setattr(cupy_gpu, "_cupyx_sparse", cuda_emulator.fake_cupyx_sparse)
     for cached in _CACHES:
         cached.cache_clear()
-    yield Device(emulated_cupy, cuda_emulator.DeviceArray)
+    yield Device(emulated_cupy, cuda_emulator.DeviceArray,
+                 cuda_emulator.fake_cupyx_sparse().csr_matrix)
     for cached in _CACHES:
         cached.cache_clear()
 
@@ -86,3 +88,16 @@ def test_emulator_detects_out_of_bounds_writes(device):
     with pytest.raises(AssertionError, match="out of bounds"):
         kernel((1, 1, 1), (32, 8, 1), (ops.X, h, np.float64(0.5), np.int64(4), np.int64(3),
                                        np.int64(3), out, out, out))
+
+
+def test_sparsified_plan_beyond_int32_indices_is_refused(device, monkeypatch):
+    # cupyx CSR matrices index with int32: a larger kept set is an error, not an overflow
+    monkeypatch.setattr(cupy_gpu, "_MAX_NNZ", 10)
+    P = np.exp(-np.arange(20.0)).reshape(4, 5)
+    ops = cupy_gpu.CupyBackend().bind(oc.DenseCost(device.asarray(np.ones((4, 5)), np.float64)))
+    args = (device.asarray(P, np.float64), device.asarray(P.sum(1), np.float64),
+            device.asarray(P.sum(0), np.float64))
+    S, _ = ops.sparsify_plan(*args, 5)
+    assert 5 <= S.nnz <= 10
+    with pytest.raises(ValueError, match="int32"):
+        ops.sparsify_plan(*args, 20)

@@ -6,7 +6,9 @@ file           kernels (each for float32 ``_f32`` and float64 ``_f64``)
 common.cuh     shared device code: online log-sum-exp, ground costs (included)
 softmin.cu     ``otc_softmin_dense_rows/cols``, ``otc_softmin_cloud_d{1,2,3}``,
                ``otc_softmin_cloud_any``, ``otc_lse_merge``
-plan.cu        ``otc_plan_stats``, ``otc_plan``
+plan.cu        ``otc_plan_stats``, ``otc_plan_marginals``, ``otc_plan``
+sparse.cu      ``otc_sparse_hist``, ``otc_sparse_count``, ``otc_sparse_fill`` (the
+               sparsification of a dense plan to CSR)
 =============  =====================================================================
 
 Importing this package compiles nothing and needs neither CuPy nor a GPU; the backend
