@@ -28,6 +28,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+import numpy as np
+
 __all__ = ["Backend", "GeometryOps"]
 
 
@@ -114,7 +116,8 @@ class GeometryOps(ABC):
         Returns
         -------
         S : sparse matrix or array of shape (n, m)
-            The kept entries: a SciPy CSR array for NumPy input, a dense array with zeros
+            The kept entries: a SciPy CSR array for NumPy input, a
+            ``cupyx.scipy.sparse.csr_matrix`` for CuPy input, a dense array with zeros
             elsewhere for array libraries without a sparse format.
         theta : float
             The threshold on the normalized values.
@@ -170,6 +173,21 @@ class Backend(ABC):
     def to_float(self, value: Any) -> float:
         """A 0-d array (or scalar) as a Python float; on a GPU this synchronizes."""
         return float(value)
+
+    def sparse_linalg(self) -> Any:
+        """The sparse linear algebra module for the CSR matrices of
+        :meth:`GeometryOps.sparsify_plan` and this backend's vectors, or ``None``.
+
+        It must provide ``cg`` and ``LinearOperator`` with SciPy's signatures (the Newton
+        stage of :func:`otcore.sinkhorn_newton_sparse`). The default is
+        :mod:`scipy.sparse.linalg` for NumPy arrays and ``None`` (no sparse solver)
+        otherwise.
+        """
+        if self.xp is not np:
+            return None
+        import scipy.sparse.linalg
+
+        return scipy.sparse.linalg
 
     def __repr__(self) -> str:
         return f"<otcore backend {self.name!r}>"

@@ -5,7 +5,11 @@ imported, and the kernels compiled, on first use. Arrays stay on the device of t
 geometry, in its dtype (float32 or float64); the only host synchronizations are
 :meth:`CupyBackend.to_float` and the scalars the contract returns as Python floats
 (``<C, P>`` of :meth:`~otcore.backends.GeometryOps.plan_stats` and
-:meth:`~otcore.backends.GeometryOps.cost_scale`), which go through it.
+:meth:`~otcore.backends.GeometryOps.cost_scale`), which go through it, and in
+:meth:`~otcore.backends.GeometryOps.sparsify_plan` the threshold and the number of kept
+entries (which sizes the CSR arrays). Sparse matrices are ``cupyx.scipy.sparse`` CSR
+matrices (int32 indices) and :meth:`CupyBackend.sparse_linalg` is
+:mod:`cupyx.scipy.sparse.linalg`, for the Newton stage of Sinkhorn-Newton-Sparse.
 
 Kernels and launch configuration
 --------------------------------
@@ -47,6 +51,9 @@ kernel                            launch and reduction
                                   reductions and shared memory, then ``atomicAdd`` of double
                                   partial sums (rows per column block, columns per row chunk,
                                   ``<C, P>`` per block).
+``otc_plan_marginals``            the same pass writing every entry of the dense plan
+                                  (coalesced: lane ``tx`` of a warp writes column
+                                  ``jb + tx + 32 c``) instead of ``<C, P>``.
 ``otc_plan``                      the dense plan, a grid-stride loop over the ``n m`` entries.
 ``otc_cost_grad_d{1,2,3}``        the plan-weighted cost gradient
                                   ``G_j = sum_i P_ij grad_y c(x_i, y_j)``, for ``d <= 3``:
@@ -64,6 +71,21 @@ kernel                            launch and reduction
 ``otc_cost_matrix``               the dense cost of a point cloud (dense mode of
                                   :func:`otcore.monge_gap`), a grid-stride loop, with the
                                   arithmetic of the on-the-fly kernels.
+``otc_sparse_hist``               histogram of the keys ``bits(q) >> 50`` of the normalized
+                                  plan ``q_ij = P_ij / sqrt(r_i c_j)`` (exponent and two
+                                  mantissa bits, 8192 keys): a grid-stride loop over the
+                                  entries (row and column advanced without a division), at
+                                  most one device-full of 256-thread blocks with 64 entries
+                                  per thread or more; 32-bit counters in shared memory, then
+                                  an ``atomicAdd`` per nonzero bin. The threshold is chosen
+                                  from it with CuPy (cumulative sum over 8192 keys), as on
+                                  the CPU.
+``otc_sparse_count``,             CSR assembly: block ``(32, 8)``, a warp per row and column
+``otc_sparse_fill``               chunk (``blockIdx.y``, as ``otc_softmin_dense_rows``),
+                                  32 columns at a time; ``__ballot_sync`` of ``q >= theta``
+                                  and ``__popc`` give the count of each (row, chunk), then,
+                                  after ``cupy.cumsum`` of the counts, the position of every
+                                  kept entry, in column order.
 ================================  ===========================================================
 
 When the outputs alone cannot fill the device several times over (fewer than
@@ -106,7 +128,10 @@ _SOURCE_OF = {
     "otc_lse": "softmin.cu",
     "otc_plan": "plan.cu",
     "otc_cost": "cloud.cu",
+    "otc_sparse": "sparse.cu",
 }
+#: Largest number of entries of a sparsified plan: cupyx CSR matrices index with int32.
+_MAX_NNZ = np.iinfo(np.int32).max
 
 
 def _cupy() -> Any:
@@ -114,6 +139,21 @@ def _cupy() -> Any:
     import cupy
 
     return cupy
+
+
+def _cupyx_sparse() -> Any:
+    """The :mod:`cupyx.scipy.sparse` module, with its ``linalg``, imported on first use."""
+    import cupyx.scipy.sparse
+    import cupyx.scipy.sparse.linalg  # makes the attribute ``linalg`` available
+
+    return cupyx.scipy.sparse
+
+
+def _inv_sqrt(cp: Any, v: Any) -> Any:
+    """``1 / sqrt(v)`` in float64 where ``0 < v < inf``, 0 elsewhere (as the CPU kernel)."""
+    v = v.astype(np.float64)
+    ok = (v > 0) & (v < np.inf)
+    return cp.ascontiguousarray(cp.where(ok, 1.0 / cp.sqrt(cp.where(ok, v, 1.0)), 0.0))
 
 
 @cache
@@ -283,6 +323,63 @@ class _CupyOps(GeometryOps):
                          (self.X, self.YT, np.int32(self.X.shape[1]), np.int32(self.kind),
                           self._real(self.p), np.int64(n), np.int64(m), C))
             return C / self.scale if self.scale != 1.0 else C
+    def plan_marginals(
+        self, hf: Any, hg: Any, eps: float, out: Any = None
+    ) -> tuple[Any, Any, Any]:
+        cp = _cupy()
+        n, m = self.geom.shape
+        with self.device:
+            usable = (isinstance(out, cp.ndarray) and out.shape == (n, m)
+                      and out.dtype == self.dtype and out.flags.c_contiguous
+                      and out.device == self.device)
+            P = out if usable else cp.empty((n, m), dtype=self.dtype)
+            cfg = _launch.plan_stats(n, m, self.capacity)
+            rows = cp.zeros(n, dtype=np.float64)
+            cols = cp.zeros(m, dtype=np.float64)
+            self._launch("otc_plan_marginals", cfg,
+                         (*self._plan_args(hf, hg, eps), np.int64(n), np.int64(m),
+                          np.int64(cfg.chunk), rows, cols, P))
+            return (P, rows.astype(self.dtype, copy=False),
+                    cols.astype(self.dtype, copy=False))
+
+    def sparsify_plan(self, P: Any, rows: Any, cols: Any, nnz: int) -> tuple[Any, float]:
+        """As the contract says; returns a :class:`cupyx.scipy.sparse.csr_matrix` (int32
+        indices, sorted within rows) on the device of the plan. Three passes over ``P``
+        (histogram, counts, fill); the threshold and the number of kept entries are the
+        host synchronizations."""
+        cp = _cupy()
+        n, m = P.shape
+        with self.device:
+            P = cp.ascontiguousarray(P, dtype=self.dtype)
+            isr, isc = _inv_sqrt(cp, rows), _inv_sqrt(cp, cols)
+            sizes = (np.int64(n), np.int64(m))
+            hist = cp.zeros(_launch.NKEYS, dtype=np.uint64)
+            self._launch("otc_sparse_hist", _launch.sparse_hist(n, m, self.capacity),
+                         (P, isr, isc, *sizes, hist))
+            # the lowest key whose entries, with those of all larger keys, reach nnz (as on
+            # the CPU): above[t] counts the entries of keys NKEYS - 1 - t and up
+            above = cp.cumsum(hist[:0:-1].astype(np.int64))
+            short = int((above < int(nnz)).sum())  # synchronizes
+            kth = max(1, _launch.NKEYS - 1 - short)
+            theta = float(np.array(kth << _launch.KEY_SHIFT, dtype=np.int64).view(np.float64))
+            # a warp per row and column chunk, as the dense row softmin
+            cfg = _launch.softmin_dense_rows(n, m, self.capacity)
+            args = (P, isr, isc, np.float64(theta), *sizes, np.int64(cfg.chunk))
+            counts = cp.empty(n * cfg.parts, dtype=np.int64)
+            self._launch("otc_sparse_count", cfg, (*args, counts))
+            offsets = cp.zeros(n * cfg.parts + 1, dtype=np.int64)
+            offsets[1:] = cp.cumsum(counts)
+            total = int(offsets[-1])  # synchronizes
+            if total > _MAX_NNZ:
+                raise ValueError(
+                    f"the sparsified plan has {total} entries, more than the {_MAX_NNZ} "
+                    "that a cupyx CSR matrix (int32 indices) can hold; lower the density")
+            indices = cp.empty(total, dtype=np.int32)
+            data = cp.empty(total, dtype=self.dtype)
+            self._launch("otc_sparse_fill", cfg, (*args, offsets, indices, data))
+            indptr = offsets[::cfg.parts].astype(np.int32)
+            S = _cupyx_sparse().csr_matrix((data, indices, indptr), shape=(n, m))
+            return S, theta
 
     def cost_scale(self) -> float:
         cp = _cupy()
@@ -323,3 +420,7 @@ class CupyBackend(Backend):
     def to_float(self, value: Any) -> float:
         """A 0-d device array (or scalar) as a Python float; synchronizes with the device."""
         return float(value.get()) if hasattr(value, "get") else float(value)
+
+    def sparse_linalg(self) -> Any:
+        """:mod:`cupyx.scipy.sparse.linalg` (conjugate gradients on the device)."""
+        return _cupyx_sparse().linalg

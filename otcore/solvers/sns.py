@@ -16,8 +16,10 @@ replaced by its largest entries costs about one pass over the cost plus a sparse
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,7 @@ from .._validation import (
     check_positive_int,
     check_tol,
 )
+from ..backends import Backend
 from ..result import OTResult
 from ._problem import Problem, make_problem
 from .sinkhorn import default_tol, entropic_result, sinkhorn_loop
@@ -59,52 +62,60 @@ _MAX_STALLED = 15
 _ENTRIES_PER_LINE = 4
 
 
-def _schur_direction(S: Any, r: Any, c: Any, gf: Any, gg: Any, eps: float, rtol: float,
-                     maxiter: int, tau: float) -> tuple[Any, Any, int]:
+@cache
+def _rtol_name(cg: Any) -> str:
+    """The keyword of the relative tolerance of ``cg``: ``rtol`` (SciPy >= 1.12, CuPy 14)
+    or ``tol`` (older SciPy and CuPy)."""
+    return "rtol" if "rtol" in inspect.signature(cg).parameters else "tol"
+
+
+def _schur_direction(bk: Backend, S: Any, r: Any, c: Any, gf: Any, gg: Any, eps: float,
+                     rtol: float, maxiter: int, tau: float) -> tuple[Any, Any, int]:
     """Solve ``[[D_r, S], [S^T, D_c]] (df, dg) = eps (gf, gg)`` by CG on the Schur
     complement ``K = D_c - S^T D_r^{-1} S`` in ``dg``; then ``df`` follows exactly.
 
     ``K`` (for the exact plan) has the null vector ``1`` (the shift ``f + t, g - t``):
     CG runs in the complement of the constant vector over the columns of positive mass,
     with a projected Jacobi preconditioner. Columns without mass get ``dg_j = 0``; rows
-    without mass ``df_i = 0``.
+    without mass ``df_i = 0``. Everything stays in the backend's namespace; the sparse
+    solver is the backend's (:meth:`~otcore.backends.Backend.sparse_linalg`).
     """
-    from scipy.sparse.linalg import LinearOperator, cg
-
+    xp, linalg = bk.xp, bk.sparse_linalg()
     m = c.shape[0]
     r, c = (1 + tau) * r, (1 + tau) * c
-    inv_r = np.where(r > 0, 1 / np.where(r > 0, r, 1), 0)
+    inv_r = xp.where(r > 0, 1 / xp.where(r > 0, r, 1), 0)
     ST = S.T
     w = (c > 0).astype(c.dtype)
-    nw = float(np.sum(w))
+    nw = bk.to_float(xp.sum(w))
 
     def project(v):
         v = w * v
-        return v - w * (np.sum(v) / nw)
+        return v - w * (xp.sum(v) / nw)
 
     diag = c - S.power(2).T @ inv_r
-    diag = np.where(w > 0, np.maximum(diag, 1e-12 * c), 1)
+    diag = xp.where(w > 0, xp.maximum(diag, 1e-12 * c), 1)
     rhs = project(eps * (gg - ST @ (inv_r * gf)))
     count = [0]
 
     def tick(_):
         count[0] += 1
 
-    A = LinearOperator((m, m), matvec=lambda x: project(c * x - ST @ (inv_r * (S @ x))),
-                       dtype=c.dtype)
-    M = LinearOperator((m, m), matvec=lambda x: project(x / diag), dtype=c.dtype)
-    dg, _ = cg(A, rhs, rtol=rtol, maxiter=maxiter, M=M, callback=tick)
+    A = linalg.LinearOperator((m, m), dtype=c.dtype,
+                              matvec=lambda x: project(c * x - ST @ (inv_r * (S @ x))))
+    M = linalg.LinearOperator((m, m), matvec=lambda x: project(x / diag), dtype=c.dtype)
+    dg, _ = linalg.cg(A, rhs, maxiter=maxiter, M=M, callback=tick, atol=0.0,
+                      **{_rtol_name(linalg.cg): rtol})
     df = inv_r * (eps * gf - S @ dg)
     return df, dg, count[0]
 
 
-def _newton_direction(S: Any, r: Any, c: Any, gf: Any, gg: Any, eps: float, rtol: float,
-                      maxiter: int, tau: float) -> tuple[Any, Any, int]:
+def _newton_direction(bk: Backend, S: Any, r: Any, c: Any, gf: Any, gg: Any, eps: float,
+                      rtol: float, maxiter: int, tau: float) -> tuple[Any, Any, int]:
     """Sparsified Newton direction; the Schur complement is taken on the smaller side."""
     n, m = S.shape
     if m <= n:
-        return _schur_direction(S, r, c, gf, gg, eps, rtol, maxiter, tau)
-    dg, df, it = _schur_direction(S.T, c, r, gg, gf, eps, rtol, maxiter, tau)
+        return _schur_direction(bk, S, r, c, gf, gg, eps, rtol, maxiter, tau)
+    dg, df, it = _schur_direction(bk, S.T, c, r, gg, gf, eps, rtol, maxiter, tau)
     return df, dg, it
 
 
@@ -112,18 +123,19 @@ class _State:
     """Potentials with their plan, marginals, dual value and marginal error."""
 
     def __init__(self, prob: Problem, eps: float, f: Any, g: Any, out: Any):
+        xp, num = prob.xp, prob.backend.to_float
         log_a, log_b = prob.log_weights()
         self.f, self.g = f, g
         self.P, self.rows, self.cols = prob.ops.plan_marginals(
             f + eps * log_a, g + eps * log_b, eps, out=out)
-        total = float(np.sum(self.rows))
+        total = num(xp.sum(self.rows))
         self.finite = math.isfinite(total)
         if self.finite:
-            self.value = float(np.sum(prob.a * f) + np.sum(prob.b * g)) - eps * total
-            self.error = float(np.sum(np.abs(self.rows - prob.a))
-                               + np.sum(np.abs(self.cols - prob.b)))
+            self.value = num(xp.sum(prob.a * f) + xp.sum(prob.b * g)) - eps * total
+            self.error = num(xp.sum(xp.abs(self.rows - prob.a))
+                             + xp.sum(xp.abs(self.cols - prob.b)))
             # rounding level of `value`: gains below it cannot be told apart
-            scale = float(np.sum(np.abs(prob.a * f)) + np.sum(np.abs(prob.b * g))) + eps * total
+            scale = num(xp.sum(xp.abs(prob.a * f)) + xp.sum(xp.abs(prob.b * g))) + eps * total
             self.noise = 64 * float(np.finfo(f.dtype).eps) * scale
         else:
             self.value, self.error, self.noise = -math.inf, math.inf, 0.0
@@ -139,7 +151,8 @@ def _line_search(prob: Problem, eps: float, x: _State, df: Any, dg: Any, slope: 
     rejected. Returns ``(state, step)``, or ``(None, 0.0)`` if no step of length at least
     ``_MIN_STEP`` is acceptable.
     """
-    move = max(float(np.max(np.abs(df))), float(np.max(np.abs(dg)))) / eps
+    xp, num = prob.xp, prob.backend.to_float
+    move = max(num(xp.max(xp.abs(df))), num(xp.max(xp.abs(dg)))) / eps
     alpha = min(1.0, _MAX_MOVE / move) if move > 0 else 1.0
     resolved = slope > x.noise
     while alpha >= _MIN_STEP:
@@ -263,9 +276,10 @@ def sinkhorn_newton_sparse(
         Relative residual at which the conjugate gradient solve stops.
     cg_maxiter : int, optional
         Maximum CG iterations per Newton step; default ``min(n, m)``.
-    backend : {"numba_cpu", "array_api"} or Backend, optional
-        Force a backend; by default it follows the array type. The Newton stage uses
-        SciPy's sparse CG, so the arrays must be NumPy arrays.
+    backend : {"numba_cpu", "cupy_gpu", "array_api"} or Backend, optional
+        Force a backend; by default it follows the array type. The Newton stage uses the
+        sparse CG of SciPy (NumPy arrays) or of CuPy (``cupyx.scipy.sparse.linalg``, CuPy
+        arrays), so the arrays must be NumPy or CuPy arrays.
 
     Returns
     -------
@@ -282,7 +296,7 @@ def sinkhorn_newton_sparse(
     Raises
     ------
     TypeError
-        For arrays other than NumPy arrays.
+        For arrays other than NumPy or CuPy arrays.
 
     Warns
     -----
@@ -328,6 +342,13 @@ def sinkhorn_newton_sparse(
     on the fly but whose plan is stored: plan on ``2 n m`` floats before using SNS on
     large clouds.
 
+    *GPU.* With CuPy arrays everything stays on their device, in their dtype: the plan
+    and its marginals, the sparsified plan (a ``cupyx.scipy.sparse.csr_matrix``, built by
+    CUDA kernels) and the CG solve. The host synchronizes for scalars only (line search,
+    errors, the sparsification threshold and size), a few times per Newton step and once
+    per CG iteration (inside CuPy's CG). CuPy's CSR matrices have 32-bit indices, so the
+    sparsified plan holds at most ``2**31 - 1`` entries (``ValueError`` beyond).
+
     Examples
     --------
     >>> import numpy as np, otcore as oc
@@ -343,10 +364,11 @@ def sinkhorn_newton_sparse(
     True
     """
     prob = make_problem(a, b, C, backend)
-    if prob.xp is not np:
+    bk, xp = prob.backend, prob.xp
+    if bk.sparse_linalg() is None:
         raise TypeError(
-            "sinkhorn_newton_sparse needs NumPy arrays (its Newton stage uses SciPy's "
-            "sparse conjugate gradients)"
+            "sinkhorn_newton_sparse needs NumPy or CuPy arrays (its Newton stage uses the "
+            f"sparse conjugate gradients of SciPy or CuPy); got {bk!r}"
         )
     eps = check_eps(eps)
     tol = default_tol(prob.dtype) if tol is None else check_tol(tol)
@@ -360,10 +382,10 @@ def sinkhorn_newton_sparse(
     cg_maxiter = min(n, m) if cg_maxiter is None else check_positive_int(cg_maxiter,
                                                                          "cg_maxiter")
 
-    mass = float(np.sum(prob.a))
+    mass = bk.to_float(xp.sum(prob.a))
     f, g, n_sk, _, errors = sinkhorn_loop(
         prob, eps, tol=max(tol, warmup_tol * mass), max_iter=warmup_iter, check_every=1)
-    buffers = [np.empty((n, m), dtype=prob.dtype) for _ in range(2)]
+    buffers = [xp.empty((n, m), dtype=prob.dtype) for _ in range(2)]
     x = _State(prob, eps, f, g, buffers[0])
     policy = _Policy(density, x.error)
     history: dict[str, list] = {"error": [], "density": [], "cg_iter": [], "step": [],
@@ -385,9 +407,9 @@ def sinkhorn_newton_sparse(
         S, _ = prob.ops.sparsify_plan(x.P, x.rows, x.cols,
                                       max(1, round(policy.density * n * m)))
         gf, gg = prob.a - x.rows, prob.b - x.cols
-        df, dg, n_cg = _newton_direction(S, x.rows, x.cols, gf, gg, eps, cg_rtol, cg_maxiter,
-                                         policy.tau)
-        slope = float(np.sum(gf * df) + np.sum(gg * dg))
+        df, dg, n_cg = _newton_direction(bk, S, x.rows, x.cols, gf, gg, eps, cg_rtol,
+                                         cg_maxiter, policy.tau)
+        slope = bk.to_float(xp.sum(gf * df) + xp.sum(gg * dg))
         new, step = None, 0.0
         if math.isfinite(slope) and slope > 0:
             spare = buffers[1] if x.P is buffers[0] else buffers[0]

@@ -2,9 +2,10 @@
 //
 // Every CUDA thread of a block is a fiber on one OS thread (started with makecontext,
 // switched with _setjmp/_longjmp, which skip the signal-mask system calls of
-// swapcontext); blocks run one after the other. __syncthreads() and the warp shuffles are barriers of the fibers, and
+// swapcontext); blocks run one after the other. __syncthreads(), the warp shuffles and
+// the warp votes (__ballot_sync) are barriers of the fibers, and
 // the scheduler checks them: a __syncthreads() that not every thread of the block reaches
-// (divergence, or threads that already returned) and a full-mask shuffle with missing
+// (divergence, or threads that already returned) and a full-mask shuffle or vote with missing
 // lanes are reported as errors instead of silently giving some answer. Shared memory is
 // `static` (one block at a time); atomics are plain updates (one OS thread).
 //
@@ -171,8 +172,30 @@ inline T __shfl_xor_sync(unsigned mask, T value, int offset) {
     return other;
 }
 
-inline double atomicAdd(double* address, double value) {
-    const double old = *address;
+// A warp vote: bit l of the result is lane l's predicate.
+inline unsigned __ballot_sync(unsigned mask, int predicate) {
+    if (mask != 0xffffffffu) emu::error = "only full-mask ballots are emulated";
+    const int base = emu::current->warp * 32;
+    emu::exchange[base + emu::current->lane] = predicate ? 1.0 : 0.0;
+    emu::yield(emu::AT_WARP);  // every lane has voted
+    unsigned out = 0u;
+    for (int l = 0; l < 32; ++l) out |= (emu::exchange[base + l] != 0.0 ? 1u : 0u) << l;
+    emu::yield(emu::AT_WARP);  // every lane has read
+    return out;
+}
+
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+
+inline long long __double_as_longlong(double x) {
+    long long bits;
+    __builtin_memcpy(&bits, &x, sizeof bits);
+    return bits;
+}
+
+// double, unsigned and unsigned long long, as in CUDA.
+template <typename T>
+inline T atomicAdd(T* address, T value) {
+    const T old = *address;
     *address = old + value;
     return old;
 }

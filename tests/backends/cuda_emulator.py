@@ -5,8 +5,9 @@ configuration, argument lists, merges, scaling) runs end to end without a GPU.
 The stand-in is strict where CuPy is lenient and a mistake would corrupt results on a
 device: every kernel argument must have exactly the C type of the parameter (NumPy
 scalars of the right width, contiguous arrays of the right dtype), and every array handed
-to a kernel sits between guard zones of NaN that are checked after each launch (writes
-out of bounds) and that poison any value read out of bounds.
+to a kernel sits between guard zones of NaN (the most negative value for integer arrays)
+that are checked after each launch (writes out of bounds) and that poison any value read
+out of bounds.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 HEADER = Path(__file__).with_name("cuda_emulator.h")
-GUARD = 1024  # elements of NaN on each side of every device array
+GUARD = 1024  # poison elements on each side of every device array
 
 _SIGNATURE = re.compile(r'extern "C" void (otc_\w+)\s*\(([^)]*)\)')
 # C parameter type -> (NumPy type of the argument, ctypes type)
@@ -31,6 +32,7 @@ _SCALARS = {
     "otc_int": (np.int64, ctypes.c_longlong),
     "float": (np.float32, ctypes.c_float),
     "double": (np.float64, ctypes.c_double),
+    "unsigned long long": (np.uint64, ctypes.c_ulonglong),
 }
 
 
@@ -111,10 +113,16 @@ class DeviceArray(np.ndarray):
         return DEVICE
 
 
+def _poison(dtype: Any) -> Any:
+    """The guard value of an array of ``dtype``."""
+    dtype = np.dtype(dtype)
+    return np.nan if dtype.kind == "f" else np.iinfo(dtype).min
+
+
 def _guarded(shape: Any, dtype: Any, fill: Any = None) -> DeviceArray:
     shape = (shape,) if np.isscalar(shape) else tuple(shape)
     size = int(np.prod(shape, dtype=np.int64))
-    buf = np.full(size + 2 * GUARD, np.nan, dtype=dtype)
+    buf = np.full(size + 2 * GUARD, _poison(dtype), dtype=dtype)
     arr = buf[GUARD:GUARD + size].reshape(shape).view(DeviceArray)
     if fill is not None:
         arr[...] = fill
@@ -124,7 +132,9 @@ def _guarded(shape: Any, dtype: Any, fill: Any = None) -> DeviceArray:
 
 def _check_guards(arr: DeviceArray, kernel: str) -> None:
     buf = arr._emu_buffer
-    if not (np.isnan(buf[:GUARD]).all() and np.isnan(buf[-GUARD:]).all()):
+    guards = np.concatenate([buf[:GUARD], buf[-GUARD:]])
+    intact = np.isnan(guards) if buf.dtype.kind == "f" else guards == _poison(buf.dtype)
+    if not intact.all():
         raise AssertionError(f"{kernel} wrote out of bounds of an array of shape {arr.shape}")
 
 
@@ -217,3 +227,12 @@ def fake_cupy(workdir: Path, *, multiprocessors: int, threads_per_mp: int = 2048
     mod.asarray = ascontiguousarray
     mod.asnumpy = lambda a: np.array(a).view(np.ndarray)
     return mod
+
+
+def fake_cupyx_sparse() -> Any:
+    """Stand-in for :mod:`cupyx.scipy.sparse`: SciPy's sparse module (CSR matrices of host
+    arrays, and ``linalg`` with ``cg`` and ``LinearOperator``)."""
+    import scipy.sparse
+    import scipy.sparse.linalg  # makes the attribute ``linalg`` available
+
+    return scipy.sparse

@@ -9,8 +9,9 @@ cost scale, sizes that are not multiples of any tile, and with the reductions bo
 (one part) and split across blocks. The point-cloud gradient kernel (``cost_grad``) and
 the dense cost (``cost_matrix``) are checked for every ground cost in dimensions 1, 2, 3
 (the fixed-dimension kernels), 5 and 40 (the any-dimension kernel, 40 with two staged
-coordinate chunks), with coincident points; the solvers built on them (Sinkhorn, the
-Monge gap and the Sinkhorn divergence) end to end.
+coordinate chunks), with coincident points. The plan sparsification must keep exactly
+the entries the CPU kernel keeps. The solvers built on the kernels (Sinkhorn, SNS, the
+Monge gap and the Sinkhorn divergence) must give the CPU results end to end.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Device:
 
     xp: Any  # cupy, or the emulator's stand-in
     array_type: type
+    sparse_type: type  # the CSR matrix type of sparsify_plan
 
     def asarray(self, a: Any, dtype: Any) -> Any:
         return self.xp.asarray(np.asarray(a, dtype=dtype))
@@ -146,6 +148,14 @@ class KernelContract:
         assert cost == pytest.approx(r_cost, rel=tolerance(dtype), abs=1e-300)
         plan = ops.plan(device.asarray(hf, dtype), device.asarray(hg, dtype), eps)
         device.check(plan, ref.plan(hf, hg, eps), dtype)
+        out = device.xp.empty((n, m), dtype=dtype)
+        P, rows, cols = ops.plan_marginals(device.asarray(hf, dtype), device.asarray(hg, dtype),
+                                           eps, out=out)
+        assert P is out  # the caller's buffer is used
+        r_P, r_rows, r_cols = ref.plan_marginals(hf, hg, eps)
+        device.check(P, r_P, dtype)
+        device.check(rows, r_rows, dtype)
+        device.check(cols, r_cols, dtype)
         assert ops.cost_scale() == pytest.approx(ref.cost_scale(), rel=tolerance(dtype))
 
     @pytest.mark.parametrize("dtype", DTYPES)
@@ -189,6 +199,74 @@ class KernelContract:
         h = device.asarray(np.zeros(2), dtype)
         with pytest.raises(TypeError, match="PointCloud"):
             ops.cost_grad(h, device.asarray(np.zeros(3), dtype), 1.0)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_plan_marginals_zero_weights_and_overflow(self, device, dtype):
+        C = np.random.default_rng(2).random((6, 5)).astype(dtype)
+        hf = np.array([-np.inf, 0.0, 0.0, 0.0, 0.0, 800.0], dtype=dtype)
+        hg = np.zeros(5, dtype=dtype)
+        ops = cupy_gpu.CupyBackend().bind(oc.DenseCost(device.asarray(C, dtype)))
+        P, rows, cols = (device.to_numpy(v) for v in ops.plan_marginals(
+            device.asarray(hf, dtype), device.asarray(hg, dtype), 1.0))
+        assert np.all(P[0] == 0) and rows[0] == 0
+        assert np.all(np.isinf(P[5])) and np.isinf(rows[5]) and np.all(np.isinf(cols))
+        np.testing.assert_allclose(P[1:5], np.exp(-C[1:5].astype(np.float64)),
+                                   rtol=tolerance(dtype))
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("shape", DENSE_SHAPES)
+    def test_sparsify_plan_keeps_what_numba_keeps(self, device, split, shape, dtype, rng):
+        n, m = shape
+        # integer costs: many equal plan entries, so ties at the threshold; zero-mass rows
+        # and columns; entries that underflow to 0
+        C = rng.integers(0, 40, size=(n, m)).astype(dtype)
+        hf = _potential(rng, n, 1.0, dtype)
+        hg = _potential(rng, m, 1.0, dtype)
+        ref = NumbaBackend().bind(oc.DenseCost(C))
+        P, rows, cols = ref.plan_marginals(hf, hg, 0.5)
+        ops = self._ops(device, oc.DenseCost(C), dtype)
+        positive = int(np.count_nonzero(P))
+        for nnz in sorted({1, max(1, n * m // 7), positive, n * m + 5}):
+            S, theta = ops.sparsify_plan(device.asarray(P, dtype), device.asarray(rows, dtype),
+                                         device.asarray(cols, dtype), nnz)
+            R, r_theta = ref.sparsify_plan(P, rows, cols, nnz)
+            assert isinstance(S, device.sparse_type), type(S)
+            assert S.shape == (n, m) and S.dtype == np.dtype(dtype)
+            assert S.indices.dtype == np.int32 and S.indptr.dtype == np.int32
+            assert theta == r_theta
+            for part in ("indptr", "indices", "data"):
+                np.testing.assert_array_equal(device.to_numpy(getattr(S, part)),
+                                              getattr(R, part), err_msg=f"{part}, nnz={nnz}")
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("cloud", [False, True])
+    def test_sns_matches_numba(self, device, dtype, cloud, rng):
+        # a rectangular problem with zero weights, Newton steps after a short warm-up
+        n, m, eps = 37, 29, 0.01
+        x, y = rng.normal(size=(n, 2)), 0.5 + rng.normal(size=(m, 2))
+        a, b = rng.uniform(0.5, 1.0, n), rng.uniform(0.5, 1.0, m)
+        a[3] = b[5] = 0.0
+        a, b = (a / a.sum()).astype(dtype), (b / b.sum()).astype(dtype)
+        x, y = x.astype(dtype), y.astype(dtype)
+        scale = 20.0
+        if cloud:
+            cost = oc.PointCloud(x, y, scale=scale)
+            dev_cost = oc.PointCloud(device.asarray(x, dtype), device.asarray(y, dtype),
+                                     scale=scale)
+        else:
+            cost = ((x[:, None] - y[None]) ** 2).sum(-1) / scale
+            dev_cost = device.asarray(cost, dtype)
+        tol = 1e-12 if dtype == np.float64 else 1e-5
+        ref = oc.sinkhorn_newton_sparse(a, b, cost, eps, tol=tol)
+        res = oc.sinkhorn_newton_sparse(device.asarray(a, dtype), device.asarray(b, dtype),
+                                        dev_cost, eps, tol=tol, backend=cupy_gpu.CupyBackend())
+        assert res.backend == "cupy_gpu" and res.converged and ref.converged
+        assert res.extra["newton_iter"] >= 2 and res.marginal_error < tol
+        shift = float(np.mean(device.to_numpy(res.f)[a > 0] - ref.f[a > 0]))
+        device.check(res.f - dtype(shift), ref.f, dtype)
+        device.check(res.g + dtype(shift), ref.g, dtype)
+        device.check(res.plan, ref.plan, dtype)
+        assert res.value == pytest.approx(ref.value, rel=tolerance(dtype))
 
     @pytest.mark.parametrize("dtype", DTYPES)
     def test_softmin_of_one_finite_entry_is_exact(self, device, dtype):

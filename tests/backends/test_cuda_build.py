@@ -40,7 +40,7 @@ def test_sources_compile_with_nvcc(name, tmp_path):
 
 def test_sources_inline_their_headers():
     names = cuda.source_names()
-    assert names == ["cloud.cu", "plan.cu", "softmin.cu"]
+    assert names == ["cloud.cu", "plan.cu", "softmin.cu", "sparse.cu"]
     for name in names:
         text = cuda.source(name)
         assert '#include "' not in text
@@ -57,8 +57,16 @@ def test_compile_options_define_the_launch_constants():
     assert opts[0] == "-std=c++14"
     defs = dict(o[2:].split("=") for o in opts[1:])
     assert defs == {"OTC_BLOCK": "256", "OTC_RY": "8", "OTC_UNROLL": "8", "OTC_TILE": "256",
-                    "OTC_ANY_TILE": "32", "OTC_ANY_DIMS": "32", "OTC_CPT": "4"}
+                    "OTC_ANY_TILE": "32", "OTC_ANY_DIMS": "32", "OTC_CPT": "4",
+                    "OTC_KEY_SHIFT": "50", "OTC_NKEYS": "8192"}
     assert 32 * launch.ROWS_PER_BLOCK == launch.BLOCK
+
+
+def test_sparsify_keys_match_the_cpu_kernel():
+    # the GPU and CPU sparsifications must agree on the histogram keys (the same kept set)
+    from otcore.kernels.numba import sparse
+
+    assert (launch.KEY_SHIFT, launch.NKEYS) == (sparse.KEY_SHIFT, sparse.NKEYS)
 
 
 @given(length=st.integers(1, 10**12), threads=st.integers(1, 10**9),
@@ -100,6 +108,20 @@ def test_dense_launches_cover_every_output(n, m, capacity):
     plan = launch.plan(n, m)
     assert 1 <= plan.grid[0] <= launch.PLAN_BLOCKS
     assert plan.grid[0] * launch.BLOCK <= max(n * m, 1) + launch.BLOCK - 1
+
+
+@given(n=st.integers(1, 10**6), m=st.integers(1, 10**6), capacity=st.integers(1, 10**7))
+def test_sparse_hist_launch(n, m, capacity):
+    cfg = launch.sparse_hist(n, m, capacity)
+    blocks = cfg.grid[0]
+    assert cfg.block == (launch.BLOCK, 1, 1) and cfg.grid[1:] == (1, 1)
+    assert 1 <= blocks < 2**31
+    threads = blocks * launch.BLOCK
+    # no block counts more than 2^31 + BLOCK entries (its shared counters are 32-bit) ...
+    assert launch.BLOCK * -(-n * m // threads) <= 2**31 + launch.BLOCK
+    # ... at most one device-full of threads, and no thread idles for lack of entries
+    assert blocks == 1 or threads <= capacity + launch.BLOCK - 1 or n * m >= 2**31
+    assert blocks == 1 or n * m > (blocks - 1) * launch.BLOCK * launch.HIST_ENTRIES
 
 
 @given(ns=st.integers(1, 10**7), nt=st.integers(1, 10**7), d=st.integers(1, 5000),

@@ -34,9 +34,11 @@ _CACHES = (cupy_gpu._module, cupy_gpu._kernel, cupy_gpu._capacity)
 @pytest.fixture
 def device(emulated_cupy, monkeypatch) -> Device:
     monkeypatch.setattr(cupy_gpu, "_cupy", lambda: emulated_cupy)
+    monkeypatch.setattr(cupy_gpu, "_cupyx_sparse", cuda_emulator.fake_cupyx_sparse)
     for cached in _CACHES:
         cached.cache_clear()
-    yield Device(emulated_cupy, cuda_emulator.DeviceArray)
+    yield Device(emulated_cupy, cuda_emulator.DeviceArray,
+                 cuda_emulator.fake_cupyx_sparse().csr_matrix)
     for cached in _CACHES:
         cached.cache_clear()
 
@@ -103,3 +105,16 @@ def test_monge_gap_runs_on_the_cuda_kernels(device, online):
     cfg = launch.cost_grad(30, 30, 2, 1000 * 2048)
     assert grad_kernel.launches == [(cfg.grid, cfg.block)]
     assert len(matrix_kernel.launches) == (0 if online else 1)
+
+
+def test_sparsified_plan_beyond_int32_indices_is_refused(device, monkeypatch):
+    # cupyx CSR matrices index with int32: a larger kept set is an error, not an overflow
+    monkeypatch.setattr(cupy_gpu, "_MAX_NNZ", 10)
+    P = np.exp(-np.arange(20.0)).reshape(4, 5)
+    ops = cupy_gpu.CupyBackend().bind(oc.DenseCost(device.asarray(np.ones((4, 5)), np.float64)))
+    args = (device.asarray(P, np.float64), device.asarray(P.sum(1), np.float64),
+            device.asarray(P.sum(0), np.float64))
+    S, _ = ops.sparsify_plan(*args, 5)
+    assert 5 <= S.nnz <= 10
+    with pytest.raises(ValueError, match="int32"):
+        ops.sparsify_plan(*args, 20)

@@ -30,7 +30,9 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture
 def device() -> Device:
-    return Device(cupy, cupy.ndarray)
+    import cupyx.scipy.sparse
+
+    return Device(cupy, cupy.ndarray, cupyx.scipy.sparse.csr_matrix)
 
 
 class TestCudaKernels(KernelContract):
@@ -103,3 +105,42 @@ def test_cost_grad_at_device_filling_sizes(dtype, d, cost):
     expected = ref.cost_grad(hf, hg, eps)
     tol = tolerance(dtype)
     np.testing.assert_allclose(out, expected, rtol=0, atol=tol * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_device_filling_sns_kernels_match_numba(dtype):
+    # enough entries for a histogram over a device-full of blocks and many CSR rows
+    rng = np.random.default_rng(3)
+    n, m, eps = 3000, 2500, 0.02
+    C = rng.random((n, m)).astype(dtype)
+    hf, hg = ((0.1 * rng.normal(size=k)).astype(dtype) for k in (n, m))
+    ops = cupy_gpu.CupyBackend().bind(oc.DenseCost(cupy.asarray(C)))
+    ref = NumbaBackend().bind(oc.DenseCost(C))
+    tol = tolerance(dtype)
+    out = ops.plan_marginals(cupy.asarray(hf), cupy.asarray(hg), eps)
+    for got, want in zip(out, ref.plan_marginals(hf, hg, eps), strict=True):
+        np.testing.assert_allclose(cupy.asnumpy(got), want, rtol=tol,
+                                   atol=tol * float(np.abs(want).max()))
+    P, rows, cols = ref.plan_marginals(hf, hg, eps)
+    x = rng.normal(size=m).astype(dtype)
+    for nnz in (4 * (n + m), n * m // 3):
+        S, theta = ops.sparsify_plan(cupy.asarray(P), cupy.asarray(rows), cupy.asarray(cols),
+                                     nnz)
+        R, r_theta = ref.sparsify_plan(P, rows, cols, nnz)
+        assert theta == r_theta and S.nnz == R.nnz >= nnz
+        for part in ("indptr", "indices", "data"):
+            np.testing.assert_array_equal(cupy.asnumpy(getattr(S, part)), getattr(R, part))
+        # a valid cupyx matrix: its products are SciPy's
+        np.testing.assert_allclose(cupy.asnumpy(S @ cupy.asarray(x)), R @ x, rtol=tol,
+                                   atol=tol * float(np.abs(R @ x).max()))
+
+
+def test_sns_on_a_larger_problem_matches_numba():
+    rng = np.random.default_rng(4)
+    n, m, eps = 1500, 1200, 2e-3
+    C = rng.random((n, m))
+    res = oc.sinkhorn_newton_sparse(None, None, cupy.asarray(C), eps, tol=1e-10)
+    ref = oc.sinkhorn_newton_sparse(None, None, C, eps, tol=1e-10)
+    assert res.backend == "cupy_gpu" and res.converged and ref.converged
+    assert isinstance(res.f, cupy.ndarray) and res.marginal_error < 1e-10
+    np.testing.assert_allclose(cupy.asnumpy(res.plan), ref.plan, rtol=1e-10, atol=1e-10)

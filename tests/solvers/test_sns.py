@@ -2,7 +2,10 @@
 robustness (large eps, non-unique plans, failed Newton steps) and input validation.
 
 The solver runs on NumPy arrays, through the Numba kernels (``numba_cpu``) and through the
-pure Array-API reference kernels (``array_api`` forced on NumPy arrays).
+pure Array-API reference kernels (``array_api`` forced on NumPy arrays), and on CuPy
+arrays (``cupy_gpu``, marked ``gpu`` and skipped without CuPy and a CUDA device). Every
+test that runs on ``numba_cpu`` also runs on ``cupy_gpu``, where the result must moreover
+stay on the GPU in the input dtype and equal the ``numba_cpu`` result (``_solve``).
 """
 
 from __future__ import annotations
@@ -16,12 +19,79 @@ import pytest
 
 import otcore as oc
 
-BACKENDS = ["numba_cpu", "array_api"]
+from ..conftest import _cupy_case
+
+GPU = pytest.param("cupy_gpu", marks=pytest.mark.gpu)
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=["numba_cpu", "array_api", GPU])
 def sns_backend(request) -> str:
+    """Every backend that runs SNS."""
     return request.param
+
+
+@pytest.fixture(params=["numba_cpu", GPU])
+def device(request) -> str:
+    """The fast backend of each device."""
+    return request.param
+
+
+class _OnHost:
+    """A GPU result seen from the host: its arrays copied to NumPy, the rest unchanged."""
+
+    def __init__(self, cp, res):
+        self._cp, self._res = cp, res
+
+    def __getattr__(self, name):
+        value = getattr(self._res, name)
+        return self._cp.asnumpy(value) if isinstance(value, self._cp.ndarray) else value
+
+
+def _to_device(cp, x):
+    """NumPy data (an array, a point cloud or None) on the GPU."""
+    if isinstance(x, oc.PointCloud):
+        return oc.PointCloud(cp.asarray(x.x), cp.asarray(x.y), x.cost, scale=x.scale)
+    return None if x is None else cp.asarray(x)
+
+
+def _assert_same_result(cp, res, ref):
+    """A GPU result equals the CPU one to 1e-10 (float64) or 1e-5 (float32) of the scale
+    of the compared values, and it is made of CuPy arrays in the input dtype.
+
+    Compared: the plan, its cost and value, and the potentials through ``f_i + g_j`` on
+    the support of the plan (entries above 1e-6 of the largest). The sum is invariant
+    under the shift ``(f + t, g - t)``; beyond the support the potentials are not
+    determined by the problem to this precision (for a plan that is close to a
+    permutation, a matched pair ``(f_i, g_j)`` can move by ``+-t`` at a cost far below
+    any tolerance), so they are not compared there.
+    """
+    dtype = ref.f.dtype
+    tol = 1e-10 if dtype == np.float64 else 1e-5
+    assert res.backend == "cupy_gpu" and res.converged == ref.converged
+    for v in (res.f, res.g, res.plan):
+        assert isinstance(v, cp.ndarray) and v.dtype == dtype
+    f, g, P = (cp.asnumpy(v).astype(np.float64) for v in (res.f, res.g, res.plan))
+    np.testing.assert_allclose(P, ref.plan, rtol=tol, atol=tol * max(1, ref.plan.max()))
+    support = ref.plan >= 1e-6 * ref.plan.max()
+    fg_ref = (ref.f[:, None] + ref.g[None, :]).astype(np.float64)[support]
+    np.testing.assert_allclose((f[:, None] + g[None, :])[support], fg_ref, rtol=0,
+                               atol=tol * max(1, np.abs(fg_ref).max()))
+    assert res.cost == pytest.approx(ref.cost, rel=tol, abs=tol)
+    assert res.value == pytest.approx(ref.value, rel=tol, abs=tol)
+
+
+def _solve(backend, a, b, C, eps, **kwargs):
+    """SNS on ``backend`` from NumPy data; the result's arrays come back as NumPy arrays.
+
+    On ``cupy_gpu`` the data is moved to the GPU (the backend follows the arrays) and the
+    result is checked against the ``numba_cpu`` one (``_assert_same_result``).
+    """
+    if backend != "cupy_gpu":
+        return oc.sinkhorn_newton_sparse(a, b, C, eps, backend=backend, **kwargs)
+    cp = _cupy_case().xp
+    res = oc.sinkhorn_newton_sparse(*(_to_device(cp, v) for v in (a, b, C)), eps, **kwargs)
+    _assert_same_result(cp, res, oc.sinkhorn_newton_sparse(a, b, C, eps, **kwargs))
+    return _OnHost(cp, res)
 
 
 def _l1(a, b, P) -> float:
@@ -43,11 +113,11 @@ def _weights(rng, n, zeros=0):
     return w / w.sum()
 
 
-def _sns(*args, **kwargs):
-    """Run SNS and fail on any warning (a converging run must not warn)."""
+def _sns(a, b, C, eps, backend="numba_cpu", **kwargs):
+    """``_solve``, failing on any warning (a converging run must not warn)."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        return oc.sinkhorn_newton_sparse(*args, **kwargs)
+        return _solve(backend, a, b, C, eps, **kwargs)
 
 
 def test_plan_equals_sinkhorn_plan(sns_backend):
@@ -73,12 +143,12 @@ def test_plan_equals_sinkhorn_plan(sns_backend):
     assert res.cost == pytest.approx(float(np.sum(C * P)), rel=1e-12)
 
 
-def test_plan_matches_pot_sinkhorn_log():
+def test_plan_matches_pot_sinkhorn_log(device):
     rng = np.random.default_rng(1)
     n, m, eps = 40, 30, 0.05
     C = rng.random((n, m))
     a, b = _weights(rng, n), _weights(rng, m)
-    res = _sns(a, b, C, eps, tol=1e-12)
+    res = _sns(a, b, C, eps, tol=1e-12, backend=device)
     G = ot.sinkhorn(a, b, C, eps, method="sinkhorn_log", stopThr=1e-14, numItermax=100_000)
     np.testing.assert_allclose(res.plan, G, rtol=1e-8, atol=1e-13)
 
@@ -96,10 +166,10 @@ def test_random_cost_n300_eta1200_reaches_1e10_within_60_newton_steps(sns_backen
     assert res.n_iter == res.extra["newton_iter"] + res.extra["sinkhorn_iter"]
 
 
-def test_history_is_recorded():
+def test_history_is_recorded(device):
     rng = np.random.default_rng(3)
     C = rng.random((120, 90))
-    res = _sns(None, None, C, 1e-3, tol=1e-11)
+    res = _sns(None, None, C, 1e-3, tol=1e-11, backend=device)
     hist, k = res.extra["history"], res.extra["newton_iter"]
     assert all(len(v) == k for v in hist.values()) and k >= 2
     assert all(0 < d <= 1 for d in hist["density"])
@@ -144,24 +214,24 @@ def _line_l1(seed, n):
     return _weights(rng, n), _weights(rng, n), np.abs(z - z.T)
 
 
-def test_density_grows_when_newton_steps_are_slow():
+def test_density_grows_when_newton_steps_are_slow(device):
     # |x - y| on a line with eps = 0.01: the initial 4 (n + m) entries miss too much of
     # the plan, full Newton steps converge slowly and the density is raised.
     a, b, C = _line_l1(14, 100)
-    res = _sns(a, b, C, 1e-2, tol=1e-10)
+    res = _sns(a, b, C, 1e-2, tol=1e-10, backend=device)
     density = res.extra["history"]["density"]
     assert max(density) > 2 * density[0]
     assert res.converged and _l1(a, b, res.plan) < 1e-10
-    dense = _sns(a, b, C, 1e-2, tol=1e-10, density=1.0)
+    dense = _sns(a, b, C, 1e-2, tol=1e-10, density=1.0, backend=device)
     np.testing.assert_allclose(res.plan, dense.plan, rtol=1e-7, atol=1e-14)
 
 
-def test_one_dimensional_l1_cost_small_eps():
+def test_one_dimensional_l1_cost_small_eps(device):
     # |x - y| on a line at eps = 1e-3: Sinkhorn needs ~1e5 iterations here, so the check
     # is the optimality certificate instead: a plan of the form a_i b_j exp((f_i + g_j -
     # C_ij) / eps) with the right marginals is the (unique) entropic optimum.
     a, b, C = _line_l1(6, 300)
-    res = _sns(a, b, C, 1e-3, tol=1e-10)
+    res = _sns(a, b, C, 1e-3, tol=1e-10, backend=device)
     assert res.converged
     _check_certificate(a, b, C, 1e-3, res, 1e-10)
     # the dual is nearly flat along some directions: damped steps switch the Marquardt
@@ -197,13 +267,13 @@ def test_zero_weights_and_rectangular(sns_backend):
     np.testing.assert_allclose(P, ref.plan, rtol=1e-7, atol=1e-14)
 
 
-def test_failed_newton_steps_fall_back_to_sinkhorn():
+def test_failed_newton_steps_fall_back_to_sinkhorn(device):
     # No warm-up, small eps: the first Newton directions would move potentials by many
     # orders of magnitude of eps and are rejected, also with the largest Marquardt shift;
     # Sinkhorn iterations take over, then Newton converges.
     rng = np.random.default_rng(9)
     C = rng.random((100, 100))
-    res = _sns(None, None, C, 1e-3, tol=1e-10, warmup_iter=0)
+    res = _sns(None, None, C, 1e-3, tol=1e-10, warmup_iter=0, backend=device)
     hist = res.extra["history"]
     assert res.converged and res.extra["fallbacks"] >= 1
     assert res.extra["sinkhorn_iter"] >= 20
@@ -213,10 +283,10 @@ def test_failed_newton_steps_fall_back_to_sinkhorn():
     assert _l1(np.full(100, 0.01), np.full(100, 0.01), res.plan) < 1e-10
 
 
-def test_float32_stays_float32():
+def test_float32_stays_float32(device):
     rng = np.random.default_rng(10)
     C = rng.random((80, 60)).astype(np.float32)
-    res = _sns(None, None, C, np.float32(0.01), tol=1e-5)
+    res = _sns(None, None, C, np.float32(0.01), tol=1e-5, backend=device)
     assert res.f.dtype == np.float32 and res.g.dtype == np.float32
     assert res.plan.dtype == np.float32
     assert res.converged and res.marginal_error < 1e-5
@@ -224,12 +294,11 @@ def test_float32_stays_float32():
     np.testing.assert_allclose(res.plan, ref.plan, atol=1e-6)
 
 
-def test_not_converged_warns_and_stays_finite():
+def test_not_converged_warns_and_stays_finite(device):
     rng = np.random.default_rng(11)
     C = rng.random((60, 60))
     with pytest.warns(oc.ConvergenceWarning, match="sinkhorn_newton_sparse"):
-        res = oc.sinkhorn_newton_sparse(None, None, C, 1e-3, tol=1e-14, max_iter=1,
-                                        warmup_iter=0)
+        res = _solve(device, None, None, C, 1e-3, tol=1e-14, max_iter=1, warmup_iter=0)
     assert not res.converged and res.extra["newton_iter"] == 1
     assert np.isfinite(res.marginal_error) and res.marginal_error > 1e-14
     assert np.all(np.isfinite(res.f)) and np.all(np.isfinite(res.g))

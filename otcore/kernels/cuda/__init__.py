@@ -7,8 +7,10 @@ common.cuh     shared device code: online log-sum-exp, ground costs and their
                gradients (included)
 softmin.cu     ``otc_softmin_dense_rows/cols``, ``otc_softmin_cloud_d{1,2,3}``,
                ``otc_softmin_cloud_any``, ``otc_lse_merge``
-plan.cu        ``otc_plan_stats``, ``otc_plan``
 cloud.cu       ``otc_cost_grad_d{1,2,3}``, ``otc_cost_grad_any``, ``otc_cost_matrix``
+plan.cu        ``otc_plan_stats``, ``otc_plan_marginals``, ``otc_plan``
+sparse.cu      ``otc_sparse_hist``, ``otc_sparse_count``, ``otc_sparse_fill`` (the
+               sparsification of a dense plan to CSR)
 =============  =====================================================================
 
 Importing this package compiles nothing and needs neither CuPy nor a GPU; the backend

@@ -20,6 +20,9 @@ __all__ = [
     "BLOCK",
     "CPT",
     "FIXED_DIMS",
+    "HIST_ENTRIES",
+    "KEY_SHIFT",
+    "NKEYS",
     "ROWS_PER_BLOCK",
     "TILE",
     "UNROLL",
@@ -32,6 +35,7 @@ __all__ = [
     "softmin_cloud",
     "softmin_dense_cols",
     "softmin_dense_rows",
+    "sparse_hist",
     "split",
 ]
 
@@ -55,6 +59,13 @@ MAX_GRID_Y = 65535
 #: Blocks of the grid-stride kernels over ``n m`` entries (enough to fill any current GPU
 #: several times).
 PLAN_BLOCKS = 8192
+#: Histogram keys of the plan sparsification: the float64 bits of a normalized plan value
+#: shifted right by KEY_SHIFT (11 exponent and 2 mantissa bits), NKEYS keys for values >= 0.
+KEY_SHIFT = 50
+NKEYS = 1 << 13
+#: Entries per thread, at least, of the histogram kernel: each block clears and flushes a
+#: shared histogram of NKEYS bins (NKEYS / BLOCK = 32 bins per thread).
+HIST_ENTRIES = 64
 #: Reductions are split until the grid holds this many device-fulls of threads, so that
 #: the last, partial wave of blocks costs little.
 WAVES = 4
@@ -76,6 +87,8 @@ def compile_options() -> tuple[str, ...]:
         "OTC_ANY_TILE": ANY_TILE,
         "OTC_ANY_DIMS": ANY_DIMS,
         "OTC_CPT": CPT,
+        "OTC_KEY_SHIFT": KEY_SHIFT,
+        "OTC_NKEYS": NKEYS,
     }
     return ("-std=c++14", *(f"-D{k}={v}" for k, v in defs.items()))
 
@@ -180,3 +193,13 @@ def plan(n: int, m: int) -> Launch:
     """The dense plan (and the dense cost of a point cloud): a grid-stride loop over the
     ``n * m`` entries."""
     return Launch((max(1, min(_cdiv(n * m, BLOCK), PLAN_BLOCKS)), 1, 1), (BLOCK, 1, 1))
+
+
+def sparse_hist(n: int, m: int, capacity: int) -> Launch:
+    """The histogram of the plan sparsification: a grid-stride loop over the ``n m``
+    entries, at most one device-full of blocks of at least ``HIST_ENTRIES`` entries per
+    thread, and at least enough blocks that none counts more than ``2**31 + BLOCK``
+    entries (its shared counters are 32-bit)."""
+    total = max(1, n * m)
+    blocks = min(_cdiv(total, BLOCK * HIST_ENTRIES), _cdiv(max(1, capacity), BLOCK))
+    return Launch((max(1, blocks, _cdiv(total, 1 << 31)), 1, 1), (BLOCK, 1, 1))

@@ -1,8 +1,9 @@
 // The plan P_ij = exp((hf_i + hg_j - c_ij) / eps) of a dense or point-cloud cost:
-// its row sums, column sums and <C, P> in one pass (otc_plan_stats), and the dense
-// n x m matrix itself (otc_plan). For a point cloud the cost is computed on the fly from
-// X (n x d) and the transposed targets YT (d x m); for a dense cost X is C (n x m) and YT
-// is not read. Every index is checked against n, m and d.
+// its row sums, column sums and <C, P> in one pass (otc_plan_stats), the same pass writing
+// the dense plan instead of <C, P> (otc_plan_marginals), and the dense n x m matrix alone
+// (otc_plan). For a point cloud the cost is computed on the fly from X (n x d) and the
+// transposed targets YT (d x m); for a dense cost X is C (n x m) and YT is not read. Every
+// index is checked against n, m and d.
 #include "common.cuh"
 
 // Block (32, OTC_RY): warp ty takes rows i0 + ty, i0 + ty + OTC_RY, ... of the row chunk
@@ -10,14 +11,15 @@
 // blockIdx.x (coalesced). Row sums: a warp reduction per row, then one atomicAdd per
 // (row, column block). Column sums: per-thread registers over the rows, merged across
 // the OTC_RY warps in shared memory, then one atomicAdd per (column, row chunk).
-// <C, P>: one atomicAdd per block. Sums are accumulated in double; sh is shared memory
-// of OTC_RY * 32 doubles.
-template <typename T, int KIND>
-__device__ void otc_plan_stats(const T* __restrict__ X, const T* __restrict__ YT, int d, T p,
-                               const T* __restrict__ hf, const T* __restrict__ hg, T eps,
-                               otc_int n, otc_int m, otc_int chunk, double* __restrict__ rows,
-                               double* __restrict__ cols, double* __restrict__ cost,
-                               double* sh) {
+// PLAN = false: <C, P>, one atomicAdd per block (P is not written). PLAN = true: every
+// entry is stored in P (row-major n x m, coalesced) and cost is not touched. Sums are
+// accumulated in double; sh is shared memory of OTC_RY * 32 doubles.
+template <typename T, int KIND, bool PLAN>
+__device__ void otc_plan_pass(const T* __restrict__ X, const T* __restrict__ YT, int d, T p,
+                              const T* __restrict__ hf, const T* __restrict__ hg, T eps,
+                              otc_int n, otc_int m, otc_int chunk, double* __restrict__ rows,
+                              double* __restrict__ cols, double* __restrict__ cost,
+                              T* __restrict__ P, double* sh) {
     const int tx = threadIdx.x, ty = threadIdx.y;
     const otc_int jb = (otc_int)blockIdx.x * (32 * OTC_CPT);
     const otc_int i0 = (otc_int)blockIdx.y * chunk;
@@ -35,10 +37,15 @@ __device__ void otc_plan_stats(const T* __restrict__ X, const T* __restrict__ YT
             const otc_int j = jb + tx + 32 * c;
             if (j < m) {
                 const T cij = otc_cost_at<T, KIND>(X, YT, d, p, m, i, j);
-                const double pij = (double)otc_exp((fi + hg[j] - cij) * inv_eps);
+                const T e = otc_exp((fi + hg[j] - cij) * inv_eps);
+                const double pij = (double)e;
                 row += pij;
                 col[c] += pij;
-                cp += (double)cij * pij;
+                if (PLAN) {
+                    P[i * m + j] = e;
+                } else {
+                    cp += (double)cij * pij;
+                }
             }
         }
         for (int off = 16; off > 0; off >>= 1) row += __shfl_xor_sync(OTC_FULL_MASK, row, off);
@@ -56,14 +63,32 @@ __device__ void otc_plan_stats(const T* __restrict__ X, const T* __restrict__ YT
         }
         __syncthreads();
     }
-    for (int off = 16; off > 0; off >>= 1) cp += __shfl_xor_sync(OTC_FULL_MASK, cp, off);
-    if (tx == 0) sh[ty * 32] = cp;
-    __syncthreads();
-    if (tx == 0 && ty == 0) {
-        double total = sh[0];
-        for (int r = 1; r < OTC_RY; ++r) total += sh[r * 32];
-        atomicAdd(cost, total);
+    if (!PLAN) {  // a compile-time constant: uniform across the block
+        for (int off = 16; off > 0; off >>= 1) cp += __shfl_xor_sync(OTC_FULL_MASK, cp, off);
+        if (tx == 0) sh[ty * 32] = cp;
+        __syncthreads();
+        if (tx == 0 && ty == 0) {
+            double total = sh[0];
+            for (int r = 1; r < OTC_RY; ++r) total += sh[r * 32];
+            atomicAdd(cost, total);
+        }
     }
+}
+
+template <typename T, int KIND>
+__device__ void otc_plan_stats(const T* X, const T* YT, int d, T p, const T* hf, const T* hg,
+                               T eps, otc_int n, otc_int m, otc_int chunk, double* rows,
+                               double* cols, double* cost, double* sh) {
+    otc_plan_pass<T, KIND, false>(X, YT, d, p, hf, hg, eps, n, m, chunk, rows, cols, cost,
+                                  nullptr, sh);
+}
+
+template <typename T, int KIND>
+__device__ void otc_plan_marginals(const T* X, const T* YT, int d, T p, const T* hf,
+                                   const T* hg, T eps, otc_int n, otc_int m, otc_int chunk,
+                                   double* rows, double* cols, T* P, double* sh) {
+    otc_plan_pass<T, KIND, true>(X, YT, d, p, hf, hg, eps, n, m, chunk, rows, cols, nullptr,
+                                 P, sh);
 }
 
 // One thread per entry (grid-stride loop over the n * m entries, row-major).
@@ -95,6 +120,13 @@ __device__ void otc_plan(const T* __restrict__ X, const T* __restrict__ YT, int 
         __shared__ double sh[OTC_RY * 32];                                                   \
         OTC_ALL_KINDS(otc_plan_stats, T, X, YT, d, p, hf, hg, eps, n, m, chunk, rows, cols,  \
                       cost, sh)                                                              \
+    }                                                                                        \
+    extern "C" __global__ void __launch_bounds__(OTC_BLOCK) otc_plan_marginals_##SUF(        \
+        const T* X, const T* YT, int d, int kind, T p, const T* hf, const T* hg, T eps,      \
+        otc_int n, otc_int m, otc_int chunk, double* rows, double* cols, T* P) {             \
+        __shared__ double sh[OTC_RY * 32];                                                   \
+        OTC_ALL_KINDS(otc_plan_marginals, T, X, YT, d, p, hf, hg, eps, n, m, chunk, rows,    \
+                      cols, P, sh)                                                           \
     }                                                                                        \
     extern "C" __global__ void __launch_bounds__(OTC_BLOCK) otc_plan_##SUF(                  \
         const T* X, const T* YT, int d, int kind, T p, const T* hf, const T* hg, T eps,      \
