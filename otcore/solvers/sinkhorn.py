@@ -182,6 +182,9 @@ def sinkhorn(
         (the column marginal is exact after an alternating update); the reported
         ``marginal_error`` is recomputed exactly for the returned potentials, and a run
         whose exact error exceeds ``tol`` (a rounding floor) is not reported converged.
+        In float32 the floor grows as eps shrinks: at ``eps = 1e-3`` with a cost of
+        scale 1 it is about ``1e-5`` on the CPU and ``1e-4`` on the GPU, whose kernels
+        form the exponents in float32.
     max_iter : int, default 10000
         Maximum number of iterations (one row and one column update each).
     check_every : int, default 10

@@ -262,8 +262,8 @@ def test_float32_small_eps(backend):
     r64, _, _, P64 = run(backend, a, b, C, eps)
     a32, b32, C32 = (backend.asarray(v, np.float32) for v in (a, b, C))
     # tol above the float32 rounding floor of the marginal error at this eps: ~1.4e-5 on
-    # the CPU; about 4e-5 on the GPU (float32 accumulators and the hardware exp2)
-    tol = 1e-4 if backend.name == "cupy_gpu" else 5e-5
+    # the CPU, ~1e-4 on the GPU (exponents formed and accumulated in float32 there)
+    tol = 2e-4 if backend.name == "cupy_gpu" else 5e-5
     res = oc.sinkhorn(a32, b32, C32, eps, tol=tol)
     for v, shape in ((res.f, (40,)), (res.g, (50,)), (res.plan, (40, 50))):
         backend.check_array(v, np.float32, shape)

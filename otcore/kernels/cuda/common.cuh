@@ -106,9 +106,11 @@ struct OtcLse {
 };
 
 // -eps * log(2^M S): the softmin value of a folded accumulator (+inf when S == 0).
+// Computed in double: M is of the order of |potential| / eps, and in float32 the sum
+// M + log2(S) would round at ~1e-4 of eps (once per output, so the cost is nil).
 template <typename T>
 __device__ __forceinline__ T otc_lse_value(T M, T S, T eps) {
-    return -eps * T(OTC_LN2) * (M + otc_log2(S));
+    return T(-double(eps) * OTC_LN2 * (double(M) + log2(double(S))));
 }
 
 // Store a softmin result: the final value when the reduction has one part, otherwise the
