@@ -5,8 +5,9 @@ configuration, argument lists, merges, scaling) runs end to end without a GPU.
 The stand-in is strict where CuPy is lenient and a mistake would corrupt results on a
 device: every kernel argument must have exactly the C type of the parameter (NumPy
 scalars of the right width, contiguous arrays of the right dtype), and every array handed
-to a kernel sits between guard zones of NaN that are checked after each launch (writes
-out of bounds) and that poison any value read out of bounds.
+to a kernel sits between guard zones of NaN (the most negative value for integer arrays)
+that are checked after each launch (writes out of bounds) and that poison any value read
+out of bounds.
 """
 
 from __future__ import annotations
@@ -111,10 +112,16 @@ class DeviceArray(np.ndarray):
         return DEVICE
 
 
+def _poison(dtype: Any) -> Any:
+    """The guard value of ``dtype``: NaN for floats, the most negative integer otherwise."""
+    dtype = np.dtype(dtype)
+    return np.nan if dtype.kind == "f" else np.iinfo(dtype).min
+
+
 def _guarded(shape: Any, dtype: Any, fill: Any = None) -> DeviceArray:
     shape = (shape,) if np.isscalar(shape) else tuple(shape)
     size = int(np.prod(shape, dtype=np.int64))
-    buf = np.full(size + 2 * GUARD, np.nan, dtype=dtype)
+    buf = np.full(size + 2 * GUARD, _poison(dtype), dtype=dtype)
     arr = buf[GUARD:GUARD + size].reshape(shape).view(DeviceArray)
     if fill is not None:
         arr[...] = fill
@@ -123,8 +130,10 @@ def _guarded(shape: Any, dtype: Any, fill: Any = None) -> DeviceArray:
 
 
 def _check_guards(arr: DeviceArray, kernel: str) -> None:
-    buf = arr._emu_buffer
-    if not (np.isnan(buf[:GUARD]).all() and np.isnan(buf[-GUARD:]).all()):
+    guards = np.concatenate([arr._emu_buffer[:GUARD], arr._emu_buffer[-GUARD:]])
+    poison = _poison(guards.dtype)
+    intact = np.isnan(guards).all() if np.isnan(poison) else (guards == poison).all()
+    if not intact:
         raise AssertionError(f"{kernel} wrote out of bounds of an array of shape {arr.shape}")
 
 
@@ -216,4 +225,6 @@ def fake_cupy(workdir: Path, *, multiprocessors: int, threads_per_mp: int = 2048
     mod.ascontiguousarray = ascontiguousarray
     mod.asarray = ascontiguousarray
     mod.asnumpy = lambda a: np.array(a).view(np.ndarray)
+    # CuPy's argsort is always stable (its documented behaviour); NumPy's default is not
+    mod.argsort = lambda a, axis=-1: np.argsort(a, axis=axis, kind="stable")
     return mod

@@ -7,6 +7,7 @@ common.cuh     shared device code: online log-sum-exp, ground costs (included)
 softmin.cu     ``otc_softmin_dense_rows/cols``, ``otc_softmin_cloud_d{1,2,3}``,
                ``otc_softmin_cloud_any``, ``otc_lse_merge``
 plan.cu        ``otc_plan_stats``, ``otc_plan``
+topk.cu        ``otc_topk_groups`` (cardinality-constrained OT)
 =============  =====================================================================
 
 Importing this package compiles nothing and needs neither CuPy nor a GPU; the backend
