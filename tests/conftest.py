@@ -80,6 +80,13 @@ def backend(request) -> BackendCase:
     return _cupy_case()
 
 
+@pytest.fixture(scope="session")
+def gpu_backend() -> BackendCase:
+    """The ``cupy_gpu`` case alone, for tests that compare it with ``numba_cpu`` (skipped
+    without CuPy and a CUDA device; tests using it are marked ``gpu``)."""
+    return _cupy_case()
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     """A freshly seeded generator (the same stream in every test)."""

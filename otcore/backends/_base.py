@@ -189,6 +189,20 @@ class Backend(ABC):
 
         return scipy.sparse.linalg
 
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """``x`` as a NumPy array on the host (zero-copy where the array already is one or
+        lives in host memory; a device-to-host copy on a GPU)."""
+        return x if isinstance(x, np.ndarray) else np.from_dlpack(x)
+
+    def sparse_from_host(self, S: Any) -> Any:
+        """A SciPy sparse matrix as this backend's sparse matrix (a plan, for example).
+
+        The default, for array libraries without a sparse format, is the dense ``xp`` array;
+        ``numba_cpu`` returns ``S`` itself, ``cupy_gpu`` a
+        :class:`cupyx.scipy.sparse.csr_matrix` on the current device.
+        """
+        return self.xp.asarray(S.toarray())
+
     def __repr__(self) -> str:
         return f"<otcore backend {self.name!r}>"
 
@@ -225,8 +239,8 @@ class Backend(ABC):
         Notes
         -----
         This default is plain ``xp`` code: a transposed view of a dense cost, or the point
-        cloud's cost evaluated block by block. Backends whose kernels need a particular
-        memory layout override it.
+        cloud's cost evaluated block by block into one ``(m, n)`` (or ``(n, m)``) array.
+        Backends whose kernels need a particular memory layout override it.
 
         Examples
         --------
@@ -238,14 +252,17 @@ class Backend(ABC):
                [1., 4.],
                [2., 5.]])
         """
-        xp = self.xp
         if hasattr(geom, "C"):
-            return xp.permute_dims(geom.C, (1, 0)) if axis == 0 else geom.C
+            return geom.C.T if axis == 0 else geom.C
         left, right = (geom.y, geom.x) if axis == 0 else (geom.x, geom.y)
         block = max(1, (1 << 22) // (right.shape[0] * right.shape[1]))
-        # every supported ground cost is symmetric, so c(y_j, x_i) = C_ij
-        return xp.concat([geom.pairwise(left[s:s + block, :], right)
-                          for s in range(0, left.shape[0], block)], axis=0)
+        rows = left.shape[0]
+        out = self.xp.empty((rows, right.shape[0]), dtype=geom.dtype)
+        for s in range(0, rows, block):
+            e = min(s + block, rows)  # in-bounds slices (the Array API requires them)
+            # every supported ground cost is symmetric, so c(y_j, x_i) = C_ij
+            out[s:e, :] = geom.pairwise(left[s:e, :], right)
+        return out
 
     def topk_groups(
         self, K: Any, alpha: Any, beta: Any, w: Any, gamma: float, k: int, simplex: bool,

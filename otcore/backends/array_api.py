@@ -161,8 +161,6 @@ class ArrayAPIBackend(Backend):
     def __repr__(self) -> str:
         return f"<otcore backend 'array_api' over {getattr(self.xp, '__name__', self.xp)}>"
 
-
-
     def topk_groups(self, K, alpha, beta, w, gamma, k, simplex, width=0):
         # Reference: a full stable sort of every group (a block of groups at a time), the
         # simplex threshold by the sort-and-scan rule, plain xp throughout.

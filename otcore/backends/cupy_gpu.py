@@ -5,11 +5,14 @@ imported, and the kernels compiled, on first use. Arrays stay on the device of t
 geometry, in its dtype (float32 or float64); the only host synchronizations are
 :meth:`CupyBackend.to_float` and the scalars the contract returns as Python floats
 (``<C, P>`` of :meth:`~otcore.backends.GeometryOps.plan_stats` and
-:meth:`~otcore.backends.GeometryOps.cost_scale`), which go through it, and in
+:meth:`~otcore.backends.GeometryOps.cost_scale`), which go through it; in
 :meth:`~otcore.backends.GeometryOps.sparsify_plan` the threshold and the number of kept
-entries (which sizes the CSR arrays). Sparse matrices are ``cupyx.scipy.sparse`` CSR
-matrices (int32 indices) and :meth:`CupyBackend.sparse_linalg` is
-:mod:`cupyx.scipy.sparse.linalg`, for the Newton stage of Sinkhorn-Newton-Sparse.
+entries (which sizes the CSR arrays); and :meth:`CupyBackend.to_numpy`, with which
+:func:`otcore.cardinality_ot` brings the ``O(n + m)`` outputs of
+:meth:`CupyBackend.topk_groups` to SciPy's L-BFGS-B on the host (the cost stays on the
+device). Sparse matrices are ``cupyx.scipy.sparse`` CSR matrices (int32 indices) and
+:meth:`CupyBackend.sparse_linalg` is :mod:`cupyx.scipy.sparse.linalg`, for the Newton
+stage of Sinkhorn-Newton-Sparse.
 
 Kernels and launch configuration
 --------------------------------
@@ -86,6 +89,24 @@ kernel                            launch and reduction
                                   and ``__popc`` give the count of each (row, chunk), then,
                                   after ``cupy.cumsum`` of the counts, the position of every
                                   kept entry, in column order.
+``otc_topk_groups``               cardinality OT (:meth:`CupyBackend.topk_groups`): a block of
+                                  256 threads per group (grid-stride over the groups); radix
+                                  descents over order-preserving 64-bit keys of the float64
+                                  scores (8 bits per pass from the highest bit where the
+                                  group's keys differ; a histogram bin per thread, counts and
+                                  sums of the scores per bin) find the k-th largest score and
+                                  the support of the simplex projection; ties go to the
+                                  smaller index (a block prefix count in index order).
+                                  Thresholds and the group's value, mass and nonzeros are
+                                  block reductions in a fixed order; the group's support goes
+                                  to a small ``(m, 4)`` table. Listed entries (``width > 0``)
+                                  are written in index order and ordered by CuPy's stable
+                                  ``argsort`` on their scores.
+``otc_topk_rows``                 the plan's sums over the groups for every entry (the other
+                                  side's marginal) from that table: the blocks and split of
+                                  ``otc_softmin_dense_cols``; ``otc_topk_merge`` adds the
+                                  chunks in order. No atomics anywhere: results are the same
+                                  run to run.
 ================================  ===========================================================
 
 When the outputs alone cannot fill the device several times over (fewer than
@@ -129,6 +150,7 @@ _SOURCE_OF = {
     "otc_plan": "plan.cu",
     "otc_cost": "cloud.cu",
     "otc_sparse": "sparse.cu",
+    "otc_topk": "topk.cu",
 }
 #: Largest number of entries of a sparsified plan: cupyx CSR matrices index with int32.
 _MAX_NNZ = np.iinfo(np.int32).max
@@ -323,6 +345,7 @@ class _CupyOps(GeometryOps):
                          (self.X, self.YT, np.int32(self.X.shape[1]), np.int32(self.kind),
                           self._real(self.p), np.int64(n), np.int64(m), C))
             return C / self.scale if self.scale != 1.0 else C
+
     def plan_marginals(
         self, hf: Any, hg: Any, eps: float, out: Any = None
     ) -> tuple[Any, Any, Any]:
@@ -424,3 +447,69 @@ class CupyBackend(Backend):
     def sparse_linalg(self) -> Any:
         """:mod:`cupyx.scipy.sparse.linalg` (conjugate gradients on the device)."""
         return _cupyx_sparse().linalg
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """A device array copied to the host (synchronizes)."""
+        return _cupy().asnumpy(x)
+
+    def sparse_from_host(self, S: Any) -> Any:
+        """A SciPy sparse matrix as a :class:`cupyx.scipy.sparse.csr_matrix` on the current
+        device."""
+        return _cupyx_sparse().csr_matrix(S.tocsr())
+
+    def group_costs(self, geom: DenseCost | PointCloud, axis: int) -> Any:
+        """The group-major cost as a C-contiguous array on the geometry's device (the
+        layout :meth:`topk_groups` reads)."""
+        with geom.arrays[0].device:
+            return _cupy().ascontiguousarray(super().group_costs(geom, axis))
+
+    def topk_groups(self, K, alpha, beta, w, gamma, k, simplex, width=0):
+        """The fused top-k kernels (``otc_topk_groups``, then ``otc_topk_rows``; see the
+        module documentation).
+
+        Inputs and outputs are CuPy arrays on the device of ``K``; ``idx`` and ``val`` are
+        ordered by a stable sort of each row's keys after the kernel. No atomics: results
+        are reproducible run to run.
+        """
+        cp = _cupy()
+        m, n = K.shape
+        width = int(width)
+        if width < 0:
+            raise ValueError(f"width must be >= 0, got {width}")
+        f64, i64 = np.float64, np.int64
+        suffix = np.dtype(K.dtype).name
+        with K.device:
+            K = cp.ascontiguousarray(K)
+            alpha, beta, w = (cp.ascontiguousarray(cp.asarray(v, dtype=f64))
+                              for v in (alpha, beta, w))
+            gval, gsum, theta = (cp.empty(m, dtype=f64) for _ in range(3))
+            nnz = cp.empty(m, dtype=i64)
+            params = cp.empty((m, 4), dtype=i64)  # each group's support, for the rows
+            rows = cp.zeros(n, dtype=f64)
+            keys = cp.empty((m, width), dtype=f64)
+            idx = cp.empty((m, width), dtype=i64)
+            val = cp.empty((m, width), dtype=f64)
+            if m > 0 and n > 0:
+                cfg = _launch.topk(m)
+                _kernel("otc_topk_groups", suffix)(
+                    cfg.grid, cfg.block,
+                    (K, alpha, beta, w, f64(gamma), i64(m), i64(n), i64(k),
+                     np.int32(bool(simplex)), i64(width), gval, gsum, theta, nnz, params, keys,
+                     idx, val))
+                cfg = _launch.topk_rows(m, n, _capacity(K.device.id))
+                part = rows if cfg.parts == 1 else cp.empty(cfg.parts * n, dtype=f64)
+                _kernel("otc_topk_rows", suffix)(
+                    cfg.grid, cfg.block,
+                    (K, alpha, beta, f64(gamma), theta, params, i64(m), i64(n), i64(cfg.chunk),
+                     part))
+                if cfg.parts > 1:
+                    _kernel("otc_topk_merge", suffix)(
+                        _launch.merge(n).grid, _launch.merge(n).block,
+                        (part, np.int32(cfg.parts), i64(n), rows))
+            if width > 0:
+                # the kernel lists each group's entries in index order with keys -score:
+                # a stable sort gives decreasing scores, ties by increasing index
+                order = cp.argsort(keys, axis=1)
+                idx = cp.take_along_axis(idx, order, axis=1)
+                val = cp.take_along_axis(val, order, axis=1)
+        return gval, gsum, theta, nnz, rows, idx, val

@@ -235,6 +235,10 @@ class NumbaBackend(Backend):
     def bind(self, geom: DenseCost | PointCloud) -> GeometryOps:
         return _NumbaOps(geom)
 
+    def sparse_from_host(self, S: Any) -> Any:
+        """``S`` itself: SciPy's sparse matrices are this backend's."""
+        return S
+
     def group_costs(self, geom: DenseCost | PointCloud, axis: int) -> np.ndarray:
         return np.ascontiguousarray(super().group_costs(geom, axis))
 

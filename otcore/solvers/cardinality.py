@@ -52,24 +52,20 @@ _MEMORY = 30
 _FIRST_STAGE = 2
 
 
-def _host(x: Any) -> np.ndarray:
-    """A NumPy view/copy of ``x`` (zero-copy for NumPy and CPU DLPack arrays)."""
-    return x if isinstance(x, np.ndarray) else np.from_dlpack(x)
-
-
 def _topk(bk: Any, K: Any, alpha: np.ndarray, beta: np.ndarray, w: np.ndarray, gamma: float,
           k: int, simplex: bool, width: int = 0) -> tuple[np.ndarray, ...]:
     """:meth:`~otcore.backends.Backend.topk_groups` on host vectors, outputs on host.
 
-    With ``width=None`` it returns every positive entry: a first call counts them, a
-    second one writes them.
+    Only vectors of length ``n + m`` (and the ``(m, width)`` listed entries) move between
+    host and device; ``K`` stays where it is. With ``width=None`` it returns every
+    positive entry: a first call counts them, a second one writes them.
     """
     xp = bk.xp
     args = (K, xp.asarray(alpha), xp.asarray(beta), xp.asarray(w), gamma, k, simplex)
-    out = tuple(_host(v) for v in bk.topk_groups(*args, width=width or 0))
+    out = tuple(bk.to_numpy(v) for v in bk.topk_groups(*args, width=width or 0))
     if width is None:
         width = int(out[3].max(initial=0))
-        out = tuple(_host(v) for v in bk.topk_groups(*args, width=width))
+        out = tuple(bk.to_numpy(v) for v in bk.topk_groups(*args, width=width))
     return out
 
 
@@ -293,16 +289,18 @@ def cardinality_ot(
         plan rebuilt from the potentials on their tight support and fitted to both
         marginals (an exact unregularized OT plan; not 1-sparse in general). The 1-sparse
         plan is then kept in ``extra["sparse_plan"]``.
-    backend : {"numba_cpu", "array_api"} or Backend, optional
+    backend : {"numba_cpu", "cupy_gpu", "array_api"} or Backend, optional
         Force a backend; by default it follows the array type.
 
     Returns
     -------
     OTResult
         ``f``, ``g``: the potentials of the plan formula above (for the semi-dual ``g`` is
-        minus the simplex threshold of each column). ``plan``: a
-        :class:`scipy.sparse.csr_matrix` for NumPy input (a dense array of the input
-        namespace otherwise), in the dtype of ``C``. ``value``: the maximized objective
+        minus the simplex threshold of each column), arrays of the input's namespace.
+        ``plan``: a :class:`scipy.sparse.csr_matrix` for NumPy input, a
+        :class:`cupyx.scipy.sparse.csr_matrix` on the current device for CuPy input (a
+        dense array of the input namespace otherwise), in the dtype of ``C``; so is
+        ``extra["sparse_plan"]``. ``value``: the maximized objective
         (``S(f)`` or ``D(f, g)``). ``cost``: ``<C, T>``. ``marginal_error``:
         ``|T 1 - a|_1 + |T^T 1 - b|_1``. ``n_iter``, ``converged``, and ``errors``: the
         L1 marginal error of the kernel plan at L-BFGS-B iterations. ``extra`` holds
@@ -365,6 +363,12 @@ def cardinality_ot(
     works in float64); a float32 cost is read as float32, and ``f``, ``g`` and the plan
     are returned in float32.
 
+    *Devices.* The cost is laid out once on the backend's device and every evaluation of
+    the objective runs there (:meth:`~otcore.backends.Backend.topk_groups`); L-BFGS-B
+    runs on the host with SciPy, so with CuPy input each evaluation moves ``O(n + m)``
+    numbers between host and device, never the cost. As for every CuPy input, work
+    inside ``cupy.cuda.Device(i)`` for arrays on a device other than the current one.
+
     References
     ----------
     T. Liu, J. Puigcerver, M. Blondel. Sparsity-constrained optimal transport. ICLR 2023.
@@ -407,7 +411,7 @@ def cardinality_ot(
     n, m = prob.geom.shape
     axis = 0 if constrain == "columns" else 1
     simplex = formulation == "semi-dual"
-    a64, b64 = (_host(w).astype(np.float64) for w in (prob.a, prob.b))
+    a64, b64 = (bk.to_numpy(w).astype(np.float64) for w in (prob.a, prob.b))
     p, q = (a64, b64) if axis == 0 else (b64, a64)
     K = bk.group_costs(prob.geom, axis)
     obj = _Objective(bk, K, p, q, gamma, k, simplex)
@@ -427,11 +431,10 @@ def cardinality_ot(
     dtype = np.dtype(str(prob.dtype).rsplit(".", 1)[-1])
     plan = _plan_matrix(idx, val, (n, m), axis, dtype)
     extra.update(message=message, max_nnz=int(np.count_nonzero(val, axis=1).max()))
-    Kh = _host(K)
     if rebuild_plan:
-        extra["sparse_plan"] = plan
+        extra["sparse_plan"] = bk.sparse_from_host(plan)
         extra["sparse_row_error"], extra["sparse_col_error"] = _marginal_errors(plan, a64, b64)
-        scale = float(np.abs(Kh).max())
+        scale = bk.to_float(xp.max(xp.abs(K)))
         group, other, t, extra["rebuild_lps"] = rebuild_k1(
             lambda alpha, beta, width: _top_entries(obj, alpha, beta, width),
             pot_other, p, q, scale)
@@ -440,7 +443,9 @@ def cardinality_ot(
         plan.eliminate_zeros()
 
     coo = plan.tocoo()
-    entry_cost = Kh[coo.col, coo.row] if axis == 0 else Kh[coo.row, coo.col]
+    group, other = (coo.col, coo.row) if axis == 0 else (coo.row, coo.col)
+    flat = xp.asarray(group.astype(np.int64) * K.shape[1] + other)  # entries of K, row-major
+    entry_cost = bk.to_numpy(xp.take(xp.reshape(K, (-1,)), flat)).astype(np.float64)
     cost = float(entry_cost @ coo.data.astype(np.float64))
     primal = cost + 0.5 * gamma * float(coo.data.astype(np.float64) @ coo.data)
     row_error, col_error = _marginal_errors(plan, a64, b64)
@@ -450,12 +455,11 @@ def cardinality_ot(
 
     f, g = (pot_other, pot_group) if axis == 0 else (pot_group, pot_other)
     f, g = (xp.asarray(v.astype(dtype)) for v in (f, g))
-    out_plan = plan if xp is np else xp.asarray(plan.toarray())
     return OTResult(
         f=f, g=g, cost=cost, value=value, marginal_error=row_error + col_error,
         n_iter=n_iter, converged=converged, backend=bk.name,
         method=f"cardinality_ot ({formulation})", eps=None, errors=errors, extra=extra,
-        _plan=out_plan,
+        _plan=bk.sparse_from_host(plan),
     )
 
 

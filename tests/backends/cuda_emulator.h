@@ -2,11 +2,11 @@
 //
 // Every CUDA thread of a block is a fiber on one OS thread (started with makecontext,
 // switched with _setjmp/_longjmp, which skip the signal-mask system calls of
-// swapcontext); blocks run one after the other. __syncthreads(), the warp shuffles and
-// the warp votes (__ballot_sync) are barriers of the fibers, and
-// the scheduler checks them: a __syncthreads() that not every thread of the block reaches
-// (divergence, or threads that already returned) and a full-mask shuffle or vote with missing
-// lanes are reported as errors instead of silently giving some answer. Shared memory is
+// swapcontext); blocks run one after the other. __syncthreads() and the warp shuffles and
+// ballots are barriers of the fibers, and the scheduler checks them: a __syncthreads()
+// that not every thread of the block reaches (divergence, or threads that already
+// returned) and a full-mask warp operation with missing lanes are reported as errors
+// instead of silently giving some answer. Shared memory is
 // `static` (one block at a time); atomics are plain updates (one OS thread).
 //
 // What this does not model: the memory model of a real GPU (no races can show), NVRTC's
@@ -17,6 +17,7 @@
 
 #include <math.h>
 #include <setjmp.h>
+#include <string.h>
 #include <ucontext.h>
 
 #include <functional>
@@ -52,7 +53,7 @@ inline std::vector<std::vector<char>> stacks;
 inline Fiber* current = nullptr;
 inline jmp_buf scheduler;
 inline const std::function<void()>* body = nullptr;
-inline std::vector<double> exchange;  // one slot per thread, for the warp shuffles
+inline std::vector<unsigned long long> exchange;  // one slot per thread (bits), for warp ops
 inline std::string error;
 inline dim3 block_idx, block_dim, grid_dim;
 
@@ -137,7 +138,7 @@ inline std::string launch(dim3 grid, dim3 block, const std::function<void()>& fn
     block_dim = block;
     fibers.assign(threads, Fiber());
     stacks.assign(threads, std::vector<char>(1 << 16));
-    exchange.assign(threads, 0.0);
+    exchange.assign(threads, 0ull);
     for (unsigned t = 0; t < threads; ++t) {
         fibers[t].tid = dim3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
         fibers[t].warp = (int)(t / 32);
@@ -161,42 +162,78 @@ inline std::string launch(dim3 grid, dim3 block, const std::function<void()>& fn
 
 inline void __syncthreads() { emu::yield(emu::AT_SYNC); }
 
+namespace emu {
+// A shuffle: every lane writes its value, waits for the whole warp, reads lane `src`'s
+// (its own where src is outside the warp, as __shfl_down_sync does).
 template <typename T>
-inline T __shfl_xor_sync(unsigned mask, T value, int offset) {
-    if (mask != 0xffffffffu) emu::error = "only full-mask shuffles are emulated";
-    const int me = emu::current->warp * 32 + emu::current->lane;
-    emu::exchange[me] = (double)value;
-    emu::yield(emu::AT_WARP);  // every lane has written
-    const T other = (T)emu::exchange[emu::current->warp * 32 + (emu::current->lane ^ offset)];
-    emu::yield(emu::AT_WARP);  // every lane has read
+inline T shuffle(unsigned mask, T value, int src) {
+    static_assert(sizeof(T) <= sizeof(unsigned long long), "shuffles move at most 8 bytes");
+    if (mask != 0xffffffffu) error = "only full-mask shuffles are emulated";
+    const int first = current->warp * 32;
+    exchange[first + current->lane] = 0;
+    memcpy(&exchange[first + current->lane], &value, sizeof(T));  // bit-exact for any T
+    yield(AT_WARP);  // every lane has written
+    T other = value;
+    if (src >= 0 && src < 32) memcpy(&other, &exchange[first + src], sizeof(T));
+    yield(AT_WARP);  // every lane has read
     return other;
 }
+}  // namespace emu
 
-// A warp vote: bit l of the result is lane l's predicate.
-inline unsigned __ballot_sync(unsigned mask, int predicate) {
-    if (mask != 0xffffffffu) emu::error = "only full-mask ballots are emulated";
-    const int base = emu::current->warp * 32;
-    emu::exchange[base + emu::current->lane] = predicate ? 1.0 : 0.0;
-    emu::yield(emu::AT_WARP);  // every lane has voted
-    unsigned out = 0u;
-    for (int l = 0; l < 32; ++l) out |= (emu::exchange[base + l] != 0.0 ? 1u : 0u) << l;
-    emu::yield(emu::AT_WARP);  // every lane has read
-    return out;
+template <typename T>
+inline T __shfl_xor_sync(unsigned mask, T value, int offset) {
+    return emu::shuffle(mask, value, emu::current->lane ^ offset);
 }
 
-inline int __popc(unsigned x) { return __builtin_popcount(x); }
+template <typename T>
+inline T __shfl_down_sync(unsigned mask, T value, unsigned delta) {
+    return emu::shuffle(mask, value, emu::current->lane + (int)delta);
+}
 
-inline long long __double_as_longlong(double x) {
-    long long bits;
-    __builtin_memcpy(&bits, &x, sizeof bits);
+inline unsigned __ballot_sync(unsigned mask, int predicate) {
+    if (mask != 0xffffffffu) emu::error = "only full-mask ballots are emulated";
+    const int first = emu::current->warp * 32;
+    emu::exchange[first + emu::current->lane] = predicate != 0;
+    emu::yield(emu::AT_WARP);
+    unsigned bits = 0;
+    for (int l = 0; l < 32; ++l) bits |= (unsigned)emu::exchange[first + l] << l;
+    emu::yield(emu::AT_WARP);
     return bits;
 }
 
-// double, unsigned and unsigned long long, as in CUDA.
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll((unsigned long long)x); }
+
+inline long long __double_as_longlong(double x) {
+    long long bits;
+    memcpy(&bits, &x, sizeof bits);
+    return bits;
+}
+
+inline double __longlong_as_double(long long bits) {
+    double x;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+// Atomics: plain updates (one OS thread runs every fiber). atomicAdd for double,
+// unsigned and unsigned long long, as in CUDA.
 template <typename T>
 inline T atomicAdd(T* address, T value) {
     const T old = *address;
     *address = old + value;
+    return old;
+}
+
+inline unsigned long long atomicMin(unsigned long long* address, unsigned long long value) {
+    const unsigned long long old = *address;
+    *address = value < old ? value : old;
+    return old;
+}
+
+inline int atomicMax(int* address, int value) {
+    const int old = *address;
+    *address = value > old ? value : old;
     return old;
 }
 

@@ -114,7 +114,7 @@ class DeviceArray(np.ndarray):
 
 
 def _poison(dtype: Any) -> Any:
-    """The guard value of an array of ``dtype``."""
+    """The guard value of ``dtype``: NaN for floats, the most negative integer otherwise."""
     dtype = np.dtype(dtype)
     return np.nan if dtype.kind == "f" else np.iinfo(dtype).min
 
@@ -131,10 +131,10 @@ def _guarded(shape: Any, dtype: Any, fill: Any = None) -> DeviceArray:
 
 
 def _check_guards(arr: DeviceArray, kernel: str) -> None:
-    buf = arr._emu_buffer
-    guards = np.concatenate([buf[:GUARD], buf[-GUARD:]])
-    intact = np.isnan(guards) if buf.dtype.kind == "f" else guards == _poison(buf.dtype)
-    if not intact.all():
+    guards = np.concatenate([arr._emu_buffer[:GUARD], arr._emu_buffer[-GUARD:]])
+    poison = _poison(guards.dtype)
+    intact = np.isnan(guards).all() if np.isnan(poison) else (guards == poison).all()
+    if not intact:
         raise AssertionError(f"{kernel} wrote out of bounds of an array of shape {arr.shape}")
 
 
@@ -226,6 +226,8 @@ def fake_cupy(workdir: Path, *, multiprocessors: int, threads_per_mp: int = 2048
     mod.ascontiguousarray = ascontiguousarray
     mod.asarray = ascontiguousarray
     mod.asnumpy = lambda a: np.array(a).view(np.ndarray)
+    # CuPy's argsort is always stable (its documented behaviour); NumPy's default is not
+    mod.argsort = lambda a, axis=-1: np.argsort(a, axis=axis, kind="stable")
     return mod
 
 

@@ -10,22 +10,29 @@ cost scale, sizes that are not multiples of any tile, and with the reductions bo
 the dense cost (``cost_matrix``) are checked for every ground cost in dimensions 1, 2, 3
 (the fixed-dimension kernels), 5 and 40 (the any-dimension kernel, 40 with two staged
 coordinate chunks), with coincident points. The plan sparsification must keep exactly
-the entries the CPU kernel keeps. The solvers built on the kernels (Sinkhorn, SNS, the
-Monge gap and the Sinkhorn divergence) must give the CPU results end to end.
+the entries the CPU kernel keeps. The top-k kernel of cardinality OT, whose scores are
+float64 whatever the cost's dtype, is compared to 1e-12 with exact indices and nonzero
+counts, on ties, ``k = 1``, ``k >= n``, groups without mass and listed entries. The
+solvers built on the kernels (Sinkhorn, SNS, cardinality OT, the Monge gap and the
+Sinkhorn divergence) must give the CPU results end to end.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
+from scipy import sparse
 
 import otcore as oc
 from otcore.backends import cupy_gpu
 from otcore.backends.numba_cpu import NumbaBackend
+
+from ..problems import random_problem
 
 DTYPES = [np.float64, np.float32]
 # (n, m): tiny, rows and columns longer than a tile, odd sizes, lopsided (split reductions)
@@ -51,6 +58,74 @@ GRAD_SHAPES = {1: (300, 70, 1.0), 2: (45, 300, 2.5), 3: (530, 33, 1.0),
 def tolerance(dtype: Any) -> float:
     """Relative (and absolute, per unit of the compared values) tolerance for ``dtype``."""
     return 1e-10 if np.dtype(dtype) == np.float64 else 1e-5
+
+
+# Top-k cases: (m, n, k, simplex, data, dtype, width); data "random", "ties" (integer
+# costs, many exact ties), "spread" (scores over 16 orders of magnitude, both signs) or
+# "zeros" (scores 0 and -0 and 1). Widths: the solver's min(k, n), or below the number of
+# positive entries (a top-width selection of its own).
+TOPK_CASES = [
+    (7, 300, 1, True, "random", np.float64, 1),
+    (7, 300, 2, True, "ties", np.float64, 2),
+    (6, 300, 5, False, "random", np.float32, 5),
+    (6, 300, 3, False, "ties", np.float64, 3),
+    (5, 700, 40, True, "random", np.float64, 0),
+    (5, 700, 699, True, "random", np.float64, 699),  # support of the full projection
+    (5, 257, 257, True, "ties", np.float32, 257),    # k = n
+    (5, 257, 400, False, "random", np.float64, 10),  # k > n, top 10 of the positive ones
+    (4, 256, 256, False, "ties", np.float64, 7),
+    (4, 513, 2, True, "spread", np.float64, 2),
+    (4, 513, 513, True, "spread", np.float64, 513),
+    (4, 513, 9, False, "spread", np.float64, 9),
+    (4, 40, 3, True, "zeros", np.float64, 3),
+    (4, 40, 40, False, "zeros", np.float64, 40),
+    (3, 1, 1, True, "random", np.float64, 1),
+    (3, 2, 5, False, "random", np.float32, 2),
+    (200, 40, 3, True, "random", np.float64, 3),  # many groups: the row sums split
+    (150, 60, 60, False, "ties", np.float32, 4),
+]
+# cardinality_ot cases: (n, m, k, formulation, constrain, dtype, cloud, zeros, rebuild).
+# Smooth problems (k at least the group size, solved to tol 1e-12) must give the same
+# solution; on the others L-BFGS-B may stop at different kinks (default tol), so only the
+# values are compared.
+CARDINALITY_CASES = [
+    (20, 15, 20, "semi-dual", "columns", np.float64, False, 0, False),
+    (20, 15, 30, "dual", "columns", np.float64, False, 0, False),
+    (14, 18, 18, "semi-dual", "rows", np.float64, True, 0, False),
+    (24, 16, 24, "semi-dual", "columns", np.float32, False, 0, False),
+    (12, 10, 2, "semi-dual", "columns", np.float64, False, 0, False),
+    (12, 10, 3, "dual", "columns", np.float64, False, 0, False),
+    (14, 12, 2, "semi-dual", "columns", np.float64, False, 3, False),
+    (12, 14, 2, "semi-dual", "rows", np.float64, True, 0, False),
+    (16, 8, 2, "semi-dual", "columns", np.float32, False, 0, False),
+    (14, 14, 1, "semi-dual", "columns", np.float64, False, 0, True),
+]
+
+
+def smooth(case: tuple) -> bool:
+    """Whether a CARDINALITY_CASES problem is smooth (k at least the group size)."""
+    n, m, k, _, constrain, *_ = case
+    return k >= (n if constrain == "columns" else m)
+
+
+def topk_data(rng: np.random.Generator, m: int, n: int, simplex: bool, data: str,
+              dtype: Any) -> tuple:
+    """``(K, alpha, beta, w)`` of a top-k case; the first group has no mass."""
+    if data == "ties":
+        K, alpha = rng.integers(0, 3, size=(m, n)).astype(dtype), np.zeros(n)
+    elif data == "spread":
+        K = (rng.normal(size=(m, n)) * 10.0 ** rng.integers(-8, 8, size=(m, n))).astype(dtype)
+        alpha = rng.normal(size=n) * 10.0 ** rng.integers(-8, 8, size=n)
+    elif data == "zeros":
+        K = np.zeros((m, n), dtype=dtype)
+        alpha = np.where(rng.random(n) < 0.5, -0.0, 0.0)
+        alpha[rng.random(n) < 0.3] = 1.0
+    else:
+        K, alpha = rng.random((m, n)).astype(dtype), 0.3 * rng.normal(size=n)
+    beta = np.zeros(m) if simplex else 0.3 * rng.normal(size=m) + (1.0 if data == "ties" else 0)
+    w = rng.random(m)
+    w[0] = 0.0
+    return K, alpha, beta, w
 
 
 @dataclass
@@ -80,6 +155,52 @@ class Device:
         np.testing.assert_array_equal(np.isfinite(out), finite)
         scale = max(1.0, float(np.abs(ref[finite]).max(initial=0.0))) if unit is None else unit
         np.testing.assert_allclose(out[finite], ref[finite], rtol=tol, atol=tol * scale)
+
+
+def assert_cardinality_agrees(res: Any, ref: Any, smooth: bool) -> None:
+    """A ``cardinality_ot`` result with host arrays (NumPy potentials, SciPy plan) against
+    the ``numba_cpu`` result ``ref`` of the same problem.
+
+    Smooth problems (``k`` at least the group size): the value to 1e-10 (float64) or 1e-5
+    (float32), the potentials and the plan to 1e-7 (float64) or 1e-5. L-BFGS-B stops at
+    its ``ftol`` accuracy, and rounding differences of the kernels (the order of their
+    sums) move the stopping point as much as they do between two CPU implementations
+    (``numba_cpu`` and ``array_api`` differ by up to 3e-10 in ``f`` and 3e-9 in the plan
+    at ``gamma = 0.1``, ``tol = 1e-14``; the CUDA kernels in the emulator by 3e-9 and
+    2.3e-8), while the values agree to 1e-15. Other problems: the value to 2e-5, as
+    L-BFGS-B may stop at another kink of these nonsmooth objectives.
+    """
+    f64 = ref.f.dtype == np.float64
+    if not smooth:
+        assert res.value == pytest.approx(ref.value, abs=2e-5)
+        return
+    tol = 1e-10 if f64 else 1e-5
+    assert res.value == pytest.approx(ref.value, rel=tol, abs=tol)
+    tol = 1e-7 if f64 else 1e-5
+    np.testing.assert_allclose(res.f, ref.f, atol=tol)
+    np.testing.assert_allclose(res.g, ref.g, atol=tol)
+    np.testing.assert_allclose(res.plan.toarray(), ref.plan.toarray(), atol=tol)
+
+
+def check_topk(device: Device, out: tuple, ref: tuple, width: int) -> list:
+    """``topk_groups`` outputs of the backend against Numba's: device arrays of the right
+    shapes and dtypes, the same nonzero counts and listed indices, values to 1e-12.
+    Returns the outputs on the host."""
+    names = ("gval", "gsum", "theta", "nnz", "rows", "idx", "val")
+    got = []
+    for name, o, r in zip(names, out, ref, strict=True):
+        assert isinstance(o, device.array_type), name
+        assert tuple(o.shape) == r.shape, name
+        assert o.dtype == (np.int64 if name in ("nnz", "idx") else np.float64), name
+        got.append(device.to_numpy(o))
+    np.testing.assert_array_equal(got[3], ref[3])
+    listed = np.arange(width)[None, :] < ref[3][:, None]  # past nnz: unspecified index
+    np.testing.assert_array_equal(got[5][listed], ref[5][listed])
+    for name, g, r in zip(names, got, ref, strict=True):
+        if name not in ("nnz", "idx"):
+            scale = max(1.0, float(np.abs(r).max(initial=0.0)))
+            np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12 * scale, err_msg=name)
+    return got
 
 
 def _dense(rng: np.random.Generator, n: int, m: int, dtype: Any) -> tuple:
@@ -333,3 +454,76 @@ class KernelContract:
             assert isinstance(value, float)
             assert value == pytest.approx(ref_value, rel=tolerance(dtype))
             device.check(grad, ref_grad, dtype, unit=float(np.abs(ref_grad).max()))
+
+    @pytest.mark.parametrize("gamma", [0.05, 2.0])
+    @pytest.mark.parametrize("case", TOPK_CASES)
+    def test_topk_groups_match_numba(self, device, split, case, gamma, rng):
+        m, n, k, simplex, data, dtype, width = case
+        K, alpha, beta, w = topk_data(rng, m, n, simplex, data, dtype)
+        ref = NumbaBackend().topk_groups(K, alpha, beta, w, gamma, k, simplex, width=width)
+        args = [device.asarray(v, v.dtype) for v in (K, alpha, beta, w)]
+        out = cupy_gpu.CupyBackend().topk_groups(*args, gamma, k, simplex, width=width)
+        got = check_topk(device, out, ref, width)
+        if simplex:  # no mass: nothing selected, theta = the best score
+            assert got[3][0] == 0 and got[1][0] == 0.0
+            assert got[2][0] == np.max(alpha - K[0].astype(np.float64))
+
+    def test_topk_ties_prefer_the_smaller_index(self, device):
+        # 300 entries: the tied best scores straddle two tiles of the index-order scan
+        n, k = 300, 3
+        K = np.zeros((2, n))
+        K[1, [2, 255, 256, 299]] = -1.0
+        bk = cupy_gpu.CupyBackend()
+        for simplex in (True, False):
+            out = bk.topk_groups(*(device.asarray(v, np.float64) for v in
+                                   (K, np.zeros(n), np.ones(2), np.ones(2))), 1.0, k, simplex,
+                                 width=k)
+            np.testing.assert_array_equal(device.to_numpy(out[3]), [3, 3])
+            np.testing.assert_array_equal(device.to_numpy(out[5]), [[0, 1, 2], [2, 255, 256]])
+
+    @pytest.mark.parametrize("case", CARDINALITY_CASES)
+    def test_cardinality_matches_numba(self, device, case):
+        self.check_cardinality(device, case)
+
+    def check_cardinality(self, device, case) -> None:
+        """``cardinality_ot`` on the backend against ``numba_cpu`` (see CARDINALITY_CASES)."""
+        n, m, k, formulation, constrain, dtype, cloud, zeros, rebuild = case
+        a, b, C, x, y = random_problem(np.random.default_rng(n + k), n, m, zeros=zeros)
+        a, b = a.astype(dtype), b.astype(dtype)
+        if cloud:  # the squared-Euclidean cost scaled to max 1, like C
+            x, y = x.astype(dtype), y.astype(dtype)
+            scale = float(np.max(((x[:, None] - y[None]) ** 2).sum(-1)))
+            cost = oc.PointCloud(x, y, scale=scale)
+            dev_cost = oc.PointCloud(device.asarray(x, dtype), device.asarray(y, dtype),
+                                     scale=scale)
+            C = cost.cost_matrix()
+        else:
+            C = C.astype(dtype)
+            cost, dev_cost = C, device.asarray(C, dtype)
+        kwargs = {"formulation": formulation, "constrain": constrain, "rebuild_plan": rebuild,
+                  "tol": 1e-12 if smooth(case) else 1e-9}
+        ref = oc.cardinality_ot(a, b, cost, k, 0.5, **kwargs)
+        res = oc.cardinality_ot(device.asarray(a, dtype), device.asarray(b, dtype), dev_cost,
+                                k, 0.5, backend=cupy_gpu.CupyBackend(), **kwargs)
+        assert res.backend == "cupy_gpu"
+        assert isinstance(res.plan, device.sparse_type), type(res.plan)
+        for arr in (res.f, res.g):
+            assert isinstance(arr, device.array_type) and arr.dtype == dtype
+        plan = device.to_numpy(res.plan.toarray())
+        assert plan.dtype == dtype and plan.shape == (n, m)
+        exact = float(np.sum(plan.astype(np.float64) * C.astype(np.float64)))
+        assert res.cost == pytest.approx(exact, rel=1e-10)
+        host = dataclasses.replace(res, f=device.to_numpy(res.f), g=device.to_numpy(res.g),
+                                   _plan=sparse.csr_matrix(plan))
+        assert_cardinality_agrees(host, ref, smooth(case))
+        if rebuild:  # both plans are exact OT plans, of the same cost
+            sparse_plan = device.to_numpy(res.extra["sparse_plan"].toarray())
+            assert np.count_nonzero(sparse_plan, axis=0).max() <= 1
+            assert res.marginal_error < 1e-9
+            assert res.cost == pytest.approx(ref.cost, rel=1e-9)
+            return
+        groups = plan if constrain == "columns" else plan.T
+        assert np.count_nonzero(groups, axis=0).max() <= k
+        if formulation == "semi-dual":  # the constrained side's marginal is exact
+            side = res.extra["col_error"] if constrain == "columns" else res.extra["row_error"]
+            assert side < (1e-12 if dtype == np.float64 else 1e-6)

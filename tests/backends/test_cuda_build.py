@@ -40,7 +40,7 @@ def test_sources_compile_with_nvcc(name, tmp_path):
 
 def test_sources_inline_their_headers():
     names = cuda.source_names()
-    assert names == ["cloud.cu", "plan.cu", "softmin.cu", "sparse.cu"]
+    assert names == ["cloud.cu", "plan.cu", "softmin.cu", "sparse.cu", "topk.cu"]
     for name in names:
         text = cuda.source(name)
         assert '#include "' not in text
@@ -135,6 +135,18 @@ def test_cloud_launch_covers_every_output(ns, nt, d, capacity):
     assert (cfg.parts - 1) * cfg.chunk < nt <= cfg.parts * cfg.chunk
     merge = launch.merge(ns)
     assert merge.grid[0] * launch.BLOCK >= ns > (merge.grid[0] - 1) * launch.BLOCK
+
+
+@given(m=st.integers(0, 10**12), n=st.integers(1, 10**7), capacity=st.integers(1, 10**6))
+def test_topk_launches_cover_every_group_and_entry(m, n, capacity):
+    # a block per group, striding beyond the largest grid; the row sums cover every entry
+    cfg = launch.topk(m)
+    assert cfg.block == (launch.BLOCK, 1, 1)
+    assert 1 <= cfg.grid[0] <= launch.MAX_GRID_X and cfg.grid[0] == max(1, min(m, 2**31 - 1))
+    rows = launch.topk_rows(max(m, 1), n, capacity)
+    assert rows.grid[0] * 32 >= n > (rows.grid[0] - 1) * 32
+    assert rows.grid[1] == rows.parts <= launch.MAX_GRID_Y
+    assert (rows.parts - 1) * rows.chunk < max(m, 1) <= rows.parts * rows.chunk
 
 
 def test_cloud_launch_rejects_dimension_zero():

@@ -16,7 +16,7 @@ from otcore.backends import cupy_gpu
 from otcore.kernels.cuda import launch
 
 from . import cuda_emulator
-from .kernel_checks import Device, KernelContract
+from .kernel_checks import CARDINALITY_CASES, Device, KernelContract, smooth
 
 pytestmark = pytest.mark.skipif(not cuda_emulator.available(), reason="needs g++")
 
@@ -43,8 +43,21 @@ def device(emulated_cupy, monkeypatch) -> Device:
         cached.cache_clear()
 
 
+# An emulated solve launches the top-k kernels hundreds of times, at about 20 ms each: of
+# the nonsmooth problems, which take L-BFGS-B the most evaluations, the one with zero
+# weights runs by default here, the others with the slow tests (a GPU runs them all).
+_EMULATED_CARDINALITY = [
+    case if smooth(case) or case[7] else pytest.param(case, marks=pytest.mark.slow)
+    for case in CARDINALITY_CASES
+]
+
+
 class TestEmulatedKernels(KernelContract):
     """The kernel contract, with the CUDA kernels running in the emulator."""
+
+    @pytest.mark.parametrize("case", _EMULATED_CARDINALITY)
+    def test_cardinality_matches_numba(self, device, case):
+        self.check_cardinality(device, case)
 
 
 def test_split_reductions_are_merged(device):

@@ -15,7 +15,7 @@ import otcore as oc
 from otcore.backends import cupy_gpu, get_backend
 from otcore.backends.numba_cpu import NumbaBackend
 
-from .kernel_checks import Device, KernelContract, tolerance
+from .kernel_checks import Device, KernelContract, check_topk, tolerance
 
 cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
 try:
@@ -144,3 +144,34 @@ def test_sns_on_a_larger_problem_matches_numba():
     assert res.backend == "cupy_gpu" and res.converged and ref.converged
     assert isinstance(res.f, cupy.ndarray) and res.marginal_error < 1e-10
     np.testing.assert_allclose(cupy.asnumpy(res.plan), ref.plan, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("simplex", [True, False])
+@pytest.mark.parametrize(("k", "width"), [(5, 5), (400, 20), (5000, 5000)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_topk_device_filling_sizes_match_numba(simplex, k, width, dtype):
+    # thousands of groups (blocks) of thousands of entries: descents of several passes,
+    # row sums split over many chunks, and sorted listings of up to n entries
+    rng = np.random.default_rng(3)
+    m, n = 3000, 5000
+    K = rng.random((m, n)).astype(dtype)
+    alpha, w = 0.3 * rng.normal(size=n), rng.random(m)
+    beta = np.zeros(m) if simplex else 0.3 * rng.normal(size=m)
+    ref = NumbaBackend().topk_groups(K, alpha, beta, w, 0.05, k, simplex, width=width)
+    out = cupy_gpu.CupyBackend().topk_groups(
+        *(cupy.asarray(v) for v in (K, alpha, beta, w)), 0.05, k, simplex, width=width)
+    check_topk(Device(cupy, cupy.ndarray, None), out, ref, width)
+
+
+def test_cardinality_on_cupy_dispatches_and_stays_on_the_device():
+    import cupyx.scipy.sparse
+
+    rng = np.random.default_rng(4)
+    C = rng.random((60, 40))
+    res = oc.cardinality_ot(None, None, cupy.asarray(C), 3, 0.5)
+    assert res.backend == "cupy_gpu"
+    assert isinstance(res.f, cupy.ndarray) and isinstance(res.g, cupy.ndarray)
+    assert isinstance(res.plan, cupyx.scipy.sparse.csr_matrix)
+    assert int(cupy.diff(res.plan.tocsc().indptr).max()) <= 3
+    ref = oc.cardinality_ot(None, None, C, 3, 0.5)
+    assert res.value == pytest.approx(ref.value, abs=2e-5)

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from otcore.backends import ArrayAPIBackend, NumbaBackend
-from otcore.geometry import DenseCost
+from otcore.geometry import DenseCost, PointCloud
 from otcore.kernels.numba import topk
+
+from ..problems import ground_cost
 
 NUMBA = NumbaBackend()
 REFERENCE = ArrayAPIBackend(xps)
@@ -191,3 +193,17 @@ def test_group_costs_layout():
     assert K.flags.c_contiguous and K.shape == (7, 4)
     np.testing.assert_array_equal(K, C.T)
     np.testing.assert_array_equal(NUMBA.group_costs(DenseCost(C), 1), C)
+
+
+@pytest.mark.parametrize("cost", ["sqeuclidean", "euclidean", ("pnorm", 1.5)])
+def test_group_costs_of_a_point_cloud(cost):
+    # evaluated block by block into one array, the same on both backends (and SciPy's)
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(9, 3)), rng.normal(size=(13, 3))
+    C = ground_cost(x, y, cost)
+    for axis, expected in ((0, C.T), (1, C)):
+        K = NUMBA.group_costs(PointCloud(x, y, cost), axis)
+        assert K.flags.c_contiguous
+        np.testing.assert_allclose(K, expected, rtol=1e-13)
+        ref = REFERENCE.group_costs(PointCloud(xps.asarray(x), xps.asarray(y), cost), axis)
+        np.testing.assert_allclose(np.from_dlpack(ref), expected, rtol=1e-13)

@@ -1,6 +1,13 @@
 """Cardinality-constrained OT (dual and semi-dual) against POT, closed forms, the
-array_api reference and the weak-duality chain."""
+array_api reference and the weak-duality chain.
 
+Every test that solves on NumPy input takes the ``solve`` fixture: it runs once with
+``oc.cardinality_ot`` itself (``numba_cpu``) and once, marked ``gpu``, on CuPy copies of
+the inputs (``cupy_gpu``), checked against the NumPy result and handed to the test's own
+checks with its arrays back on the host.
+"""
+
+import dataclasses
 import io
 import warnings
 from contextlib import redirect_stdout
@@ -13,6 +20,7 @@ from scipy import sparse
 
 import otcore as oc
 
+from ..backends.kernel_checks import assert_cardinality_agrees
 from ..problems import random_problem
 
 
@@ -70,14 +78,57 @@ def quiet(fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
+class OnDevice:
+    """``cardinality_ot`` on CuPy copies of NumPy inputs, checked against the same call on
+    the NumPy inputs (``numba_cpu``): CuPy potentials of the input dtype, a
+    ``cupyx.scipy.sparse.csr_matrix`` plan, and the agreement of
+    ``tests.backends.kernel_checks.assert_cardinality_agrees``. Returns the GPU result with
+    its arrays on the host (NumPy potentials, SciPy plans), for the test's own checks.
+    """
+
+    def __init__(self, case):
+        self.case = case
+
+    def __call__(self, a, b, C, k, gamma, **kwargs):
+        import cupyx.scipy.sparse
+
+        ref = oc.cardinality_ot(a, b, C, k, gamma, **kwargs)
+        dev = self.case
+        if isinstance(C, oc.PointCloud):
+            C_dev = oc.PointCloud(dev.asarray(C.x), dev.asarray(C.y), C.cost, scale=C.scale)
+        else:
+            C_dev = dev.asarray(C)
+        res = oc.cardinality_ot(dev.asarray(a), dev.asarray(b), C_dev, k, gamma, **kwargs)
+        assert res.backend == "cupy_gpu"
+        assert isinstance(res.plan, cupyx.scipy.sparse.csr_matrix), type(res.plan)
+        dev.check_array(res.f, ref.f.dtype, ref.f.shape)
+        dev.check_array(res.g, ref.g.dtype, ref.g.shape)
+        extra = dict(res.extra)
+        if "sparse_plan" in extra:
+            extra["sparse_plan"] = extra["sparse_plan"].get()
+        host = dataclasses.replace(res, f=dev.to_numpy(res.f), g=dev.to_numpy(res.g),
+                                   _plan=res.plan.get(), extra=extra)
+        group_size = (ref.f if kwargs.get("constrain", "columns") == "columns" else ref.g).size
+        assert_cardinality_agrees(host, ref, smooth=k >= group_size)
+        return host
+
+
+@pytest.fixture(params=["numba_cpu", pytest.param("cupy_gpu", marks=pytest.mark.gpu)])
+def solve(request):
+    """``oc.cardinality_ot``, or its GPU twin :class:`OnDevice` (see the module docstring)."""
+    if request.param == "numba_cpu":
+        return oc.cardinality_ot
+    return OnDevice(request.getfixturevalue("gpu_backend"))
+
+
 # -- plan structure -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("formulation", ["semi-dual", "dual"])
 @pytest.mark.parametrize("k", [1, 2, 3])
-def test_at_most_k_nonzeros_per_column(formulation, k):
+def test_at_most_k_nonzeros_per_column(formulation, k, solve):
     a, b, C = make_problem(40, 30, seed=k)
-    res = oc.cardinality_ot(a, b, C, k, 0.5, formulation=formulation)
+    res = solve(a, b, C, k, 0.5, formulation=formulation)
     assert sparse.issparse(res.plan) and res.plan.format == "csr"
     per_column = np.diff(res.plan.tocsc().indptr)
     assert per_column.max() <= k
@@ -90,10 +141,10 @@ def test_at_most_k_nonzeros_per_column(formulation, k):
                                rtol=1e-9, atol=1e-13)
 
 
-def test_rows_constraint_is_the_transposed_problem():
+def test_rows_constraint_is_the_transposed_problem(solve):
     a, b, C = make_problem(25, 35, seed=3)
-    rows = oc.cardinality_ot(a, b, C, 2, 0.3, constrain="rows")
-    cols = oc.cardinality_ot(b, a, C.T, 2, 0.3)
+    rows = solve(a, b, C, 2, 0.3, constrain="rows")
+    cols = solve(b, a, C.T, 2, 0.3)
     assert np.diff(rows.plan.indptr).max() <= 2
     assert rows.value == pytest.approx(cols.value, rel=1e-12)
     np.testing.assert_allclose(rows.plan.toarray(), cols.plan.toarray().T, atol=1e-15)
@@ -104,9 +155,9 @@ def test_rows_constraint_is_the_transposed_problem():
 
 
 @pytest.mark.parametrize("k", [1, 2, 5])
-def test_semi_dual_keeps_the_column_marginal_exact(k):
+def test_semi_dual_keeps_the_column_marginal_exact(k, solve):
     a, b, C = make_problem(30, 20, seed=k)
-    res = oc.cardinality_ot(a, b, C, k, 0.2)
+    res = solve(a, b, C, k, 0.2)
     np.testing.assert_allclose(np.asarray(res.plan.sum(axis=0)).ravel(), b, rtol=1e-12)
     assert res.extra["col_error"] < 1e-13
     rows = np.asarray(res.plan.sum(axis=1)).ravel()
@@ -120,11 +171,11 @@ def test_semi_dual_keeps_the_column_marginal_exact(k):
 
 @pytest.mark.parametrize("gamma", [0.1, 1.0])
 @pytest.mark.parametrize("k", [30, 100])
-def test_k_at_least_n_matches_pot_quadratic_semi_dual(gamma, k):
+def test_k_at_least_n_matches_pot_quadratic_semi_dual(gamma, k, solve):
     # both solved to a tight tolerance: the default 1e-9 (POT's too) stops on the relative
     # decrease of the objective while the row marginal is still off by ~1e-4
     a, b, C = make_problem(30, 25, seed=4)
-    res = oc.cardinality_ot(a, b, C, k, gamma, tol=1e-14)
+    res = solve(a, b, C, k, gamma, tol=1e-14)
     T_pot, log = ot.smooth.smooth_ot_semi_dual(a, b, C, gamma, reg_type="l2", log=True,
                                                stopThr=1e-14, numItermax=5000)
     assert log["res"].success
@@ -136,9 +187,9 @@ def test_k_at_least_n_matches_pot_quadratic_semi_dual(gamma, k):
 
 
 @pytest.mark.parametrize("gamma", [0.1, 1.0])
-def test_k_at_least_n_dual_matches_pot_quadratic_dual(gamma):
+def test_k_at_least_n_dual_matches_pot_quadratic_dual(gamma, solve):
     a, b, C = make_problem(20, 15, seed=5)
-    res = oc.cardinality_ot(a, b, C, 20, gamma, formulation="dual", tol=1e-14)
+    res = solve(a, b, C, 20, gamma, formulation="dual", tol=1e-14)
     T_pot, log = ot.smooth.smooth_ot_dual(a, b, C, gamma, reg_type="l2", log=True,
                                           stopThr=1e-14, numItermax=5000)
     assert res.value == pytest.approx(-log["res"].fun, abs=1e-6)
@@ -147,10 +198,10 @@ def test_k_at_least_n_dual_matches_pot_quadratic_dual(gamma):
 
 @pytest.mark.parametrize("uniform", [True, False])
 @pytest.mark.parametrize("gamma", [0.1, 1.0])
-def test_k1_semi_dual_is_exact_ot_plus_constant(uniform, gamma):
+def test_k1_semi_dual_is_exact_ot_plus_constant(uniform, gamma, solve):
     a, b, C = make_problem(40, 40 if uniform else 33, seed=6, uniform=uniform)
     emd2 = ot.emd2(a, b, C)
-    res = oc.cardinality_ot(a, b, C, 1, gamma, rebuild_plan=True)
+    res = solve(a, b, C, 1, gamma, rebuild_plan=True)
     assert res.value == pytest.approx(emd2 + 0.5 * gamma * b @ b, abs=1e-6)
     # f is an optimal unregularized potential: with its c-transform it attains OT(a, b)
     g_c = (C - res.f[:, None]).min(axis=0)
@@ -167,9 +218,9 @@ def test_k1_semi_dual_is_exact_ot_plus_constant(uniform, gamma):
     assert res.extra["sparse_col_error"] < 1e-12
 
 
-def test_k1_rebuild_on_rows():
+def test_k1_rebuild_on_rows(solve):
     a, b, C = make_problem(25, 31, seed=7)
-    res = oc.cardinality_ot(a, b, C, 1, 0.5, constrain="rows", rebuild_plan=True)
+    res = solve(a, b, C, 1, 0.5, constrain="rows", rebuild_plan=True)
     assert res.cost == pytest.approx(ot.emd2(a, b, C), rel=1e-9)
     assert res.marginal_error < 1e-9
     assert res.value == pytest.approx(ot.emd2(a, b, C) + 0.25 * a @ a, abs=1e-6)
@@ -179,11 +230,11 @@ def test_k1_rebuild_on_rows():
 
 
 @pytest.mark.parametrize("k", [1, 2, 4])
-def test_dual_below_semi_dual_below_primal(k):
+def test_dual_below_semi_dual_below_primal(k, solve):
     n, gamma = 30, 0.5
     a, b, C = make_problem(n, n, seed=8 + k, uniform=True)
-    semi = oc.cardinality_ot(a, b, C, k, gamma)
-    dua = oc.cardinality_ot(a, b, C, k, gamma, formulation="dual")
+    semi = solve(a, b, C, k, gamma)
+    dua = solve(a, b, C, k, gamma, formulation="dual")
     # the values are the objectives of the returned potentials (independent formulas)
     S, T = semi_dual(semi.f, a, b, C, gamma, k)
     D, _ = dual(dua.f, dua.g, a, b, C, gamma, k)
@@ -211,11 +262,11 @@ def test_dual_below_semi_dual_below_primal(k):
     assert semi.extra["primal"] == pytest.approx(primal(semi.plan, C, gamma), rel=1e-12)
 
 
-def test_chain_with_the_returned_plan_when_it_is_feasible():
+def test_chain_with_the_returned_plan_when_it_is_feasible(solve):
     # k >= n: no sparsity gap, the returned semi-dual plan is feasible at convergence
     a, b, C = make_problem(25, 25, seed=12)
-    semi = oc.cardinality_ot(a, b, C, 25, 0.5, tol=1e-12)
-    dua = oc.cardinality_ot(a, b, C, 25, 0.5, formulation="dual", tol=1e-12)
+    semi = solve(a, b, C, 25, 0.5, tol=1e-12)
+    dua = solve(a, b, C, 25, 0.5, formulation="dual", tol=1e-12)
     assert semi.converged and dua.converged
     assert semi.marginal_error < 1e-6
     assert dua.value <= semi.value + 1e-9
@@ -225,9 +276,9 @@ def test_chain_with_the_returned_plan_when_it_is_feasible():
 
 @pytest.mark.parametrize("seed", [0, 2])
 @pytest.mark.parametrize("k", [2, 5])
-def test_objective_not_worse_than_pot_sparsity_constrained(seed, k):
+def test_objective_not_worse_than_pot_sparsity_constrained(seed, k, solve):
     a, b, C = make_problem(120, 120, seed=seed)
-    res = oc.cardinality_ot(a, b, C, k, 0.1)
+    res = solve(a, b, C, k, 0.1)
     _, log = quiet(ot.smooth.smooth_ot_semi_dual, a, b, C, 0.1,
                    reg_type="sparsity_constrained", max_nz=k, log=True)
     # same objective (POT's value of its potentials, and the independent formula)
@@ -242,8 +293,6 @@ def test_objective_not_worse_than_pot_sparsity_constrained(seed, k):
 @pytest.mark.parametrize("formulation", ["semi-dual", "dual"])
 @pytest.mark.parametrize("k", [2, 20])
 def test_backends_agree(backend, formulation, k):
-    if backend.name == "cupy_gpu":
-        pytest.skip("the CUDA cardinality kernels are not written yet")
     a, b, C = make_problem(20, 15, seed=14)
     ref = oc.cardinality_ot(a, b, C, k, 0.5, formulation=formulation, tol=1e-12)
     res = oc.cardinality_ot(backend.asarray(a), backend.asarray(b), backend.asarray(C), k,
@@ -251,7 +300,8 @@ def test_backends_agree(backend, formulation, k):
     assert res.backend == backend.name
     backend.check_array(res.f, np.float64, (20,))
     backend.check_array(res.g, np.float64, (15,))
-    plan = res.plan.toarray() if sparse.issparse(res.plan) else backend.to_numpy(res.plan)
+    # SciPy CSR for NumPy, cupyx CSR for CuPy, a dense array for other namespaces
+    plan = backend.to_numpy(res.plan.toarray() if hasattr(res.plan, "toarray") else res.plan)
     assert plan.shape == (20, 15)
     assert np.count_nonzero(plan, axis=0).max() <= k
     if k >= 20:  # smooth problem: the same solution
@@ -263,69 +313,69 @@ def test_backends_agree(backend, formulation, k):
         assert res.value == pytest.approx(ref.value, abs=2e-5)
 
 
-def test_float32():
+def test_float32(solve):
     # uniform weights on 32 and 16 points sum to exactly 1 in float32 and float64
     a, b, C = make_problem(32, 16, seed=16, uniform=True)
     a32, b32, C32 = (v.astype(np.float32) for v in (a, b, C))
-    res = oc.cardinality_ot(a32, b32, C32, 2, 0.5)
+    res = solve(a32, b32, C32, 2, 0.5)
     assert res.f.dtype == res.g.dtype == res.plan.dtype == np.float32
     assert np.diff(res.plan.tocsc().indptr).max() <= 2
     # objectives are evaluated in float64: the float32 solve is the float64 solve of the
     # float32-rounded data, cast back at the end
-    ref = oc.cardinality_ot(*(v.astype(np.float64) for v in (a32, b32, C32)), 2, 0.5)
+    ref = solve(*(v.astype(np.float64) for v in (a32, b32, C32)), 2, 0.5)
     assert res.value == ref.value
     np.testing.assert_array_equal(res.f, ref.f.astype(np.float32))
     np.testing.assert_array_equal(res.plan.toarray(), ref.plan.toarray().astype(np.float32))
     # and it solves nearly the same problem as the float64 data
-    assert res.value == pytest.approx(oc.cardinality_ot(a, b, C, 2, 0.5).value, abs=2e-6)
+    assert res.value == pytest.approx(solve(a, b, C, 2, 0.5).value, abs=2e-6)
 
 
-def test_point_cloud_equals_dense_cost():
+def test_point_cloud_equals_dense_cost(solve):
     rng = np.random.default_rng(17)
     x, y = rng.normal(size=(20, 2)), rng.normal(size=(25, 2))
     geom = oc.PointCloud(x, y)
-    res = oc.cardinality_ot(None, None, geom, 2, 1.0)
-    ref = oc.cardinality_ot(None, None, geom.cost_matrix(), 2, 1.0)
+    res = solve(None, None, geom, 2, 1.0)
+    ref = solve(None, None, geom.cost_matrix(), 2, 1.0)
     assert res.value == ref.value
     np.testing.assert_array_equal(res.plan.toarray(), ref.plan.toarray())
 
 
 @pytest.mark.parametrize("formulation", ["semi-dual", "dual"])
-def test_zero_weights(formulation):
+def test_zero_weights(formulation, solve):
     a, b, C, _, _ = random_problem(np.random.default_rng(22), 30, 25, zeros=3)
-    res = oc.cardinality_ot(a, b, C, 2, 0.5, formulation=formulation)
+    res = solve(a, b, C, 2, 0.5, formulation=formulation)
     P = res.plan.toarray()
     assert np.all(np.isfinite(res.f)) and np.all(np.isfinite(res.g))
     assert P[a == 0].sum() < 1e-6 and P[:, b == 0].sum() < 1e-6
     if formulation == "semi-dual":
         np.testing.assert_allclose(P.sum(axis=0), b, atol=1e-15)
-        exact = oc.cardinality_ot(a, b, C, 1, 0.5, rebuild_plan=True)
+        exact = solve(a, b, C, 1, 0.5, rebuild_plan=True)
         assert exact.cost == pytest.approx(ot.emd2(a, b, C), rel=1e-9)
         assert exact.marginal_error < 1e-9
 
 
-def test_deterministic():
+def test_deterministic(solve):
     a, b, C = make_problem(30, 30, seed=18, uniform=True)
     C = np.round(C, 1)  # many ties
-    r1 = oc.cardinality_ot(a, b, C, 2, 0.1)
-    r2 = oc.cardinality_ot(a, b, C, 2, 0.1)
+    r1 = solve(a, b, C, 2, 0.1)
+    r2 = solve(a, b, C, 2, 0.1)
     assert r1.value == r2.value
     np.testing.assert_array_equal(r1.plan.toarray(), r2.plan.toarray())
 
 
-def test_not_converged_warns():
+def test_not_converged_warns(solve):
     a, b, C = make_problem(30, 30, seed=19)
     with pytest.warns(oc.ConvergenceWarning, match="did not converge"):
-        res = oc.cardinality_ot(a, b, C, 2, 0.1, max_iter=3, warm_start=False)
+        res = solve(a, b, C, 2, 0.1, max_iter=3, warm_start=False)
     assert not res.converged and res.n_iter == 3
     assert np.isfinite(res.value) and np.all(np.isfinite(res.f))
 
 
-def test_converged_does_not_warn():
+def test_converged_does_not_warn(solve):
     a, b, C = make_problem(20, 20, seed=20)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        res = oc.cardinality_ot(a, b, C, 3, 0.5)
+        res = solve(a, b, C, 3, 0.5)
     assert res.converged
     # the error history numbers warm-start and final iterations consecutively
     steps = [it for it, _ in res.errors]
@@ -382,9 +432,9 @@ def test_bad_arrays():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("k", [1, 2, 5])
-def test_larger_problem_against_pot(k):
+def test_larger_problem_against_pot(k, solve):
     a, b, C = make_problem(300, 300, seed=21, uniform=True)
-    res = oc.cardinality_ot(a, b, C, k, 0.1, rebuild_plan=k == 1)
+    res = solve(a, b, C, k, 0.1, rebuild_plan=k == 1)
     _, log = quiet(ot.smooth.smooth_ot_semi_dual, a, b, C, 0.1,
                    reg_type="sparsity_constrained", max_nz=k, log=True)
     assert res.value >= -log["res"].fun - 1e-7

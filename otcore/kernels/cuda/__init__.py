@@ -11,6 +11,8 @@ cloud.cu       ``otc_cost_grad_d{1,2,3}``, ``otc_cost_grad_any``, ``otc_cost_mat
 plan.cu        ``otc_plan_stats``, ``otc_plan_marginals``, ``otc_plan``
 sparse.cu      ``otc_sparse_hist``, ``otc_sparse_count``, ``otc_sparse_fill`` (the
                sparsification of a dense plan to CSR)
+topk.cu        ``otc_topk_groups``, ``otc_topk_rows``, ``otc_topk_merge``
+               (cardinality-constrained OT)
 =============  =====================================================================
 
 Importing this package compiles nothing and needs neither CuPy nor a GPU; the backend

@@ -37,6 +37,8 @@ __all__ = [
     "softmin_dense_rows",
     "sparse_hist",
     "split",
+    "topk",
+    "topk_rows",
 ]
 
 #: Threads per block of every kernel (``__launch_bounds__``).
@@ -54,6 +56,8 @@ ANY_DIMS = 32
 CPT = 4
 #: Point-cloud dimensions with a dedicated kernel (coordinates held in registers).
 FIXED_DIMS = (1, 2, 3)
+#: Largest ``gridDim.x`` CUDA accepts.
+MAX_GRID_X = 2**31 - 1
 #: Largest ``gridDim.y`` (and ``gridDim.z``) CUDA accepts.
 MAX_GRID_Y = 65535
 #: Blocks of the grid-stride kernels over ``n m`` entries (enough to fill any current GPU
@@ -203,3 +207,15 @@ def sparse_hist(n: int, m: int, capacity: int) -> Launch:
     total = max(1, n * m)
     blocks = min(_cdiv(total, BLOCK * HIST_ENTRIES), _cdiv(max(1, capacity), BLOCK))
     return Launch((max(1, blocks, _cdiv(total, 1 << 31)), 1, 1), (BLOCK, 1, 1))
+
+
+def topk(m: int) -> Launch:
+    """The top-k kernel: a block per group (one thread per radix bin), the blocks striding
+    over the groups when there are more than ``MAX_GRID_X``."""
+    return Launch((max(1, min(m, MAX_GRID_X)), 1, 1), (BLOCK, 1, 1))
+
+
+def topk_rows(m: int, n: int, capacity: int) -> Launch:
+    """The top-k plan's sums over the ``m`` groups for each of the ``n`` entries of a
+    row-major ``m x n`` cost: the blocks and split of :func:`softmin_dense_cols`."""
+    return softmin_dense_cols(m, n, capacity)
