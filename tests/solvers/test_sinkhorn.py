@@ -271,8 +271,9 @@ def test_float32_small_eps(backend):
     assert np.all(np.isfinite(P)) and np.all(P >= 0)
     assert res.converged
     assert res.marginal_error < tol
-    assert_allclose(P, P64, rtol=0, atol=2e-5)
-    assert res.cost == pytest.approx(r64.cost, abs=1e-5)
+    # a run stopped at marginal error tol is that close to the float64 solution
+    assert_allclose(P, P64, rtol=0, atol=0.4 * tol)
+    assert res.cost == pytest.approx(r64.cost, abs=0.2 * tol)
 
 
 @pytest.mark.parametrize("eps_scaling", [None, 0.7])
