@@ -29,7 +29,8 @@ For an H100 SXM these are about 3.75e11 pairs/s (dense float32) and 1.95e12 pair
 (online, d <= 3); the targets are 50% and 25% of them. POT's log-domain Sinkhorn on its
 CuPy backend runs the dense cases when POT is importable.
 
-Results are printed and written to ``bench/results/gpu.md`` (``--out`` to change).
+Results are printed and written to ``bench/results/gpu.md`` (``--out`` to change) with a
+bar chart ``gpu.png`` beside it (``--replot`` redraws it from the table, without a GPU).
 Without CuPy or without a CUDA device the script says so and exits with status 1.
 """
 
@@ -198,11 +199,50 @@ def _pct(rate: float | None, limit: float | None) -> str:
     return "—" if rate is None or not limit else f"{100 * rate / limit:.0f}%"
 
 
+def plot(markdown: Path, png: Path) -> None:
+    """Bar chart of the results table of ``markdown``: otcore's kernels (and POT on CuPy)
+    as a fraction of each problem's limit, with the targets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [line.strip("|").split("|") for line in markdown.read_text().splitlines()
+            if line.startswith("| dense") or line.startswith("| online")]
+    labels = [r[0].strip().replace(" float32, ", "\n") for r in rows]
+
+    def value(cell: str) -> float:
+        return float("nan") if cell.strip() == "—" else float(cell)
+
+    limit = [value(r[4]) for r in rows]
+    ours = [100 * value(r[2]) / lim for r, lim in zip(rows, limit, strict=True)]
+    pot = [100 * value(r[3]) / lim for r, lim in zip(rows, limit, strict=True)]
+    target = [float(r[7].strip().rstrip("%")) for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar(x - 0.2, ours, 0.4, label="otcore kernels")
+    ax.bar(x + 0.2, pot, 0.4, label="POT (CuPy backend)")
+    ax.scatter(x, target, marker="_", s=900, color="k", label="target", zorder=3)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("% of the limit (bandwidth / exp throughput)")
+    ax.set_title("Sinkhorn iterations on the GPU, float32")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_ylim(0, 100)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="smallest size of each kind")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gpu.md")
+    parser.add_argument("--replot", action="store_true",
+                        help="only redraw the PNG from an existing --out table (no GPU)")
     args = parser.parse_args(argv)
+    if args.replot:
+        plot(args.out, args.out.with_suffix(".png"))
+        return 0
     cp = require_gpu()
     lim = device_limits(cp)
     dense_limit = lim["measured_bw"] / 8
@@ -254,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
+    plot(args.out, args.out.with_suffix(".png"))
     return 0
 
 
