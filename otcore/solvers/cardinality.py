@@ -57,8 +57,9 @@ def _topk(bk: Any, K: Any, alpha: np.ndarray, beta: np.ndarray, w: np.ndarray, g
     """:meth:`~otcore.backends.Backend.topk_groups` on host vectors, outputs on host.
 
     Only vectors of length ``n + m`` (and the ``(m, width)`` listed entries) move between
-    host and device; ``K`` stays where it is. With ``width=None`` it returns every
-    positive entry: a first call counts them, a second one writes them.
+    host and device; ``K`` stays where it is (as do ``beta`` and ``w`` when they are
+    already device arrays). With ``width=None`` it returns every positive entry: a first
+    call counts them, a second one writes them.
     """
     xp = bk.xp
     args = (K, xp.asarray(alpha), xp.asarray(beta), xp.asarray(w), gamma, k, simplex)
@@ -83,14 +84,17 @@ class _Objective:
         self.gamma, self.k, self.simplex = gamma, k, simplex
         self.n = p.shape[0]
         self.zeros = np.zeros_like(q)
+        # loop-invariant kernel inputs, moved to the backend's device once
+        self.q_dev, self.zeros_dev = bk.xp.asarray(q), bk.xp.asarray(self.zeros)
         self.scale = 1.0  # SciPy minimizes -scale * objective
         self.last: tuple[np.ndarray, float] | None = None  # (x, L1 marginal error)
 
     def kernel(self, x: np.ndarray, width: int | None = 0) -> tuple[np.ndarray, ...]:
         """The backend's :meth:`~otcore.backends.Backend.topk_groups` at ``x``, on host."""
         f = x[: self.n]
-        g = self.zeros if self.simplex else x[self.n:]
-        return _topk(self.bk, self.K, f, g, self.q, self.gamma, self.k, self.simplex, width)
+        g = self.zeros_dev if self.simplex else x[self.n:]
+        return _topk(self.bk, self.K, f, g, self.q_dev, self.gamma, self.k, self.simplex,
+                     width)
 
     def evaluate(self, x: np.ndarray, width: int | None = 0
                  ) -> tuple[float, np.ndarray, float, tuple]:
@@ -175,7 +179,7 @@ def _warm_start(obj: _Objective, tol: float, max_iter: int, errors: list):
         stage = _Objective(obj.bk, obj.K, obj.p, obj.q, obj.gamma * 10.0**s, n_other, True)
         f, it, _, _ = _maximize(stage, f, tol, max_iter, errors)
         used += it
-    theta = _topk(obj.bk, obj.K, f, obj.zeros, obj.q, obj.gamma, obj.k, True)[2]
+    theta = _topk(obj.bk, obj.K, f, obj.zeros_dev, obj.q_dev, obj.gamma, obj.k, True)[2]
     return f, theta, used
 
 
@@ -194,7 +198,7 @@ def _plan_matrix(idx: np.ndarray, val: np.ndarray, shape: tuple[int, int], axis:
 def _top_entries(obj: _Objective, alpha: np.ndarray, beta: np.ndarray, width: int):
     """Per group, the ``width`` largest positive ``alpha_i + beta_j - K_ji``, as arrays
     ``(group, other, value)`` (the kernel in dual mode with ``gamma = 1``, ``k = n``)."""
-    *_, idx, val = _topk(obj.bk, obj.K, alpha, beta, obj.q, 1.0, obj.p.shape[0], False,
+    *_, idx, val = _topk(obj.bk, obj.K, alpha, beta, obj.q_dev, 1.0, obj.p.shape[0], False,
                          min(width, obj.p.shape[0]))
     group, pos = np.nonzero(val > 0)
     return group, idx[group, pos], val[group, pos]

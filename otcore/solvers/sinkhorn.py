@@ -103,13 +103,14 @@ def sinkhorn_loop(
     errors: list = []
     converged = False
     sweep = None if symmetric else ops.sweeper(prob.a, prob.b, eps)
+    la_eps = eps * log_a
     while n_iter < max_iter:
         # The current potentials are the log-sum-exp shifts (hints) of their own updates.
         if symmetric:
             f_new = row_update(g, eps, hint=f)
             g_new = col_update(f, eps, hint=g)
         else:
-            f_new, g_new = sweep(g + eps * log_b, eps * log_a, f, g)
+            f_new, g_new = sweep(g + eps * log_b, la_eps, f, g)
         if (n_iter + 1) % check_every == 0:
             # (f, g) has exact column marginals (alternating); f_new measures its rows.
             err = _row_error(xp, prob.a, f, f_new, eps)
