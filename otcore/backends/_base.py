@@ -347,3 +347,14 @@ class Backend(ABC):
         (array([[0, 1]]), array([[0.6, 0.4]]), array([2]))
         """
         raise NotImplementedError(f"backend {self.name!r} has no cardinality kernels")
+
+    def topk_evaluator(self, K: Any, w: Any, gamma: float, k: int, simplex: bool) -> Any:
+        """A callable ``(alpha, beta, width=0) -> outputs`` doing :meth:`topk_groups` on
+        ``K`` with fixed ``w``, ``gamma``, ``k`` and ``simplex``, for one optimizer run.
+
+        The default calls :meth:`topk_groups`. A backend may return an object that keeps
+        state between calls (a per-group guess that speeds up the selection at nearby
+        potentials, say); results must equal those of :meth:`topk_groups` up to rounding.
+        """
+        return lambda alpha, beta, width=0: self.topk_groups(K, alpha, beta, w, gamma, k,
+                                                             simplex, width)

@@ -243,6 +243,20 @@ class NumbaBackend(Backend):
         return np.ascontiguousarray(super().group_costs(geom, axis))
 
     def topk_groups(self, K, alpha, beta, w, gamma, k, simplex, width=0):
+        return self._topk(K, alpha, beta, w, gamma, k, simplex, width, _NO_HINT)
+
+    def topk_evaluator(self, K, w, gamma, k, simplex):
+        """Keeps, per group, the last call's ``(k + 1)``-th largest score (or semi-dual
+        threshold) as the next call's starting guess: between nearby potentials, as
+        along an L-BFGS-B run, only the few scores above it are ranked (see
+        :func:`otcore.kernels.numba.topk.topk_groups`); results are the same as without."""
+        hint = np.full(K.shape[0], np.nan)
+        w = np.ascontiguousarray(w, dtype=np.float64)
+        return lambda alpha, beta, width=0: self._topk(K, alpha, beta, w, gamma, k,
+                                                       simplex, width, hint)
+
+    @staticmethod
+    def _topk(K, alpha, beta, w, gamma, k, simplex, width, hint):
         from ..kernels.numba import topk as _topk  # imported on first use
 
         m = K.shape[0]
@@ -252,6 +266,6 @@ class NumbaBackend(Backend):
         out, rows = _topk.topk_groups(
             K, np.ascontiguousarray(alpha, dtype=f64), np.ascontiguousarray(beta, dtype=f64),
             np.ascontiguousarray(w, dtype=f64), float(gamma), int(k), bool(simplex),
-            get_num_threads(), idx, val,
+            get_num_threads(), idx, val, hint,
         )
         return out[0], out[1], out[2], out[3].astype(np.int64), rows, idx, val

@@ -48,25 +48,34 @@ __all__ = ["cardinality_ot"]
 _MAX_RESTARTS = 5
 #: L-BFGS-B memory (SciPy's default is 10; more pairs help on these nonsmooth objectives).
 _MEMORY = 30
-#: The warm start's first stage solves quadratically regularized OT at gamma * 10**this.
-_FIRST_STAGE = 2
+#: Warm start: quadratically regularized OT solved at gamma * 10**s for these s in turn.
+_STAGES = (2, 1, 0)
+#: The same for k = 1, whose target potentials are those of unregularized OT.
+_STAGES_K1 = (2, 1, 0, -1, -2, -3, -4, -5)
 
 
 def _topk(bk: Any, K: Any, alpha: np.ndarray, beta: np.ndarray, w: np.ndarray, gamma: float,
           k: int, simplex: bool, width: int = 0) -> tuple[np.ndarray, ...]:
-    """:meth:`~otcore.backends.Backend.topk_groups` on host vectors, outputs on host.
+    """:meth:`~otcore.backends.Backend.topk_groups` on host vectors, outputs on host."""
+    return _on_host(bk, bk.topk_evaluator(K, bk.xp.asarray(w), gamma, k, simplex), alpha,
+                    beta, width)
+
+
+def _on_host(bk: Any, evaluate: Any, alpha: np.ndarray, beta: np.ndarray,
+             width: int | None = 0) -> tuple[np.ndarray, ...]:
+    """Outputs of a :meth:`~otcore.backends.Backend.topk_evaluator` on host vectors.
 
     Only vectors of length ``n + m`` (and the ``(m, width)`` listed entries) move between
-    host and device; ``K`` stays where it is (as do ``beta`` and ``w`` when they are
-    already device arrays). With ``width=None`` it returns every positive entry: a first
-    call counts them, a second one writes them.
+    host and device; ``K`` stays where it is (as does ``beta`` when it is already a device
+    array). With ``width=None`` it returns every positive entry: a first call counts
+    them, a second one writes them.
     """
     xp = bk.xp
-    args = (K, xp.asarray(alpha), xp.asarray(beta), xp.asarray(w), gamma, k, simplex)
-    out = tuple(bk.to_numpy(v) for v in bk.topk_groups(*args, width=width or 0))
+    alpha, beta = xp.asarray(alpha), xp.asarray(beta)
+    out = tuple(bk.to_numpy(v) for v in evaluate(alpha, beta, width or 0))
     if width is None:
         width = int(out[3].max(initial=0))
-        out = tuple(bk.to_numpy(v) for v in bk.topk_groups(*args, width=width))
+        out = tuple(bk.to_numpy(v) for v in evaluate(alpha, beta, width))
     return out
 
 
@@ -86,6 +95,7 @@ class _Objective:
         self.zeros = np.zeros_like(q)
         # loop-invariant kernel inputs, moved to the backend's device once
         self.q_dev, self.zeros_dev = bk.xp.asarray(q), bk.xp.asarray(self.zeros)
+        self.evaluator = bk.topk_evaluator(K, self.q_dev, gamma, k, simplex)
         self.scale = 1.0  # SciPy minimizes -scale * objective
         self.last: tuple[np.ndarray, float] | None = None  # (x, L1 marginal error)
 
@@ -93,8 +103,7 @@ class _Objective:
         """The backend's :meth:`~otcore.backends.Backend.topk_groups` at ``x``, on host."""
         f = x[: self.n]
         g = self.zeros_dev if self.simplex else x[self.n:]
-        return _topk(self.bk, self.K, f, g, self.q_dev, self.gamma, self.k, self.simplex,
-                     width)
+        return _on_host(self.bk, self.evaluator, f, g, width)
 
     def evaluate(self, x: np.ndarray, width: int | None = 0
                  ) -> tuple[float, np.ndarray, float, tuple]:
@@ -108,12 +117,13 @@ class _Objective:
         if not self.simplex:
             value += x[self.n:] @ self.q
             grad = np.concatenate([grad, self.q - gsum])
-        if not (math.isfinite(value) and np.all(np.isfinite(grad))):
+        err = float(np.abs(grad).sum())  # finite if and only if every entry is
+        if not (math.isfinite(value) and math.isfinite(err)):
             raise FloatingPointError(
                 "the cardinality objective became non-finite; this is a bug, please report "
                 "it with the input that triggers it"
             )
-        return float(value), grad, float(np.abs(grad).sum()), out
+        return float(value), grad, err, out
 
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         value, grad, err, _ = self.evaluate(x)
@@ -131,9 +141,10 @@ def _maximize(obj: _Objective, x0: np.ndarray, tol: float, max_iter: int, errors
     L-BFGS-B tends to stop early (its ``ftol`` test, or a failed line search); it is then
     restarted from where it stopped with a fresh curvature memory, up to
     ``_MAX_RESTARTS`` times, while a restart still improves the objective by more than
-    ``tol`` relative. Appends ``(iteration, L1 marginal error)`` to ``errors``, numbering
-    iterations after the ones already there. Returns ``x``, the iterations done, SciPy's
-    success flag of the last run and its message.
+    ``tol`` relative; a restart that does not improve leaves the reported status to the
+    run before it. Appends ``(iteration, L1 marginal error)`` to ``errors``, numbering
+    iterations after the ones already there. Returns the best ``x``, the iterations done,
+    SciPy's success flag of the last run that improved (or of the first) and its message.
     """
     start = errors[-1][0] if errors else 0
     n_iter = 0
@@ -148,34 +159,37 @@ def _maximize(obj: _Objective, x0: np.ndarray, tol: float, max_iter: int, errors
     obj.scale = 1.0 / abs(value0) if value0 != 0 else 1.0
     gtol = tol * obj.scale
     x, best = x0, -obj.scale * value0  # SciPy's (scaled, negated) objective at x0
-    for _ in range(_MAX_RESTARTS + 1):
+    for run in range(_MAX_RESTARTS + 1):
         res = optimize.minimize(
             obj, x, jac=True, method="L-BFGS-B", callback=record,
             options={"maxiter": max(1, max_iter - n_iter), "ftol": tol, "gtol": gtol,
                      "maxcor": _MEMORY, "maxfun": 20 * max_iter},
         )
         improved = res.fun < best - tol * max(1.0, abs(best))
-        x, best = res.x, min(best, res.fun)
+        if res.fun <= best:
+            x, best = res.x, res.fun
+        if run == 0 or improved:  # a restart that did not improve keeps the last status
+            status, message = res.status, str(res.message)
         if (not improved or n_iter >= max_iter or res.status == 1
                 or np.max(np.abs(res.jac)) <= gtol):
             break
-    return x, n_iter, res.status == 0, str(res.message)
+    return x, n_iter, status == 0, message
 
 
 def _warm_start(obj: _Objective, tol: float, max_iter: int, errors: list):
     """Semi-dual potentials of quadratically regularized OT (no sparsity constraint; a
-    smooth problem), solved for ``gamma * 10**s``, ``s = 2, 1, 0``, each stage started
-    from the previous one and given at most ``max_iter`` iterations. For ``k = 1`` the
-    stages go on down to ``s = -5``: the target potentials are then those of
-    unregularized OT, which quadratically regularized OT approaches as its ``gamma`` goes
-    to 0. The stage equal to the target problem (``k >= n``, ``s = 0``) is skipped.
-    Returns ``f``, the semi-dual thresholds at ``f`` of the target problem, and the
-    iterations used.
+    smooth problem), solved by continuation in its regularization: for ``gamma * 10**s``,
+    ``s`` in ``_STAGES``, each stage started from the previous one and given at most
+    ``max_iter`` iterations. For ``k = 1`` the stages go on down to ``s = -5``: the target
+    potentials are then those of unregularized OT, which quadratically regularized OT
+    approaches as its ``gamma`` goes to 0. The stage equal to the target
+    problem (``k >= n``, ``s = 0``) is skipped. Returns ``f``, the semi-dual thresholds at
+    ``f`` of the target problem, and the iterations used.
     """
     n_other = obj.p.shape[0]
     f, used = np.zeros(n_other), 0
-    lowest = -5 if obj.k == 1 else (1 if obj.k >= n_other else 0)
-    for s in range(_FIRST_STAGE, lowest - 1, -1):
+    stages = _STAGES_K1 if obj.k == 1 else _STAGES[:-1] if obj.k >= n_other else _STAGES
+    for s in stages:
         stage = _Objective(obj.bk, obj.K, obj.p, obj.q, obj.gamma * 10.0**s, n_other, True)
         f, it, _, _ = _maximize(stage, f, tol, max_iter, errors)
         used += it
@@ -353,11 +367,12 @@ def cardinality_ot(
     smooth problem) are computed first for ``gamma * 10**s``, ``s = 2, 1, 0`` (down to
     ``s = -5`` for ``k = 1``, whose optimal potentials are those of unregularized OT), each
     stage started from the previous one; the dual starts from ``(f, -theta)`` of that
-    solution. L-BFGS-B (memory 30) then maximizes the target objective; when it stalls at
-    a kink it is restarted from where it stopped with a fresh memory, while that still
-    improves the objective. ``converged`` is True when SciPy reports its ``ftol`` or
-    ``gtol`` test met in the last run: on a nonsmooth objective this means that progress
-    stalled, not that the optimum is certified. In practice the value reached for
+    solution. L-BFGS-B
+    (memory 30) then maximizes the target objective; when it stalls at a kink it is
+    restarted from where it stopped with a fresh memory, while that still improves the
+    objective. ``converged`` is True when SciPy reports its ``ftol`` or ``gtol`` test met
+    in the last run that improved the objective: on a nonsmooth objective this means that
+    progress stalled, not that the optimum is certified. In practice the value reached for
     ``1 < k < n`` is within about 1e-5 (absolute, for costs normalized to max 1) of the
     optimum; ``k = 1`` and ``k >= n`` are solved more accurately. ``n_iter`` counts the
     iterations on the target objective, ``extra["warm_start_iter"]`` those of the warm

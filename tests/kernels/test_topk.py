@@ -178,12 +178,41 @@ def test_parallel_and_serial_kernels_agree(simplex):
     beta = np.zeros(m) if simplex else rng.normal(size=m)
     idx_p, val_p = np.empty((m, k), np.int64), np.empty((m, k))
     idx_s, val_s = np.empty((m, k), np.int64), np.empty((m, k))
-    par = topk._parallel(K, alpha, beta, w, 0.1, k, simplex, 3, idx_p, val_p)
-    ser = topk._serial(K, alpha, beta, w, 0.1, k, simplex, idx_s, val_s)
+    hint_p, hint_s = np.full(m, np.nan), np.full(m, np.nan)
+    par = topk._parallel(K, alpha, beta, w, 0.1, k, simplex, 3, idx_p, val_p, hint_p)
+    ser = topk._serial(K, alpha, beta, w, 0.1, k, simplex, idx_s, val_s, hint_s)
     for p, s in zip(par, ser, strict=True):
         np.testing.assert_allclose(p, s, rtol=1e-13, atol=1e-15)
     np.testing.assert_array_equal(idx_p, idx_s)
     np.testing.assert_array_equal(val_p, val_s)
+    np.testing.assert_array_equal(hint_p, hint_s)
+
+
+@pytest.mark.parametrize("simplex", [True, False])
+@pytest.mark.parametrize("k", [1, 3, 40, 59, 60])
+@pytest.mark.parametrize("ties", [False, True])
+def test_hinted_evaluator_equals_plain_kernel(simplex, k, ties):
+    # The evaluator carries each group's last (k + 1)-th score (k < n) or threshold
+    # (semi-dual, k >= n) into the next call; a sequence of potentials that move a
+    # little, a lot, up and down makes the guesses good, too low and too high (then a
+    # group must be searched in full). Every call must equal the stateless kernel.
+    rng = np.random.default_rng(7 + k)
+    m, n = 37, 60
+    K = rng.integers(0, 4, size=(m, n)) / 4.0 if ties else rng.random((m, n))
+    w = rng.random(m)
+    w[5] = 0.0  # a group without mass
+    alpha = rng.normal(size=n) * 0.3
+    beta = np.zeros(m) if simplex else rng.normal(size=m) * 0.3
+    evaluate = NUMBA.topk_evaluator(K, w, 0.2, k, simplex)
+    steps = [0.0, 1e-6, 1e-3, 0.3, -0.5, 2.0, -4.0, 1e-9]
+    for t, step in enumerate(steps):
+        alpha = alpha + step * (rng.random(n) if t % 2 else np.ones(n))
+        width = min(k, n) if t == len(steps) - 1 else 0
+        got = evaluate(alpha, beta, width)
+        ref = NUMBA.topk_groups(K, alpha, beta, w, 0.2, k, simplex, width)
+        for name, g, r in zip(["gval", "gsum", "theta", "nnz", "rows", "idx", "val"], got,
+                              ref, strict=True):
+            np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-14, err_msg=f"{name} {t}")
 
 
 def test_group_costs_layout():

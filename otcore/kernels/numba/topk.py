@@ -24,7 +24,7 @@ comparison, so earlier indices win ties) while ``k <= _INSERTION_MAX``, skipping
 chunks whose best score cannot enter the buffer (a vectorized max); beyond, a stable
 merge sort of ``-s`` (ties in the same order). For ``k >= n`` nothing needs ranking: the
 semi-dual threshold comes from the top ``_PROBE`` scores when the support is that small
-(exact, see :func:`_group`), and otherwise from Michelot's active-set iteration over the
+(exact, see :func:`_groups`), and otherwise from Michelot's active-set iteration over the
 whole group started there; no sort either way.
 """
 
@@ -116,24 +116,31 @@ def _threshold_sorted(u, kk, mass):
 
 @njit(cache=True, fastmath=True)
 def _threshold_unsorted(u, mass, theta):
-    """The same threshold for unsorted ``u``, without sorting, from a lower bound ``theta``.
+    """The same threshold for unsorted ``u``, without sorting, from a guess ``theta``.
 
     Newton's method on the convex, decreasing, piecewise-linear
-    ``theta -> sum_i [u_i - theta]_+ - mass`` (Michelot's active-set update
-    ``theta = (sum_{u_i > theta} u_i - mass) / #{u_i > theta}``): from a lower bound it
-    increases monotonically and stops when the active set no longer shrinks, after at
-    most ``len(u)`` passes and in practice a few.
+    ``phi(theta) = sum_i [u_i - theta]_+ - mass``, which is Michelot's active-set update
+    ``theta <- (sum_{u_i > theta} u_i - mass) / #{u_i > theta}``. From above the root
+    the first step lands at or below it (the tangent of a convex function lies below
+    it); from below, the iterates increase monotonically and the active set shrinks,
+    until it no longer changes. So it ends after at most ``len(u)`` passes, in practice
+    a few, each a branch-free (vectorized) sum. Returns ``(theta, ok)``; ``ok`` is False
+    when no ``u_i`` exceeds the guess (the root is then not bracketed).
     """
-    active = u.shape[0] + 1
-    while True:
-        tot, cnt = 0.0, 0
+    active = -1
+    for _ in range(u.shape[0] + 2):
+        tot = 0.0
+        cnt = 0
         for i in range(u.shape[0]):
-            if u[i] > theta:
-                tot += u[i]
-                cnt += 1
-        if cnt == 0 or cnt == active:
-            return theta
+            above = u[i] > theta
+            tot += u[i] if above else 0.0
+            cnt += above
+        if cnt == 0:
+            return theta, active > 0
+        if cnt == active:
+            break
         theta, active = (tot - mass) / cnt, cnt
+    return theta, True
 
 
 @njit(cache=True)
@@ -157,68 +164,148 @@ def _gather_positive(alpha, Kj, bj, th, sel, u, s, ordered):
 
 
 @njit(cache=True)
-def _group(K, j, alpha, beta, w, gamma, k, simplex, sel, u, s, idx, val, rows, out):
-    """Evaluate group ``j``: ``(value, mass, threshold, nnz)`` into ``out[:, j]``, its
-    entries added to ``rows`` and, up to ``idx.shape[1]``, written to ``idx``/``val``.
-    ``sel``, ``u``, ``s`` are scratch of length ``n``."""
+def _select_above(alpha, Kj, kk, tau, sel, u, cand, cs):
+    """The ``kk`` largest scores as :func:`_select`, searched only among ``s_i >= tau``.
+
+    One pass lists the candidates ``s_i >= tau`` (in index order, into ``cand``/``cs``;
+    the test is rarely true for a good ``tau``, so the branch predicts well), then they
+    are inserted as in :func:`_select`. Returns the number of candidates ``c``: when
+    ``c >= kk - 1`` the first ``kk - 1`` selected are exactly those of the whole group
+    (every score outside the candidates is below ``tau``), and so is the ``kk``-th when
+    ``c >= kk``.
+    """
     n = alpha.shape[0]
-    bj = beta[j]
-    Kj = K[j]
-    mass = gamma * w[j]
-    width = idx.shape[1]
-    if k < n:
-        _select(alpha, Kj, k, sel, u, s)
-        for r in range(k):
-            u[r] += bj
-        th = _threshold_sorted(u, k, mass) if simplex else 0.0
-        cnt = 0
-        while cnt < k and u[cnt] > th:  # the positive entries are a prefix
-            cnt += 1
-    elif not simplex:
-        th = 0.0
-        cnt = _gather_positive(alpha, Kj, bj, th, sel, u, s, width > 0)
-    else:
-        # The threshold of the top L scores is a lower bound of the full one, and exact
-        # when it leaves the L-th score at zero (no score outside them is larger).
-        top = min(_PROBE, n)
-        if top < n:
-            _select(alpha, Kj, top, sel, u, s)
-        else:
-            _gather_positive(alpha, Kj, 0.0, -np.inf, sel, u, s, True)
-        for r in range(top):
-            u[r] += bj
-        th = _threshold_sorted(u, top, mass)
-        if top == n or u[top - 1] <= th:
-            cnt = 0
-            while cnt < top and u[cnt] > th:
-                cnt += 1
-        else:
-            for i in range(n):
-                u[i] = (alpha[i] - Kj[i]) + bj
-            th = _threshold_unsorted(u, mass, th)
-            cnt = _gather_positive(alpha, Kj, bj, th, sel, u, s, width > 0)
-    inv_gamma = 1.0 / gamma
+    c = 0
+    for i in range(n):
+        v = alpha[i] - Kj[i]
+        if v >= tau:
+            cand[c] = i
+            cs[c] = v
+            c += 1
+    for r in range(c):
+        if r < kk:
+            _insert(cs[r], cand[r], r, sel, u)
+        elif cs[r] > u[kk - 1]:
+            _insert(cs[r], cand[r], kk - 1, sel, u)
+    return c
+
+
+@njit(cache=True, fastmath=True)
+def _finish_dense(u, th, inv_gamma, gamma, rows):
+    """Plan entries ``t_i = [u_i - th]_+ / gamma`` of a whole group (``u`` holds all its
+    shifted scores), added to ``rows``; returns (value, mass, count), vectorized."""
     v = 0.0
     tot = 0.0
-    for r in range(cnt):
-        t = (u[r] - th) * inv_gamma
-        v += t * (u[r] - 0.5 * gamma * t)
+    cnt = 0
+    for i in range(u.shape[0]):
+        d = u[i] - th
+        t = d * inv_gamma if d > 0.0 else 0.0
+        rows[i] += t
+        v += t * (u[i] - 0.5 * gamma * t)
         tot += t
-        rows[sel[r]] += t
-        if r < width:
-            idx[j, r] = sel[r]
-            val[j, r] = t
-    for r in range(cnt, width):
-        idx[j, r] = 0
-        val[j, r] = 0.0
-    out[0, j] = v
-    out[1, j] = tot
-    out[2, j] = th
-    out[3, j] = cnt
+        cnt += d > 0.0
+    return v, tot, cnt
+
+
+@njit(cache=True)
+def _groups(K, j0, j1, alpha, beta, w, gamma, k, simplex, sel, u, s, cand, idx, val, rows,
+            out, hint):
+    """Evaluate groups ``j0 <= j < j1``: ``(value, mass, threshold, nnz)`` into
+    ``out[:, j]``, their entries added to ``rows`` and, up to ``idx.shape[1]``, written to
+    ``idx``/``val``. ``sel``, ``u``, ``s``, ``cand`` are scratch of length ``n``. ``hint``
+    (length ``m``, or 0 for none) is read and updated: see :func:`topk_groups`. (One call
+    for a range of groups: a call per group, with its many array arguments, costs about as
+    much as ranking a short group.)"""
+    for j in range(j0, j1):
+        n = alpha.shape[0]
+        bj = beta[j]
+        Kj = K[j]
+        mass = gamma * w[j]
+        width = idx.shape[1]
+        hinted = hint.shape[0] > 0 and np.isfinite(hint[j])
+        inv_gamma = 1.0 / gamma
+        if k < n:
+            # select k + 1: the (k + 1)-th score is the next call's hint
+            kk = k + 1
+            c = _select_above(alpha, Kj, kk, hint[j], sel, u, cand, s) if hinted else -1
+            if c < k:
+                _select(alpha, Kj, kk, sel, u, s)
+                c = n
+            if hint.shape[0] > 0 and c >= kk:
+                hint[j] = u[k]
+            for r in range(k):
+                u[r] += bj
+            th = _threshold_sorted(u, k, mass) if simplex else 0.0
+            cnt = 0
+            while cnt < k and u[cnt] > th:  # the positive entries are a prefix
+                cnt += 1
+        else:
+            cnt = -1  # entries not listed yet
+            if not simplex:
+                th = 0.0
+            else:
+                th = np.nan
+                if hinted:
+                    for i in range(n):
+                        u[i] = (alpha[i] - Kj[i]) + bj
+                    th, ok = _threshold_unsorted(u, mass, hint[j])
+                    if not ok:
+                        th = np.nan
+                if not np.isfinite(th):
+                    # The threshold of the top L scores is a lower bound of the full one,
+                    # and exact when it leaves the L-th score at zero (no score outside them
+                    # is larger).
+                    top = min(_PROBE, n)
+                    if top < n:
+                        _select(alpha, Kj, top, sel, u, s)
+                    else:
+                        _gather_positive(alpha, Kj, 0.0, -np.inf, sel, u, s, True)
+                    for r in range(top):
+                        u[r] += bj
+                    th = _threshold_sorted(u, top, mass)
+                    if top == n or u[top - 1] <= th:
+                        cnt = 0
+                        while cnt < top and u[cnt] > th:
+                            cnt += 1
+                    else:
+                        for i in range(n):
+                            u[i] = (alpha[i] - Kj[i]) + bj
+                        th = _threshold_unsorted(u, mass, th)[0]
+                if hint.shape[0] > 0:
+                    hint[j] = th
+            if cnt < 0 and width > 0:
+                cnt = _gather_positive(alpha, Kj, bj, th, sel, u, s, True)
+            elif cnt < 0:
+                if not simplex:
+                    for i in range(n):
+                        u[i] = (alpha[i] - Kj[i]) + bj
+                v, tot, cnt = _finish_dense(u, th, inv_gamma, gamma, rows)
+                out[0, j] = v
+                out[1, j] = tot
+                out[2, j] = th
+                out[3, j] = cnt
+                continue
+        v = 0.0
+        tot = 0.0
+        for r in range(cnt):
+            t = (u[r] - th) * inv_gamma
+            v += t * (u[r] - 0.5 * gamma * t)
+            tot += t
+            rows[sel[r]] += t
+            if r < width:
+                idx[j, r] = sel[r]
+                val[j, r] = t
+        for r in range(cnt, width):
+            idx[j, r] = 0
+            val[j, r] = 0.0
+        out[0, j] = v
+        out[1, j] = tot
+        out[2, j] = th
+        out[3, j] = cnt
 
 
 @njit(parallel=True, cache=True)
-def _parallel(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val):
+def _parallel(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val, hint):
     m, n = K.shape
     nblocks = max(1, min(m, nthreads))
     out = np.empty((4, m), dtype=np.float64)
@@ -227,25 +314,27 @@ def _parallel(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val):
         sel = np.empty(n, dtype=np.int64)
         u = np.empty(n, dtype=np.float64)
         s = np.empty(n, dtype=np.float64)
-        for j in range(b * m // nblocks, (b + 1) * m // nblocks):
-            _group(K, j, alpha, beta, w, gamma, k, simplex, sel, u, s, idx, val, acc[b], out)
+        cand = np.empty(n, dtype=np.int64)
+        _groups(K, b * m // nblocks, (b + 1) * m // nblocks, alpha, beta, w, gamma, k,
+                simplex, sel, u, s, cand, idx, val, acc[b], out, hint)
     return out, acc.sum(axis=0)
 
 
 @njit(cache=True)
-def _serial(K, alpha, beta, w, gamma, k, simplex, idx, val):
+def _serial(K, alpha, beta, w, gamma, k, simplex, idx, val, hint):
     m, n = K.shape
     out = np.empty((4, m), dtype=np.float64)
     rows = np.zeros(n, dtype=np.float64)
     sel = np.empty(n, dtype=np.int64)
     u = np.empty(n, dtype=np.float64)
     s = np.empty(n, dtype=np.float64)
-    for j in range(m):
-        _group(K, j, alpha, beta, w, gamma, k, simplex, sel, u, s, idx, val, rows, out)
+    cand = np.empty(n, dtype=np.int64)
+    _groups(K, 0, m, alpha, beta, w, gamma, k, simplex, sel, u, s, cand, idx, val, rows,
+            out, hint)
     return out, rows
 
 
-def topk_groups(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val):
+def topk_groups(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val, hint):
     """Fused top-k evaluation over the groups (rows) of ``K``; see the module docstring.
 
     Parameters
@@ -267,6 +356,14 @@ def topk_groups(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val):
     val : (m, width) float64, output
         The first ``width`` positive entries of each group, by decreasing score (ties:
         increasing index), padded with index 0 and value 0; ``width = 0`` skips them.
+    hint : (m,) float64, updated in place, or (0,) for none
+        Per group, a guess that speeds up the search; NaN for none. Results do not
+        depend on it (a wrong guess is detected, and the group searched in full). On
+        return it holds the guess for a call at nearby ``alpha``: for ``k < n`` the
+        ``(k + 1)``-th largest score ``s`` (a lower bound of the ``k``-th at nearby
+        ``alpha``, so that only the scores above it need ranking); for the semi-dual with
+        ``k >= n`` the threshold (the start of Michelot's iteration); untouched for the
+        dual with ``k >= n``.
 
     Returns
     -------
@@ -278,5 +375,5 @@ def topk_groups(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val):
     """
     k = min(k, K.shape[1])
     if K.shape[0] * K.shape[1] < SERIAL_ENTRIES or nthreads == 1:
-        return _serial(K, alpha, beta, w, gamma, k, simplex, idx, val)
-    return _parallel(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val)
+        return _serial(K, alpha, beta, w, gamma, k, simplex, idx, val, hint)
+    return _parallel(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val, hint)
