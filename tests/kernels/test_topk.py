@@ -148,9 +148,9 @@ def compare_to_reference(K, alpha, beta, w, gamma, k, simplex):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("gamma", [0.05, 50.0])
 def test_numba_matches_array_api_reference(simplex, k, dtype, gamma):
-    # k = 49 and 59 take the sort path (k > 48), k >= 60 = n the select-all path; there a
-    # small gamma leaves the semi-dual support within the top 48 scores, a large one
-    # spreads it over the group (the active-set threshold)
+    # k = 49 and 59 take the sort path (k + 1 > 48), k >= 60 = n the select-all path;
+    # there a small gamma leaves the semi-dual support within the top 8 scores (the
+    # probe), a large one spreads it over the group (the active-set threshold)
     rng = np.random.default_rng(k)
     m, n = 23, 60
     K = rng.random((m, n)).astype(dtype)

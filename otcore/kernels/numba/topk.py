@@ -19,13 +19,18 @@ and, in the same pass, the group value ``<u, t> - gamma/2 |t|^2``, the group mas
 decreasing score, into ``(m, width)`` arrays. Scores are formed in float64 whatever the
 dtype of ``K``.
 
-Selection, for ``k < n``: a sorted buffer of length ``k`` (insertion with a strict
-comparison, so earlier indices win ties) while ``k <= _INSERTION_MAX``, skipping whole
-chunks whose best score cannot enter the buffer (a vectorized max); beyond, a stable
-merge sort of ``-s`` (ties in the same order). For ``k >= n`` nothing needs ranking: the
-semi-dual threshold comes from the top ``_PROBE`` scores when the support is that small
-(exact, see :func:`_groups`), and otherwise from Michelot's active-set iteration over the
-whole group started there; no sort either way.
+Selection, for ``k < n``: a sorted buffer (insertion with a strict comparison, so
+earlier indices win ties) while ``k < _INSERTION_MAX``, skipping whole chunks whose best
+score cannot enter the buffer; beyond, a stable merge sort of ``-s`` (ties in the same
+order). The ``k + 1`` largest are selected: the ``(k + 1)``-th is returned as the group's
+*hint*. Given a hint ``tau`` from a call at nearby ``alpha`` (consecutive evaluations of
+an optimizer), one pass lists the few scores ``s_i >= tau`` and only those are ranked;
+if fewer than ``k`` qualify the hint was too high and the group is searched in full, so
+the result never depends on the hint. For ``k >= n`` nothing needs ranking: the
+semi-dual threshold comes from Michelot's active-set iteration started at the hint (the
+last threshold), or without one from the top ``_PROBE`` scores when the support is that
+small (exact, see :func:`_groups`) and otherwise from Michelot's iteration started
+there; no sort either way.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-#: Largest k handled by the insertion buffer; larger k < n sort the whole group.
+#: Largest number of scores (k + 1) selected by insertion; beyond, the group is sorted.
 _INSERTION_MAX = 48
 #: For k >= n, the semi-dual threshold is first computed from this many top scores.
 _PROBE = 8
