@@ -484,7 +484,8 @@ def test_property_plan_marginals_duality(backend, spec):
 def test_property_permutation_equivariance(backend, spec):
     rng, a, b, C, eps = _draw(spec)
     pi, sigma = rng.permutation(len(a)), rng.permutation(len(b))
-    kwargs = {"tol": 1e-13, "max_iter": 100_000}
+    # 1e-12: some drawn problems stall at a marginal error of ~1e-13 (rounding floor)
+    kwargs = {"tol": 1e-12, "max_iter": 100_000}
     _, f, g, P = run(backend, a, b, C, eps, **kwargs)
     _, fp, gp, Pp = run(backend, a[pi], b[sigma], C[np.ix_(pi, sigma)], eps, **kwargs)
     assert_allclose(Pp, P[np.ix_(pi, sigma)], rtol=1e-9, atol=1e-15)
