@@ -195,6 +195,13 @@ def _select_above(alpha, Kj, kk, tau, sel, u, cand, cs):
     return c
 
 
+@njit(cache=True)
+def _shifted_scores(alpha, Kj, bj, u):
+    """``u_i = (alpha_i - K_ji) + b_j`` for the whole group."""
+    for i in range(alpha.shape[0]):
+        u[i] = (alpha[i] - Kj[i]) + bj
+
+
 @njit(cache=True, fastmath=True)
 def _finish_dense(u, th, inv_gamma, gamma, rows):
     """Plan entries ``t_i = [u_i - th]_+ / gamma`` of a whole group (``u`` holds all its
@@ -221,14 +228,14 @@ def _groups(K, j0, j1, alpha, beta, w, gamma, k, simplex, sel, u, s, cand, idx, 
     (length ``m``, or 0 for none) is read and updated: see :func:`topk_groups`. (One call
     for a range of groups: a call per group, with its many array arguments, costs about as
     much as ranking a short group.)"""
+    n = alpha.shape[0]
+    width = idx.shape[1]
+    inv_gamma = 1.0 / gamma
     for j in range(j0, j1):
-        n = alpha.shape[0]
         bj = beta[j]
         Kj = K[j]
         mass = gamma * w[j]
-        width = idx.shape[1]
         hinted = hint.shape[0] > 0 and np.isfinite(hint[j])
-        inv_gamma = 1.0 / gamma
         if k < n:
             # select k + 1: the (k + 1)-th score is the next call's hint
             kk = k + 1
@@ -251,8 +258,7 @@ def _groups(K, j0, j1, alpha, beta, w, gamma, k, simplex, sel, u, s, cand, idx, 
             else:
                 th = np.nan
                 if hinted:
-                    for i in range(n):
-                        u[i] = (alpha[i] - Kj[i]) + bj
+                    _shifted_scores(alpha, Kj, bj, u)
                     th, ok = _threshold_unsorted(u, mass, hint[j])
                     if not ok:
                         th = np.nan
@@ -273,8 +279,7 @@ def _groups(K, j0, j1, alpha, beta, w, gamma, k, simplex, sel, u, s, cand, idx, 
                         while cnt < top and u[cnt] > th:
                             cnt += 1
                     else:
-                        for i in range(n):
-                            u[i] = (alpha[i] - Kj[i]) + bj
+                        _shifted_scores(alpha, Kj, bj, u)
                         th = _threshold_unsorted(u, mass, th)[0]
                 if hint.shape[0] > 0:
                     hint[j] = th
@@ -282,8 +287,7 @@ def _groups(K, j0, j1, alpha, beta, w, gamma, k, simplex, sel, u, s, cand, idx, 
                 cnt = _gather_positive(alpha, Kj, bj, th, sel, u, s, True)
             elif cnt < 0:
                 if not simplex:
-                    for i in range(n):
-                        u[i] = (alpha[i] - Kj[i]) + bj
+                    _shifted_scores(alpha, Kj, bj, u)
                 v, tot, cnt = _finish_dense(u, th, inv_gamma, gamma, rows)
                 out[0, j] = v
                 out[1, j] = tot
