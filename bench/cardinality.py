@@ -24,10 +24,17 @@ from the cache); every solve is then timed ``--repeats`` times, one process per 
 solve, which is killed past ``--cap`` seconds. Reported: the median time (and spread),
 the objective of the returned potentials (evaluated with the same code for both), both
 L1 marginal errors of the returned plan, its largest and mean number of nonzeros per
-column, iterations and the optimizer's status; and, since the two solvers stop at
-different points, the time until otcore's objective first reaches the final objective of POT's run
-(checked at every objective evaluation on the target problem; the warm start counts in
-the time).
+column, iterations, objective evaluations (otcore's include the warm start) and the
+optimizer's status; and, since the two solvers stop at different points, the time until
+otcore's objective first reaches the final objective of POT's run (checked at every
+objective evaluation on the target problem; the warm start counts in the time).
+
+Both solvers run SciPy's L-BFGS-B, whose own work per evaluation (its two-loop update
+with memory 30, and its Python wrapper) does not depend on the objective. It is measured
+in a separate process on the chained Rosenbrock function with as many variables
+(``measure_lbfgsb``). Times otcore's evaluations, it gives the share of otcore's time
+spent in SciPy and the largest speed-up over POT that any faster objective kernel
+could give with the same number of evaluations.
 
 Results are printed and written to ``bench/results/cardinality.md`` and
 ``cardinality.png``.
@@ -92,10 +99,11 @@ def _metrics(prob: Any, k: int, gamma: float, formulation: str, f: np.ndarray,
 
 
 def _watch_objective(k: int, gamma: float, simplex: bool, seen: list) -> None:
-    """Record ``(time, objective)`` at every evaluation of the target objective.
+    """Record ``(time, objective)`` at every evaluation of the objective by L-BFGS-B.
 
     Instruments otcore's private objective class in this (child) process only, to measure
-    the time until the objective first reaches POT's final value.
+    the time until the objective first reaches POT's final value and to count the
+    evaluations. Warm-start evaluations are recorded with the objective ``None``.
     """
     from otcore.solvers import cardinality as card
 
@@ -103,8 +111,8 @@ def _watch_objective(k: int, gamma: float, simplex: bool, seen: list) -> None:
 
     def call(self, x):
         out = original(self, x)
-        if (self.k, self.gamma, self.simplex) == (k, gamma, simplex):
-            seen.append((time.perf_counter(), -out[0] / self.scale))
+        target = (self.k, self.gamma, self.simplex) == (k, gamma, simplex)
+        seen.append((time.perf_counter(), -out[0] / self.scale if target else None))
         return out
 
     card._Objective.__call__ = call
@@ -131,10 +139,10 @@ def measure_otcore(n: int, k: int, gamma: float, formulation: str, repeats: int,
                                     tol=TOL)
             if rep:
                 times.append(time.perf_counter() - t0)
-                hits = [t for t, v in seen if goal is not None and v >= goal]
+                hits = [t for t, v in seen if None not in (goal, v) and v >= goal]
                 reach.append(hits[0] - t0 if hits else None)
     out = _metrics(prob, k, gamma, formulation, res.f, res.g, res.plan)
-    out.update(times=times, reach_times=reach,
+    out.update(times=times, reach_times=reach, evaluations=len(seen),
                iterations=res.n_iter + res.extra["warm_start_iter"],
                converged=bool(res.converged), status=res.extra["message"])
     return out
@@ -154,9 +162,45 @@ def measure_pot(n: int, k: int, gamma: float, formulation: str) -> dict:
         elapsed = time.perf_counter() - t0
     res = log["res"]
     out = _metrics(prob, k, gamma, formulation, log["alpha"], log.get("beta"), plan)
-    out.update(times=[elapsed], iterations=int(res.nit), converged=bool(res.success),
+    out.update(times=[elapsed], iterations=int(res.nit), evaluations=int(res.nfev),
+               converged=bool(res.success),
                status=str(res.message))
     return out
+
+
+def measure_lbfgsb(size: int, repeats: int) -> dict:
+    """Child process: seconds per evaluation spent by SciPy's L-BFGS-B itself.
+
+    L-BFGS-B runs with otcore's settings (memory ``_MEMORY``, a callback) on the chained
+    Rosenbrock function of ``size`` variables, which takes hundreds of iterations; the
+    time of the objective (timed separately on the same points) is subtracted. This is
+    the cost per evaluation that no objective kernel can remove. Median of ``repeats``.
+    """
+    from scipy import optimize
+
+    from otcore.solvers.cardinality import _MEMORY
+
+    x0 = np.full(size, -1.0)
+    points: list = []
+
+    def fun(x):
+        points.append(x.copy())
+        return optimize.rosen(x), optimize.rosen_der(x)
+
+    per_eval = []
+    for _ in range(repeats + 1):
+        points.clear()
+        t0 = time.perf_counter()
+        optimize.minimize(fun, x0, jac=True, method="L-BFGS-B",
+                          callback=lambda intermediate_result: None,
+                          options={"maxiter": 300, "maxcor": _MEMORY, "ftol": 0.0,
+                                   "gtol": 0.0})
+        total = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for x in points:
+            optimize.rosen(x), optimize.rosen_der(x)
+        per_eval.append((total - (time.perf_counter() - t0)) / len(points))
+    return {"seconds": float(np.median(per_eval[1:])), "evaluations": len(points)}
 
 
 # ----------------------------------------------------------------- orchestration
@@ -189,7 +233,9 @@ def run_case(n: int, k: int, gamma: float, formulation: str, repeats: int,
         pot["times"] = times
     goal = None if pot is None else pot["objective"]
     ours = run_isolated(f"bench.{NAME}:measure_otcore", repeats=repeats, goal=goal, **kwargs)
-    case = {**kwargs, "otcore": ours, "POT": pot}
+    size = n if formulation == "semi-dual" else 2 * n
+    lbfgsb = run_isolated(f"bench.{NAME}:measure_lbfgsb", size=size, repeats=repeats)
+    case = {**kwargs, "otcore": ours, "POT": pot, "lbfgsb": lbfgsb["seconds"]}
     _progress(_summary(case, cap))
     return case
 
@@ -198,6 +244,13 @@ def _reach(ours: dict) -> Timing | None:
     """Time until otcore's objective first reached POT's, if it did in every repeat."""
     reach = ours["reach_times"]
     return Timing.of(reach) if reach and all(t is not None for t in reach) else None
+
+
+def _ceiling(case: dict) -> float:
+    """POT's time over SciPy's own L-BFGS-B time for otcore's number of evaluations: the
+    speed-up that otcore would reach with an objective that took no time."""
+    floor = case["otcore"]["evaluations"] * case["lbfgsb"]
+    return Timing.of(case["POT"]["times"]).median / floor
 
 
 def _summary(case: dict, cap: float) -> str:
@@ -222,10 +275,17 @@ def _err(x: float) -> str:
     return f"{x:.1e}"
 
 
+def _share(case: dict) -> str:
+    """Fraction of otcore's median time spent inside SciPy's L-BFGS-B (estimated)."""
+    floor = case["otcore"]["evaluations"] * case["lbfgsb"]
+    return f"{floor / Timing.of(case['otcore']['times']).median:.0%}"
+
+
 def table(cases: list[dict], cap: float) -> str:
     headers = ["n", "k", "gamma", "formulation", "otcore time", "POT time", "speed-up",
                "otcore time to POT's objective", "speed-up at POT's objective",
                "objective otcore", "otcore - POT", "iterations otcore / POT",
+               "evaluations otcore / POT", "SciPy's share of otcore's time (speed-up bound)",
                "row error otcore / POT", "col error otcore / POT",
                "nnz per column max (mean) otcore / POT", "converged otcore / POT"]
     rows = []
@@ -237,6 +297,7 @@ def table(cases: list[dict], cap: float) -> str:
             rows.append([c["n"], c["k"], c["gamma"], c["formulation"], t_ours.format(),
                          f"> {cap:g} s", f"> {cap / t_ours.median:.0f}x", "n/a", "n/a",
                          f"{ours['objective']:.9f}", "n/a", f"{ours['iterations']} / n/a",
+                         f"{ours['evaluations']} / n/a", f"{_share(c)} (n/a)",
                          f"{_err(ours['row_error'])} / n/a", f"{_err(ours['col_error'])} / n/a",
                          f"{nnz_ours} / n/a", f"{ours['converged']} / n/a"])
             continue
@@ -250,12 +311,14 @@ def table(cases: list[dict], cap: float) -> str:
             f"{ours['objective']:.9f}",
             f"{ours['objective'] - pot['objective']:+.1e}",
             f"{ours['iterations']} / {pot['iterations']}",
+            f"{ours['evaluations']} / {pot['evaluations']}",
+            f"{_share(c)} ({_ceiling(c):.0f}x)",
             f"{_err(ours['row_error'])} / {_err(pot['row_error'])}",
             f"{_err(ours['col_error'])} / {_err(pot['col_error'])}",
             f"{nnz_ours} / {pot['max_nnz']} ({pot['mean_nnz']:.2f})",
             f"{ours['converged']} / {pot['converged']}",
         ])
-    return markdown_table(headers, rows, align="rrrl" + "r" * 12)
+    return markdown_table(headers, rows, align="rrrl" + "r" * 14)
 
 
 def target_summary(cases: list[dict]) -> str:
@@ -279,10 +342,20 @@ def target_summary(cases: list[dict]) -> str:
         if sub:
             ratios = [speed(c) for c in sub]
             at = [speed_at_objective(c) for c in sub]
+            bound = [_ceiling(c) for c in sub]
+            pot_ratio = [Timing.of(c["POT"]["times"]).median
+                         / (c["POT"]["evaluations"] * c["lbfgsb"]) for c in sub]
+            per_eval = sorted({round(c["lbfgsb"] * 1e6) for c in sub})
             lines.append(f"- n = {n}: time to finish, speed-up {min(ratios):.1f}x to "
                          f"{max(ratios):.1f}x (median {np.median(ratios):.1f}x); time to "
                          f"POT's final objective, {min(at):.1f}x to {max(at):.1f}x (median "
-                         f"{np.median(at):.1f}x; 0 means not reached).")
+                         f"{np.median(at):.1f}x; 0 means not reached). SciPy's L-BFGS-B "
+                         f"alone takes {' and '.join(map(str, per_eval))} us per evaluation "
+                         "here (semi-dual and dual sizes); with the same evaluations and "
+                         "an objective that took no time, the speed-up would be at most "
+                         f"{min(bound):.0f}x to {max(bound):.0f}x. POT's time per evaluation "
+                         f"is {min(pot_ratio):.0f}x to {max(pot_ratio):.0f}x SciPy's own, "
+                         "the bound for any solver that uses as many evaluations as POT.")
     lines += [
         f"- otcore's final objective equal or better than POT's: {len(better)} of "
         f"{len(done)}.",
