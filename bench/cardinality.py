@@ -345,13 +345,15 @@ def target_summary(cases: list[dict]) -> str:
             bound = [_ceiling(c) for c in sub]
             pot_ratio = [Timing.of(c["POT"]["times"]).median
                          / (c["POT"]["evaluations"] * c["lbfgsb"]) for c in sub]
-            per_eval = sorted({round(c["lbfgsb"] * 1e6) for c in sub})
+            per_eval = " and ".join(
+                f"{min(us):.0f}-{max(us):.0f} us ({form}, "
+                f"{n if form == 'semi-dual' else 2 * n} variables)" for form in FORMULATIONS
+                if (us := [c["lbfgsb"] * 1e6 for c in sub if c["formulation"] == form]))
             lines.append(f"- n = {n}: time to finish, speed-up {min(ratios):.1f}x to "
                          f"{max(ratios):.1f}x (median {np.median(ratios):.1f}x); time to "
                          f"POT's final objective, {min(at):.1f}x to {max(at):.1f}x (median "
                          f"{np.median(at):.1f}x; 0 means not reached). SciPy's L-BFGS-B "
-                         f"alone takes {' and '.join(map(str, per_eval))} us per evaluation "
-                         "here (semi-dual and dual sizes); with the same evaluations and "
+                         f"alone takes {per_eval} per evaluation; with the same evaluations and "
                          "an objective that took no time, the speed-up would be at most "
                          f"{min(bound):.0f}x to {max(bound):.0f}x. POT's time per evaluation "
                          f"is {min(pot_ratio):.0f}x to {max(pot_ratio):.0f}x SciPy's own, "
