@@ -50,8 +50,11 @@ def float_dtype(xp: Any, x: Any, name: str) -> Any:
     kind = _kind(xp, x.dtype)
     if kind in "iu":
         return xp.float64
-    if kind == "f" and x.dtype in (xp.float32, xp.float64):
-        return x.dtype
+    dtype = x.dtype
+    if getattr(dtype, "byteorder", "=") not in "=|":  # NumPy, non-native byte order
+        dtype = dtype.newbyteorder("=")
+    if kind == "f" and dtype in (xp.float32, xp.float64):
+        return dtype
     raise TypeError(
         f"{name} has unsupported dtype {x.dtype}; expected float32, float64 or an integer dtype"
     )
@@ -64,10 +67,15 @@ def as_array(xp: Any, x: Any, name: str, *, dtype: Any, ndim: int) -> Any:
         raise ValueError(f"{name} must be {ndim}-D, got an array of shape {tuple(x.shape)}")
     if any(s == 0 for s in x.shape):
         raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
-    x = xp.astype(x, dtype, copy=False) if hasattr(xp, "astype") else x.astype(dtype)
-    if not bool(xp.all(xp.isfinite(x))):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return x
+    if _kind(xp, x.dtype) == "f":  # integers are finite, and fit in float64
+        if not bool(xp.all(xp.isfinite(x))):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        if x.dtype != dtype:  # float64 -> float32 may overflow
+            peak = float(xp.max(xp.abs(x)))
+            if peak > float(xp.finfo(dtype).max):
+                raise ValueError(f"{name} has values beyond the range of {dtype} (up to "
+                                 f"{peak:.3g}), the dtype of this problem")
+    return xp.astype(x, dtype, copy=False) if hasattr(xp, "astype") else x.astype(dtype)
 
 
 def check_weights(xp: Any, w: Any, n: int, name: str, *, dtype: Any) -> Any:
@@ -79,8 +87,12 @@ def check_weights(xp: Any, w: Any, n: int, name: str, *, dtype: Any) -> Any:
         raise ValueError(f"{name} has length {w.shape[0]}, but the cost has {n} points there")
     if bool(xp.any(w < 0)):
         raise ValueError(f"{name} has negative entries; weights must be nonnegative")
-    if not float(xp.sum(w)) > 0:
+    peak = float(xp.max(w))  # the sum of w / peak cannot overflow
+    total = peak * float(xp.sum(w / peak)) if peak > 0 else 0.0
+    if not total > 0:
         raise ValueError(f"{name} sums to zero; weights need positive total mass")
+    if total > float(xp.finfo(dtype).max):
+        raise ValueError(f"the total mass of {name} overflows {dtype}; rescale the weights")
     return w
 
 

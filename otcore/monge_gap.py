@@ -66,9 +66,11 @@ def _points(x: Any, y: Any, names: tuple[str, str]) -> tuple[Any, Any, Any]:
     return xp, x, y
 
 
-def _options(eps: Any, tol: Any, max_iter: Any, dtype: Any) -> tuple[float, float, int]:
+def _options(eps: Any, tol: Any, max_iter: Any, online: Any, dtype: Any
+             ) -> tuple[float, float, int, bool | None]:
     tol = default_tol(dtype) if tol is None else check_tol(tol)
-    return check_eps(eps), tol, check_positive_int(max_iter, "max_iter")
+    online = None if online is None else check_bool(online, "online")
+    return check_eps(eps), tol, check_positive_int(max_iter, "max_iter"), online
 
 
 def _entropy(xp: Any, w: Any) -> Any:
@@ -102,7 +104,7 @@ def _solve(a, b, cloud, eps, tol, max_iter, online, backend, method, *, self_tra
     if self_transport:  # a last column update makes the column marginal exact
         g = prob.ops.softmin(f + eps * log_a, eps, axis=0, hint=g)
     if not converged:
-        warn_not_converged(method, n_iter, errors[-1][1] if errors else float("nan"), tol,
+        warn_not_converged(method, n_iter, errors[-1][1], tol,  # checked at the last one
                            "Increase max_iter or use a larger eps.")
     # The column marginal is exact (the last update is a column update), so
     # OT_eps = <a, f> + <b, g> + eps (sum(a) sum(b) - sum(P)) reduces to <a, f> + <b, g>.
@@ -160,7 +162,7 @@ def monge_gap(
         ``0.05 * std(C)``).
     tol : float, optional
         Sinkhorn stops when the L1 marginal error is below ``tol`` (default 1e-9 in
-        float64, 1e-5 in float32).
+        float64, 1e-4 in float32).
     max_iter : int, default 10000
         Maximum number of Sinkhorn iterations.
     return_grad : bool, default False
@@ -255,7 +257,7 @@ def monge_gap(
             f"{x2.shape[0]} points"
         )
     cloud = PointCloud(x2, y2, cost)
-    eps, tol, max_iter = _options(eps, tol, max_iter, x2.dtype)
+    eps, tol, max_iter, online = _options(eps, tol, max_iter, online, x2.dtype)
     return_grad = check_bool(return_grad, "return_grad")
     a = check_probability(xp, a, x2.shape[0], "a", dtype=x2.dtype)
 
@@ -311,7 +313,7 @@ def sinkhorn_divergence(
         Entropic regularization, absolute.
     tol : float, optional
         L1 marginal tolerance of each of the three Sinkhorn solves (default 1e-9 in
-        float64, 1e-5 in float32).
+        float64, 1e-4 in float32).
     max_iter : int, default 10000
         Maximum number of iterations of each solve.
     return_grad : bool, default False
@@ -360,7 +362,7 @@ def sinkhorn_divergence(
     True
     """
     xp, x2, y2 = _points(x, y, ("x", "y"))
-    eps, tol, max_iter = _options(eps, tol, max_iter, x2.dtype)
+    eps, tol, max_iter, online = _options(eps, tol, max_iter, online, x2.dtype)
     return_grad = check_bool(return_grad, "return_grad")
     cloud = PointCloud(x2, y2, cost)
     a = check_probability(xp, a, x2.shape[0], "a", dtype=x2.dtype)

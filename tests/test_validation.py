@@ -68,6 +68,34 @@ def test_masses_differ(backend, abC):
         solve_with(backend, abC, "b", lambda b: 1.01 * b)
 
 
+@pytest.mark.parametrize("which", ["a", "b"])
+def test_total_mass_overflows(which):
+    """Finite weights whose sum overflows float64 cannot be compared or normalized."""
+    w = np.full(3, 1e308)
+    other = np.full(3, 1 / 3) if which == "b" else None
+    a, b = (w, other) if which == "a" else (other, w)
+    with pytest.raises(ValueError, match=f"^the total mass of {which} overflows"):
+        solve(a, b if b is not None else w, np.ones((3, 3)))
+
+
+def test_float32_overflow_on_conversion():
+    """Finite float64 weights beyond float32's range, with a float32 cost."""
+    with pytest.raises(ValueError, match=r"^a has values beyond the range of float32 "
+                                         r"\(up to 1e\+39\)"):
+        solve(np.full(3, 1e39), None, np.ones((3, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("dtype", [">f8", ">f4"])
+def test_big_endian_input_is_accepted(rng, dtype):
+    """Non-native byte order is read as its native float type: the same result."""
+    a, C = rng.uniform(0.5, 1, size=4), rng.uniform(size=(4, 5))
+    a /= a.sum()
+    ref = solve(a.astype(dtype[1:]), None, C.astype(dtype[1:]))
+    res = solve(a.astype(dtype), None, C.astype(dtype))
+    assert res.f.dtype == np.dtype(dtype[1:])
+    np.testing.assert_array_equal(res.f, ref.f)
+
+
 def test_mass_tolerance_is_dtype_aware():
     """A relative mass mismatch of 1e-5 is round-off in float32, an error in float64."""
     a, b = np.full(N, 1 / N), np.full(M, (1 + 1e-5) / M)

@@ -108,7 +108,8 @@ def get_backend(
     Raises
     ------
     TypeError
-        For mixed namespaces, or a forced backend that cannot take these arrays.
+        For mixed namespaces, or a backend forced by name that cannot take these arrays.
+        A :class:`Backend` instance is used as given: it must accept the arrays.
 
     Examples
     --------

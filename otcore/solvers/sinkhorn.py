@@ -62,6 +62,24 @@ def _row_error(xp: Any, w: Any, pot: Any, pot_new: Any, eps: float) -> Any:
     return xp.sum(w * xp.abs(xp.expm1(d)))
 
 
+def non_finite_error(prob: Problem, eps: float, what: str) -> Exception:
+    """The exception for non-finite iterates: a ``ValueError`` when ``eps`` is far below the
+    resolution of the potentials (the cost's scale times the dtype's machine epsilon),
+    where no log-domain iteration is meaningful; otherwise a ``FloatingPointError`` that
+    asks for a bug report."""
+    xp = prob.xp
+    scale = prob.ops.cost_scale()
+    floor = 1e4 * float(xp.finfo(prob.dtype).eps) * scale
+    if eps < floor:
+        return ValueError(
+            f"{what}: eps={eps:.3g} is too small for this cost, whose scale is {scale:.3g}; "
+            f"in {prob.dtype} use eps >= {floor:.1e} at the very least, or rescale the cost"
+        )
+    return FloatingPointError(
+        f"{what}; this is a bug, please report it with the input that triggers it"
+    )
+
+
 def sinkhorn_loop(
     prob: Problem,
     eps: float,
@@ -111,7 +129,7 @@ def sinkhorn_loop(
             g_new = col_update(f, eps, hint=g)
         else:
             f_new, g_new = sweep(g + eps * log_b, la_eps, f, g)
-        if (n_iter + 1) % check_every == 0:
+        if (n_iter + 1) % check_every == 0 or n_iter + 1 == max_iter:
             # (f, g) has exact column marginals (alternating); f_new measures its rows.
             err = _row_error(xp, prob.a, f, f_new, eps)
             if symmetric:
@@ -122,10 +140,7 @@ def sinkhorn_loop(
                 converged = True
                 break
             if not math.isfinite(err):
-                raise FloatingPointError(
-                    "Sinkhorn produced a non-finite marginal error; this is a bug, please "
-                    "report it with the input that triggers it"
-                )
+                raise non_finite_error(prob, eps, "Sinkhorn produced a non-finite error")
         if symmetric:
             f, g = 0.5 * (f + f_new), 0.5 * (g + g_new)
         else:
@@ -159,8 +174,10 @@ def sinkhorn(
         + \varepsilon\, \mathrm{KL}(P \,|\, a b^T)
 
     whose solution is :math:`P_{ij} = a_i b_j \exp((f_i + g_j - C_{ij}) / \varepsilon)`.
-    Every update is a soft-minimum computed with a stable log-sum-exp, so any ``eps > 0``
-    works without overflow.
+    Every update is a soft-minimum computed with a stable log-sum-exp, so small ``eps``
+    does not overflow; the potentials, of the cost's scale, are resolved to its machine
+    epsilon, though, so ``eps`` needs to stay well above ``1e-12`` times the cost's scale
+    in float64 (``1e-3`` in float32) for the plan to be meaningful.
 
     Parameters
     ----------
@@ -181,16 +198,18 @@ def sinkhorn(
         Stop when the L1 marginal error ``|P 1 - a|_1 + |P^T 1 - b|_1`` is below ``tol``.
         Default 1e-9 in float64, 1e-4 in float32. The loop measures the row marginal
         (the column marginal is exact after an alternating update); the reported
-        ``marginal_error`` is recomputed exactly for the returned potentials, and a run
-        whose exact error exceeds ``tol`` (a rounding floor) is not reported converged.
+        ``marginal_error`` is recomputed exactly for the returned potentials, and it
+        decides ``converged``: a run whose estimate met ``tol`` but whose exact error
+        exceeds it (a rounding floor) is not converged, and one that reached
+        ``max_iter`` between two checks with an exact error within ``tol`` is.
         In float32 the floor grows as eps shrinks: at ``eps = 1e-3`` with a cost of
         scale 1 it is about ``1e-5`` on the CPU and ``1e-4`` on the GPU, whose kernels
         form the exponents in float32.
     max_iter : int, default 10000
         Maximum number of iterations (one row and one column update each).
     check_every : int, default 10
-        Check convergence every ``check_every`` iterations (a check costs no extra pass
-        over ``C``, but synchronizes with the device).
+        Check convergence every ``check_every`` iterations and at the last one (a check
+        costs no extra pass over ``C``, but synchronizes with the device).
     symmetric : bool, default False
         Averaged updates ``f <- (f + T(g)) / 2, g <- (g + T(f)) / 2`` computed from the same
         state, instead of alternating ``f <- T(g); g <- T(f)``.
@@ -210,6 +229,14 @@ def sinkhorn(
         ``f``, ``g``, the lazy ``plan``, ``cost`` = ``<C, P>``, ``value`` = the regularized
         objective, ``marginal_error`` (exact, for the returned potentials), ``n_iter``,
         ``converged`` and the error history ``errors``.
+
+    Raises
+    ------
+    ValueError
+        For invalid weights, costs or options, and when the iterates become non-finite
+        because ``eps`` is below ``1e4`` times the machine epsilon times the cost's scale.
+    TypeError
+        For arrays that are not NumPy, CuPy or Array-API arrays, or of mixed namespaces.
 
     Warns
     -----
@@ -283,11 +310,15 @@ def entropic_result(
     value = bk.to_float(
         xp.sum(xp.where(rows > 0, f * rows, 0)) + xp.sum(xp.where(cols > 0, g * cols, 0))
     ) - eps * (bk.to_float(xp.sum(rows)) - mass)
-    if converged and not marginal_error <= tol:
-        converged = False  # met the in-loop estimate, but rounding keeps the exact error above
+    # The exact error of the returned plan decides; the in-loop estimate may have met tol
+    # while rounding keeps the exact error above it (a floor that more iterations
+    # cannot lower).
+    stalled = converged and not marginal_error <= tol
+    converged = marginal_error <= tol
     if not converged:
         warn_not_converged(
             method, n_iter, marginal_error, tol,
+            "The error is at its rounding floor: use a larger tol." if stalled else
             "Increase max_iter, use eps_scaling or a larger eps; in float32, a larger tol.",
         )
 

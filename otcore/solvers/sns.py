@@ -34,7 +34,7 @@ from .._validation import (
 from ..backends import Backend
 from ..result import OTResult
 from ._problem import Problem, make_problem
-from .sinkhorn import default_tol, entropic_result, sinkhorn_loop
+from .sinkhorn import default_tol, entropic_result, non_finite_error, sinkhorn_loop
 
 __all__ = ["sinkhorn_newton_sparse"]
 
@@ -259,7 +259,7 @@ def sinkhorn_newton_sparse(
         ``eps`` (sharp, nearly sparse plans), where Sinkhorn needs many iterations.
     tol : float, optional
         Stop when the L1 marginal error ``|P 1 - a|_1 + |P^T 1 - b|_1`` is below ``tol``.
-        Default 1e-9 in float64, 1e-5 in float32.
+        Default 1e-9 in float64, 1e-4 in float32.
     max_iter : int, default 100
         Maximum number of Newton steps.
     density : float in (0, 1], optional
@@ -394,10 +394,8 @@ def sinkhorn_newton_sparse(
     converged = False
     while True:
         if not x.finite:
-            raise FloatingPointError(
-                "sinkhorn_newton_sparse reached non-finite potentials; this is a bug, please "
-                "report it with the input that triggers it"
-            )
+            raise non_finite_error(prob, eps,
+                                   "sinkhorn_newton_sparse reached non-finite potentials")
         errors.append((n_sk + n_newton, x.error))
         if x.error < tol:
             converged = True

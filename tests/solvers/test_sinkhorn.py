@@ -490,3 +490,42 @@ def test_property_permutation_equivariance(backend, spec):
     _, fp, gp, Pp = run(backend, a[pi], b[sigma], C[np.ix_(pi, sigma)], eps, **kwargs)
     assert_allclose(Pp, P[np.ix_(pi, sigma)], rtol=1e-9, atol=1e-15)
     assert_same_potentials(fp, gp, f[pi], g[sigma], atol=1e-9)
+
+
+# --- convergence status -----------------------------------------------------------------
+
+
+def test_converged_between_two_checks(rng):
+    """``max_iter`` below ``check_every``: the last iteration is checked, and the status
+    follows the exact marginal error of the returned plan (recomputed here from it)."""
+    C = rng.uniform(size=(40, 30))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        res = oc.sinkhorn(None, None, C, eps=1.0, max_iter=5, check_every=10)
+    P = np.asarray(res.plan)
+    error = np.abs(P.sum(1) - 1 / 40).sum() + np.abs(P.sum(0) - 1 / 30).sum()
+    assert error < 1e-9 and res.converged
+    assert [i for i, _ in res.errors] == [res.n_iter]  # the one check, at the end
+
+
+def test_not_converged_between_two_checks_reports_exact_error(rng):
+    a, b, C, _, _ = random_problem(rng, 40, 30)
+    with pytest.warns(ConvergenceWarning, match=r"in 7 iterations: error (\S+) > tol") as w:
+        res = oc.sinkhorn(a, b, C, eps=0.01, max_iter=7, check_every=10)
+    assert not res.converged
+    reported = float(str(w[0].message).split("error ")[1].split(" ")[0])
+    assert reported == pytest.approx(res.marginal_error, rel=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_non_finite_iterates_blame_eps_only_below_the_cost_resolution(rng, dtype):
+    """Non-finite iterates are an input error when eps is far below the cost's scale times
+    the machine epsilon, and otherwise a bug to report."""
+    from otcore.solvers._problem import make_problem
+    from otcore.solvers.sinkhorn import non_finite_error
+
+    prob = make_problem(None, None, (4.0 * rng.uniform(size=(6, 5))).astype(dtype), None)
+    floor = 1e4 * np.finfo(dtype).eps * float(np.abs(prob.geom.C).max())
+    tiny = non_finite_error(prob, 0.5 * floor, "what")
+    assert isinstance(tiny, ValueError) and "eps" in str(tiny) and "too small" in str(tiny)
+    assert isinstance(non_finite_error(prob, 2.0 * floor, "what"), FloatingPointError)
