@@ -488,8 +488,8 @@ def _warn_not_converged(formulation: str, n_iter: int, error: float, tol: float,
     from here so that the warning points at the caller of :func:`cardinality_ot`)."""
     warn_not_converged(
         f"cardinality_ot ({formulation})", n_iter, error, tol,
-        f"L-BFGS-B: {message.lower()}. Increase max_iter, or tol: on these nonsmooth "
-        "objectives progress can stall at a kink before the marginals are met.",
+        f"L-BFGS-B: {message.lower().rstrip(': ')}. Increase max_iter, or tol: on these "
+        "nonsmooth objectives progress can stall at a kink before the marginals are met.",
     )
 
 
