@@ -362,12 +362,11 @@ def cardinality_ot(
     instead.
 
     *Optimizer.* Both objectives are concave but nonsmooth where the top-k selection
-    changes, more so for small ``k`` and small ``gamma``. With ``warm_start`` (the
-    default) the semi-dual potentials of quadratically regularized OT (``k = n``, a
-    smooth problem) are computed first for ``gamma * 10**s``, ``s = 2, 1, 0`` (down to
-    ``s = -5`` for ``k = 1``, whose optimal potentials are those of unregularized OT), each
-    stage started from the previous one; the dual starts from ``(f, -theta)`` of that
-    solution. L-BFGS-B
+    changes, more so for small ``k`` and small ``gamma``. With ``warm_start`` (the default)
+    the semi-dual potentials of quadratically regularized OT (``k = n``, a smooth problem)
+    are computed first for ``gamma * 10**s``, ``s = 2, 1, 0`` (down to ``s = -5`` for
+    ``k = 1``, whose optimal potentials are those of unregularized OT), each stage started
+    from the previous one; the dual starts from ``(f, -theta)`` of that solution. L-BFGS-B
     (memory 30) then maximizes the target objective; when it stalls at a kink it is
     restarted from where it stopped with a fresh memory, while that still improves the
     objective. ``converged`` is True when SciPy reports its ``ftol`` or ``gtol`` test met
