@@ -11,19 +11,29 @@ cardinality_ot
     Quadratically regularized OT with at most k nonzeros per column of the plan (dual
     and semi-dual).
 monge_gap, sinkhorn_divergence
-    Monge-gap estimators and the Sinkhorn divergence they are built on.
+    Monge-gap estimators and the Sinkhorn divergence, with their gradients.
 PointCloud, DenseCost
     Geometries: what the cost is.
-OTResult, ConvergenceWarning
-    The result type of every solver, and the warning for non-convergence.
+OTResult, LossResult, ConvergenceWarning
+    The result of every solver (with ``apply`` and ``barycentric_projection``), of the
+    losses, and the warning for non-convergence.
 get_backend
-    The dispatch layer (NumPy -> Numba, CuPy -> CUDA, other Array-API -> reference).
+    The dispatch layer (CPU data -> Numba, CUDA data -> CuPy kernels, other Array-API
+    arrays -> the reference).
+
+Inputs may be NumPy, CuPy, PyTorch or JAX arrays, other Array-API arrays, or lists;
+results come back in the caller's library.
+
+Layers, each importing only from those below it: this package and :mod:`otcore.losses`;
+:mod:`otcore.solvers`; :mod:`otcore.backends`; :mod:`otcore.kernels`;
+:mod:`otcore.geometry`, :mod:`otcore.result`, :mod:`otcore._validation`,
+:mod:`otcore.costs`; :mod:`otcore._array` at the bottom.
 """
 
 from .backends import get_backend
 from .geometry import DenseCost, PointCloud
-from .monge_gap import monge_gap, sinkhorn_divergence
-from .result import ConvergenceWarning, OTResult
+from .losses import monge_gap, sinkhorn_divergence
+from .result import ConvergenceWarning, LossResult, OTResult
 from .solvers.cardinality import cardinality_ot
 from .solvers.sinkhorn import sinkhorn
 from .solvers.sns import sinkhorn_newton_sparse
@@ -31,6 +41,7 @@ from .solvers.sns import sinkhorn_newton_sparse
 __all__ = [
     "ConvergenceWarning",
     "DenseCost",
+    "LossResult",
     "OTResult",
     "PointCloud",
     "cardinality_ot",

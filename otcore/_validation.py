@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ._array import dtype_kind, float_bits
+
 __all__ = [
     "as_array",
     "check_bool",
@@ -27,18 +29,6 @@ __all__ = [
 ]
 
 
-def _kind(xp: Any, dtype: Any) -> str:
-    """One-letter dtype kind ('f', 'i', 'u', 'b', 'c', ...) for any namespace."""
-    kind = getattr(dtype, "kind", None)
-    if isinstance(kind, str):
-        return kind
-    for letter, name in (("b", "bool"), ("f", "real floating"), ("c", "complex floating"),
-                         ("i", "signed integer"), ("u", "unsigned integer")):
-        if xp.isdtype(dtype, name):
-            return letter
-    return "?"
-
-
 def float_dtype(xp: Any, x: Any, name: str) -> Any:
     """Floating dtype that ``x`` is computed in: float32/float64 kept, integers -> float64.
 
@@ -47,7 +37,7 @@ def float_dtype(xp: Any, x: Any, name: str) -> Any:
     TypeError
         For boolean, complex, float16 or non-numeric dtypes.
     """
-    kind = _kind(xp, x.dtype)
+    kind = dtype_kind(xp, x.dtype)
     if kind in "iu":
         return xp.float64
     dtype = x.dtype
@@ -67,7 +57,7 @@ def as_array(xp: Any, x: Any, name: str, *, dtype: Any, ndim: int) -> Any:
         raise ValueError(f"{name} must be {ndim}-D, got an array of shape {tuple(x.shape)}")
     if any(s == 0 for s in x.shape):
         raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
-    if _kind(xp, x.dtype) == "f":  # integers are finite, and fit in float64
+    if dtype_kind(xp, x.dtype) == "f":  # integers are finite, and fit in float64
         if not bool(xp.all(xp.isfinite(x))):
             raise ValueError(f"{name} contains NaN or infinite values")
         if x.dtype != dtype:  # float64 -> float32 may overflow
@@ -96,15 +86,15 @@ def check_weights(xp: Any, w: Any, n: int, name: str, *, dtype: Any) -> Any:
     return w
 
 
-def mass_rtol(dtype: Any) -> float:
+def mass_rtol(xp: Any, dtype: Any) -> float:
     """Relative tolerance on ``sum(a) == sum(b)``: 1e-6 in float64, 1e-4 in float32."""
-    return 1e-4 if np.dtype(str(dtype).rsplit(".", 1)[-1]).itemsize == 4 else 1e-6
+    return 1e-4 if float_bits(xp, dtype) == 32 else 1e-6
 
 
 def check_same_mass(xp: Any, a: Any, b: Any) -> None:
     """Raise if the total masses of ``a`` and ``b`` differ beyond a dtype-aware tolerance."""
     ma, mb = float(xp.sum(a)), float(xp.sum(b))
-    if abs(ma - mb) > mass_rtol(a.dtype) * max(ma, mb):
+    if abs(ma - mb) > mass_rtol(xp, a.dtype) * max(ma, mb):
         raise ValueError(
             f"a and b must have the same total mass (balanced OT): sum(a)={ma:.10g}, "
             f"sum(b)={mb:.10g}"

@@ -1,57 +1,20 @@
 """What "the cost" is: a dense matrix, or point clouds with a ground cost.
 
-Geometries hold data and describe it; they do not compute. The backends turn a geometry
-into kernels (:meth:`otcore.backends.Backend.bind`).
+Geometries validate and hold data; they do not compute. The arrays they keep are in the
+*compute* namespace (NumPy for CPU data of any library, see :mod:`otcore._array`), and
+``namespaces`` remembers the caller's library so that results go back to it. The backends
+turn a geometry into kernels (``Backend.bind``).
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any
 
-from ._validation import as_array, float_dtype
+from ._array import Namespaces, namespaces
+from ._validation import as_array, as_points, check_eps, float_dtype
+from .costs import GroundCost, parse_cost
 
-__all__ = ["DenseCost", "PointCloud", "parse_cost"]
-
-#: Integer codes of the ground costs, shared with the kernels.
-SQEUCLIDEAN, EUCLIDEAN, PNORM = 1, 2, 3
-
-
-def parse_cost(cost: Any) -> tuple[int, float]:
-    """Parse a cost specification into ``(code, p)``.
-
-    Parameters
-    ----------
-    cost : {"sqeuclidean", "euclidean"} or ("pnorm", p)
-        ``"sqeuclidean"`` is ``|x - y|_2^2`` (no factor 1/2), ``"euclidean"`` is
-        ``|x - y|_2`` and ``("pnorm", p)`` is ``|x - y|_p^p / p`` for ``p >= 1``.
-
-    Returns
-    -------
-    code : int
-    p : float
-        The exponent (2 for ``"sqeuclidean"``, 1 for ``"euclidean"``).
-    """
-    if isinstance(cost, str):
-        if cost == "sqeuclidean":
-            return SQEUCLIDEAN, 2.0
-        if cost == "euclidean":
-            return EUCLIDEAN, 1.0
-    elif (
-        isinstance(cost, tuple)
-        and len(cost) == 2
-        and cost[0] == "pnorm"
-        and isinstance(cost[1], numbers.Real)
-        and not isinstance(cost[1], bool)
-    ):
-        p = float(cost[1])
-        if math.isfinite(p) and p >= 1:
-            return PNORM, p
-        raise ValueError(f"cost=('pnorm', p) needs a finite p >= 1, got p={cost[1]}")
-    raise ValueError(
-        f"cost must be 'sqeuclidean', 'euclidean' or ('pnorm', p), got {cost!r}"
-    )
+__all__ = ["DenseCost", "PointCloud"]
 
 
 class DenseCost:
@@ -61,17 +24,24 @@ class DenseCost:
 
     Parameters
     ----------
-    C : array of shape (n, m)
-        Finite cost matrix. Integer dtypes are promoted to float64.
+    C : array_like of shape (n, m)
+        Finite cost matrix, of any supported array library. Integer dtypes are promoted
+        to float64.
+
+    Examples
+    --------
+    >>> import otcore as oc
+    >>> oc.DenseCost([[0.0, 1.0], [1.0, 0.0]]).shape
+    (2, 2)
     """
 
     def __init__(self, C: Any):
-        from .backends import namespace_of
-
-        xp = namespace_of(C, names=("C",))
-        C = as_array(xp, C, "C", dtype=float_dtype(xp, C, "C"), ndim=2)
-        self.C = C
+        ns = namespaces(C, names=("C",))
+        xp = ns.compute
+        C = ns.to_compute(C)
+        self.C = as_array(xp, C, "C", dtype=float_dtype(xp, C, "C"), ndim=2)
         self.xp = xp
+        self.namespaces: Namespaces = ns
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -102,10 +72,11 @@ class PointCloud:
 
     Parameters
     ----------
-    x : array of shape (n, d) or (n,)
-        Source points (a 1-D array is read as ``n`` points in dimension 1).
-    y : array of shape (m, d) or (m,)
-        Target points, same namespace and dimension as ``x``.
+    x : array_like of shape (n, d) or (n,)
+        Source points, of any supported array library (a 1-D array is read as ``n``
+        points in dimension 1).
+    y : array_like of shape (m, d) or (m,)
+        Target points, same library and dimension as ``x``.
     cost : {"sqeuclidean", "euclidean"} or ("pnorm", p), default "sqeuclidean"
         ``|x - y|^2``, ``|x - y|`` or ``|x - y|_p^p / p``.
     scale : float, optional
@@ -122,24 +93,36 @@ class PointCloud:
     """
 
     def __init__(self, x: Any, y: Any, cost: Any = "sqeuclidean", *, scale: float = 1.0):
-        from ._validation import check_eps
-        from .backends import namespace_of
-
-        xp = namespace_of(x, y, names=("x", "y"))
-        x = x[:, None] if getattr(x, "ndim", 0) == 1 else x
-        y = y[:, None] if getattr(y, "ndim", 0) == 1 else y
+        ns = namespaces(x, y, names=("x", "y"))
+        xp = ns.compute
+        x, y = ns.to_compute(x), ns.to_compute(y)
         dtype = xp.result_type(float_dtype(xp, x, "x"), float_dtype(xp, y, "y"))
-        self.x = as_array(xp, x, "x", dtype=dtype, ndim=2)
-        self.y = as_array(xp, y, "y", dtype=dtype, ndim=2)
+        self.x = as_points(xp, x, "x", dtype=dtype)
+        self.y = as_points(xp, y, "y", dtype=dtype)
         if self.x.shape[1] != self.y.shape[1]:
             raise ValueError(
                 f"x and y must have the same dimension, got x: {tuple(self.x.shape)} and "
                 f"y: {tuple(self.y.shape)}"
             )
-        self.cost = cost
-        self.cost_code, self.p = parse_cost(cost)
+        self.ground: GroundCost = parse_cost(cost)
         self.scale = check_eps(scale, "scale")
         self.xp = xp
+        self.namespaces: Namespaces = ns
+
+    @property
+    def cost(self) -> Any:
+        """The cost specification (``"sqeuclidean"``, ``("pnorm", p)``, ...)."""
+        return self.ground.spec
+
+    @property
+    def cost_code(self) -> int:
+        """The code of the ground cost in :mod:`otcore.costs`."""
+        return self.ground.code
+
+    @property
+    def p(self) -> float:
+        """The exponent of the ground cost."""
+        return self.ground.p
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -159,19 +142,14 @@ class PointCloud:
     array_names = ("x", "y")
 
     def pairwise(self, x: Any, y: Any) -> Any:
-        """Cost matrix between rows of ``x`` and rows of ``y`` (plain xp code)."""
-        xp = self.xp
-        diff = x[:, None, :] - y[None, :, :]
-        if self.cost_code == SQEUCLIDEAN:
-            c = xp.sum(diff * diff, axis=-1)
-        elif self.cost_code == EUCLIDEAN:
-            c = xp.sqrt(xp.sum(diff * diff, axis=-1))
-        else:
-            c = xp.sum(xp.abs(diff) ** self.p, axis=-1) / self.p
+        """Cost matrix between rows of ``x`` and rows of ``y``, divided by ``scale`` (plain
+        ``xp`` code with an ``O(n m d)`` temporary: for blocks and small problems)."""
+        c = self.ground.pairwise(self.xp, x, y)
         return c / self.scale if self.scale != 1.0 else c
 
     def cost_matrix(self) -> Any:
-        """The dense ``n x m`` cost matrix (for small problems and tests only)."""
+        """The dense ``n x m`` cost matrix, by :meth:`pairwise` (an ``O(n m d)`` temporary:
+        for small problems and tests; the backends' ``cost_matrix`` streams it)."""
         return self.pairwise(self.x, self.y)
 
     def __repr__(self) -> str:

@@ -1,29 +1,49 @@
-"""Result objects returned by every otcore solver."""
+"""The result objects of otcore, and the warning for non-convergence.
+
+:class:`OTResult` is what every solver returns; :class:`LossResult` what the losses built
+on solvers return. Both hold arrays of the caller's library. This module sits at the
+bottom of the package: the solvers fill these objects in (``otcore.solvers._finish``),
+handing over closures for the plan and its application, so that the result never needs
+to know which backend computed it.
+"""
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ConvergenceWarning", "OTResult"]
+from ._array import Namespaces, astype, concat, namespaces
+
+__all__ = ["ConvergenceWarning", "LossResult", "OTResult", "warn_not_converged", "warn_outside"]
 
 
 class ConvergenceWarning(UserWarning):
-    """Emitted when a solver stops at ``max_iter`` before reaching its tolerance."""
+    """Emitted when a solver stops before reaching its tolerance."""
+
+
+def _outside_otcore(frame: Any) -> bool:
+    return frame.f_globals.get("__name__", "").partition(".")[0] != "otcore"
+
+
+def warn_outside(message: str, category: type[Warning] = ConvergenceWarning) -> None:
+    """Emit a warning attributed to the first caller outside otcore (however deep inside
+    the package it is raised), so that it points at the user's line."""
+    frame, level = sys._getframe(), 1
+    while frame.f_back is not None and not _outside_otcore(frame):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 def warn_not_converged(
-    method: str, n_iter: int, error: float, tol: float, advice: str = ""
+    method: str, n_iter: int, error: float, tol: float, advice: str = "",
+    unit: str = "iterations",
 ) -> None:
-    """Emit the standard :class:`ConvergenceWarning` for a solver that missed ``tol``."""
-    warnings.warn(
-        f"{method} did not converge in {n_iter} iterations: error {error:.3e} > tol "
-        f"{tol:.3e}.{' ' + advice if advice else ''}",
-        ConvergenceWarning,
-        stacklevel=4,
-    )
+    """Emit the standard :class:`ConvergenceWarning` (see :func:`warn_outside`)."""
+    warn_outside(f"{method} did not converge in {n_iter} {unit}: error {error:.3e} > tol "
+                 f"{tol:.3e}.{' ' + advice if advice else ''}")
 
 
 @dataclass(repr=False)
@@ -36,7 +56,7 @@ class OTResult:
     Attributes
     ----------
     f, g : array
-        Dual potentials (same namespace, device and dtype as the input).
+        Dual potentials, in the caller's array library, device and dtype.
     cost : float
         Transport cost ``<C, P>`` of the returned plan.
     value : float
@@ -47,15 +67,15 @@ class OTResult:
     n_iter : int
         Iterations performed (for Sinkhorn: one row update plus one column update each).
     converged : bool
-        Whether the stopping tolerance was reached before ``max_iter``.
+        Whether ``marginal_error`` of the returned plan is within the tolerance.
     backend : str
-        Name of the backend that ran the kernels (``"numba_cpu"``, ``"array_api"``, ...).
+        The kernels that ran (``"numba_cpu"``, ``"cupy_gpu"`` or ``"array_api"``).
+    method : str
+        Name of the solver.
     eps : float or None
         Regularization strength, when the method has one.
     errors : list of tuple of (int, float)
         Short history ``(iteration, marginal error)``, recorded at each convergence check.
-    method : str
-        Name of the solver.
     extra : dict
         Method-specific diagnostics (for example SNS per-step densities).
 
@@ -63,7 +83,8 @@ class OTResult:
     -----
     The plan is not stored: :attr:`plan` computes it on first access and caches it.
     For a point cloud it is refused past ``OTResult.max_plan_entries`` entries, since the
-    solver itself never needed the ``n x m`` matrix.
+    solver itself never needed the ``n x m`` matrix; :meth:`apply` and
+    :meth:`barycentric_projection` use the plan without forming it.
 
     Examples
     --------
@@ -72,6 +93,8 @@ class OTResult:
     >>> res = oc.sinkhorn(None, None, C, eps=0.1)
     >>> res.converged, res.plan.shape
     (True, (2, 2))
+    >>> res.apply(np.ones(2)).round(12)  # P 1 = a
+    array([0.5, 0.5])
     """
 
     f: Any
@@ -88,6 +111,11 @@ class OTResult:
     extra: dict = field(default_factory=dict)
     _plan_fn: Callable[[], Any] | None = None
     _plan: Any = None
+    _apply_fn: Callable[[Any, int], Any] | None = None
+    _namespaces: Namespaces | None = None
+    _points: tuple[Any, Any] | None = None
+    _shape: tuple[int, int] | None = None
+    _dtype: Any = None
 
     max_plan_entries = 2**27
 
@@ -100,11 +128,123 @@ class OTResult:
             self._plan = self._plan_fn()
         return self._plan
 
+    def _operand(self, v: Any, axis: Any, name: str) -> tuple[Any, bool]:
+        """``v`` validated as an operand along ``axis``, in the compute namespace, as a
+        2-D block; and whether it was a vector."""
+        if self._apply_fn is None or self._namespaces is None or self._shape is None:
+            raise ValueError(f"{self.method} does not provide plan applications")
+        if isinstance(axis, bool) or axis not in (0, 1):
+            raise ValueError(f"axis must be 0 (sum over sources, P^T u) or 1 (sum over "
+                             f"targets, P v), got {axis!r}")
+        ns = self._namespaces
+        other = namespaces(v, names=(name,))
+        if other.library != ns.library and not isinstance(v, (list, tuple)):
+            raise TypeError(f"{name} comes from {other.library} but the problem from "
+                            f"{ns.library}; move it first (otcore never copies implicitly)")
+        xp = ns.compute
+        v = ns.to_compute(v)
+        size = self._shape[axis]
+        if v.ndim not in (1, 2) or v.shape[0] != size:
+            side = "targets (m)" if axis == 1 else "sources (n)"
+            raise ValueError(f"{name} must have shape ({size},) or ({size}, k), one row per "
+                             f"point of the {side} for axis={axis}; got {tuple(v.shape)}")
+        if not bool(xp.all(xp.isfinite(v))):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        vector = v.ndim == 1
+        v = astype(xp, v, self._dtype)
+        return (v[:, None] if vector else v), vector
+
+    def apply(self, v: Any, axis: int = 1) -> Any:
+        """Apply the plan to vectors without forming it.
+
+        Parameters
+        ----------
+        v : array_like of shape (m,) or (m, k) for ``axis=1``; (n,) or (n, k) for ``axis=0``
+            Vectors (columns of a block) indexed by the targets (``axis=1``) or by the
+            sources (``axis=0``), in the problem's array library.
+        axis : {1, 0}, default 1
+            The axis of ``P`` summed over: ``1`` gives ``P v`` (``sum_j P_ij v_j``, one
+            value per source), ``0`` gives ``P^T v`` (``sum_i P_ij v_i``, one per target).
+
+        Returns
+        -------
+        array of shape (n,) / (n, k) for ``axis=1``, (m,) / (m, k) for ``axis=0``
+            In the problem's array library and dtype.
+
+        Notes
+        -----
+        For a point cloud the plan entries are recomputed in tiles from the potentials
+        (one pass over the cost, ``O((n + m) k)`` memory); for a dense cost the pass reads
+        the cost. Sparse plans (cardinality OT) are multiplied as sparse matrices.
+
+        Examples
+        --------
+        >>> import numpy as np, otcore as oc
+        >>> rng = np.random.default_rng(0)
+        >>> res = oc.sinkhorn(None, None, oc.PointCloud(rng.random((40, 2)),
+        ...                                             rng.random((30, 2))), eps=0.1)
+        >>> bool(np.allclose(res.apply(np.ones(30)), 1 / 40))  # P 1 = a
+        True
+        """
+        V, vector = self._operand(v, axis, "v")
+        out = self._apply_fn(V, axis)
+        return self._namespaces.to_user(out[:, 0] if vector else out)
+
+    def barycentric_projection(self, features: Any = None, axis: int = 1) -> Any:
+        """Barycentric projection of the plan: each point's plan-weighted mean of the
+        other side's features, without forming the plan.
+
+        Parameters
+        ----------
+        features : array_like of shape (m, k) or (m,) for ``axis=1``; (n, k) / (n,) for
+            ``axis=0``, optional
+            Features of the targets (``axis=1``) or of the sources (``axis=0``). Default,
+            for a :class:`~otcore.PointCloud`: the target points ``y`` (``axis=1``) or the
+            source points ``x`` (``axis=0``), in the units they were given.
+        axis : {1, 0}, default 1
+            ``1``: onto the sources, ``T(x_i) = sum_j P_ij v_j / sum_j P_ij``;
+            ``0``: onto the targets, ``sum_i P_ij v_i / sum_i P_ij``.
+
+        Returns
+        -------
+        array of shape (n, k) / (n,) for ``axis=1``, (m, k) / (m,) for ``axis=0``
+            The projection, in the problem's array library. Points whose plan mass is zero
+            (zero weights) have no barycentre: their rows are NaN.
+
+        Notes
+        -----
+        Numerator and denominator come from one application of the plan to
+        ``[features, 1]``, so each point is divided by its own plan mass as computed
+        (exact for an unconverged plan too). This is the map estimate behind colour
+        transfer and domain adaptation.
+
+        Examples
+        --------
+        >>> import numpy as np, otcore as oc
+        >>> rng = np.random.default_rng(0)
+        >>> x, y = rng.normal(size=(50, 2)), rng.normal(size=(60, 2)) + 3.0
+        >>> res = oc.sinkhorn(None, None, oc.PointCloud(x, y), eps=0.5)
+        >>> res.barycentric_projection().shape  # x moved toward y
+        (50, 2)
+        """
+        if features is None:
+            if self._points is None:
+                raise ValueError("features are required: this problem has no points (a "
+                                 "dense cost); pass the features of the other side")
+            features = self._namespaces.to_user(self._points[1 if axis == 1 else 0])
+        V, vector = self._operand(features, axis, "features")
+        xp = self._namespaces.compute
+        ones = xp.ones((V.shape[0], 1), dtype=V.dtype)
+        out = self._apply_fn(concat(xp, [V, ones], axis=1), axis)
+        mass = out[:, -1:]
+        safe = xp.where(mass > 0, mass, xp.ones_like(mass))
+        proj = xp.where(mass > 0, out[:, :-1] / safe, xp.full_like(out[:, :-1], xp.nan))
+        return self._namespaces.to_user(proj[:, 0] if vector else proj)
+
     def __repr__(self) -> str:
         lines = [f"OTResult(method={self.method!r}, backend={self.backend!r},"]
-        shape = (getattr(self.f, "shape", ("?",))[0], getattr(self.g, "shape", ("?",))[0])
         for name, val in [
-            ("shape", shape),
+            ("shape", self._shape),
             ("eps", self.eps),
             ("converged", self.converged),
             ("n_iter", self.n_iter),
@@ -116,3 +256,50 @@ class OTResult:
             lines.append(f"    {name}={text},")
         lines.append(")")
         return "\n".join(lines)
+
+
+@dataclass(repr=False)
+class LossResult:
+    """A loss built on entropic OT solves (:func:`otcore.monge_gap`,
+    :func:`otcore.sinkhorn_divergence`).
+
+    Attributes
+    ----------
+    value : float
+        The loss.
+    grad : array or None
+        Its gradient in the moving points (the images ``T(x)`` of the Monge gap, the
+        points ``y`` of the divergence), in their array library; ``None`` unless asked for
+        with ``return_grad=True``.
+    solves : dict of str to OTResult
+        The underlying solves, by role (``"xy"``, ``"xx"``, ``"yy"``).
+    converged : bool
+        Whether every solve converged.
+
+    Examples
+    --------
+    >>> import numpy as np, otcore as oc
+    >>> x = np.random.default_rng(0).normal(size=(20, 2))
+    >>> res = oc.sinkhorn_divergence(x, x + 1.0, eps=0.5)
+    >>> float(res) == res.value and res.converged
+    True
+    """
+
+    value: float
+    grad: Any
+    solves: dict
+    method: str
+
+    @property
+    def converged(self) -> bool:
+        """Whether every underlying solve converged."""
+        return all(r.converged for r in self.solves.values())
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    def __repr__(self) -> str:
+        grad = None if self.grad is None else tuple(self.grad.shape)
+        return (f"LossResult(method={self.method!r}, value={self.value:.6g}, "
+                f"grad_shape={grad}, converged={self.converged}, "
+                f"solves={sorted(self.solves)})")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import otcore as oc
-from otcore.backends import ArrayAPIBackend, Backend, GeometryOps, NumbaBackend, namespace_of
+from otcore._array import namespaces
+from otcore.backends import ArrayAPIBackend, Backend, GeometryOps, NumbaBackend
 
 
 def test_numpy_dispatches_to_numba():
@@ -62,10 +63,25 @@ def test_mixed_namespaces(order):
         oc.get_backend(*(arrays[i] for i in order))
 
 
-@pytest.mark.parametrize("bad", [[1.0, 2.0], 3.0, "abc"])
+@pytest.mark.parametrize("bad", ["abc", {"a": 1}, object()])
 def test_non_arrays(bad):
-    with pytest.raises(TypeError, match=r"^argument 0: expected NumPy, CuPy or Array-API arrays"):
+    with pytest.raises(TypeError, match=r"^argument 0: expected an array \(NumPy, CuPy"):
         oc.get_backend(bad)
+
+
+@pytest.mark.parametrize("like", [[1.0, 2.0], (1, 2), 3.0])
+def test_array_like_dispatches_to_numba(like):
+    # array_like is accepted where NumPy would accept it
+    assert oc.get_backend(like).name == "numba_cpu"
+
+
+def test_array_like_adopts_the_library_of_the_other_arrays():
+    assert namespaces([1.0, 2.0], xs.ones(2)).user is xs
+
+
+def test_masked_arrays_are_refused():
+    with pytest.raises(ValueError, match=r"^argument 0: masked arrays are not supported"):
+        oc.get_backend(np.ma.masked_array([1.0, 2.0], mask=[0, 1]))
 
 
 def test_no_arrays():
@@ -73,9 +89,9 @@ def test_no_arrays():
         oc.get_backend(None, None)
 
 
-def test_namespace_of():
-    assert namespace_of(np.ones(2), None) is np
-    assert namespace_of(xs.ones(2)) is xs
+def test_namespaces():
+    assert namespaces(np.ones(2), None).compute is np
+    assert namespaces(xs.ones(2)).compute is xs
 
 
 @pytest.mark.parametrize(

@@ -161,9 +161,13 @@ def test_unsupported_numpy_dtype(abC, dtype):
         solve(a, b, C.astype(dtype))
 
 
-def test_list_input_is_rejected():
-    with pytest.raises(TypeError, match=r"got list; wrap lists with numpy\.asarray"):
-        solve(None, None, [[0.0, 1.0], [1.0, 0.0]])
+def test_list_input_is_accepted_as_numpy_would():
+    C = [[0.0, 1.0], [1.0, 0.0]]
+    res = solve([0.5, 0.5], (0.25, 0.75), C)
+    ref = solve(np.array([0.5, 0.5]), np.array([0.25, 0.75]), np.array(C))
+    assert type(res.f) is np.ndarray and res.backend == "numba_cpu"
+    np.testing.assert_array_equal(res.f, ref.f)
+    np.testing.assert_array_equal(res.g, ref.g)
 
 
 @pytest.mark.parametrize("strict", ["a", "b", "C"])

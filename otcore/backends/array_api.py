@@ -12,9 +12,17 @@ from typing import Any
 
 import numpy as np
 
-from .._ground import ground_grad
+from .._array import astype, concat
 from ..geometry import DenseCost, PointCloud
-from ._base import Backend, GeometryOps
+from ._contract import (
+    Backend,
+    GeometryOps,
+    PlanMarginals,
+    PlanStats,
+    SparsePlan,
+    TopK,
+    TopKEvaluator,
+)
 
 __all__ = ["ArrayAPIBackend"]
 
@@ -30,12 +38,29 @@ def _softmin_block(xp: Any, z: Any, eps: float, axis: int) -> Any:
     return -(xp.squeeze(mx, axis=axis) + eps * xp.log(s))
 
 
+def group_costs(xp: Any, geom: DenseCost | PointCloud, axis: int) -> Any:
+    """The cost laid out group-major (plain ``xp`` code): row ``j`` holds the costs that
+    compete in group ``j`` of the top-k kernel, ``C.T`` for ``axis=0`` and ``C`` for
+    ``axis=1``; a point cloud is evaluated block by block into one array."""
+    if isinstance(geom, DenseCost):
+        return geom.C.T if axis == 0 else geom.C
+    left, right = (geom.y, geom.x) if axis == 0 else (geom.x, geom.y)
+    block = max(1, (1 << 22) // (right.shape[0] * right.shape[1]))
+    rows = left.shape[0]
+    out = xp.empty((rows, right.shape[0]), dtype=geom.dtype)
+    for s in range(0, rows, block):
+        e = min(s + block, rows)  # in-bounds slices (the Array API requires them)
+        out[s:e, :] = geom.pairwise(left[s:e, :], right)  # every ground cost is symmetric
+    return out
+
+
 class _ArrayAPIOps(GeometryOps):
     def __init__(self, xp: Any, geom: DenseCost | PointCloud):
         self.xp = xp
         self.geom = geom
         n, m = geom.shape
         self.block = max(1, _BLOCK_ENTRIES // max(n, m))
+        self._groups: dict[int, Any] = {}
 
     def _cost_block(self, axis: int, start: int, stop: int) -> Any:
         """Rows ``start:stop`` of C (axis=1) or columns ``start:stop`` (axis=0)."""
@@ -51,17 +76,20 @@ class _ArrayAPIOps(GeometryOps):
         for start in range(0, size, self.block):
             yield start, min(start + self.block, size)
 
-    def softmin(self, h: Any, eps: float, axis: int, hint: Any = None) -> Any:
-        del hint  # the reference always takes the exact max shift
+    def softmin(self, h: Any, eps: float, axis: int) -> Any:
         xp = self.xp
         out = []
         for start, stop in self._blocks(axis):
             C = self._cost_block(axis, start, stop)
             z = (h[None, :] - C) if axis == 1 else (h[:, None] - C)
             out.append(_softmin_block(xp, z, eps, axis))
-        return xp.concat(out)
+        return concat(xp, out)
 
-    def plan_stats(self, hf: Any, hg: Any, eps: float) -> tuple[Any, Any, float]:
+    def _plan_block(self, hf: Any, hg: Any, eps: float, start: int, stop: int) -> Any:
+        C = self._cost_block(1, start, stop)
+        return self.xp.exp((hf[start:stop, None] + hg[None, :] - C) / eps)
+
+    def plan_stats(self, hf: Any, hg: Any, eps: float) -> PlanStats:
         xp = self.xp
         rows, cols, cost = [], xp.zeros_like(hg), 0.0
         for start, stop in self._blocks(1):
@@ -70,32 +98,52 @@ class _ArrayAPIOps(GeometryOps):
             rows.append(xp.sum(P, axis=1))
             cols = cols + xp.sum(P, axis=0)
             cost += float(xp.sum(C * P))
-        return xp.concat(rows), cols, cost
+        return PlanStats(concat(xp, rows), cols, cost)
+
+    def apply(self, hf: Any, hg: Any, eps: float, V: Any, axis: int) -> Any:
+        xp = self.xp
+        if axis == 1:
+            return concat(xp, [self._plan_block(hf, hg, eps, s, e) @ V
+                               for s, e in self._blocks(1)])
+        out = xp.zeros((hg.shape[0], V.shape[1]), dtype=V.dtype)
+        for s, e in self._blocks(1):
+            out = out + self._plan_block(hf, hg, eps, s, e).T @ V[s:e, :]
+        return out
 
     def plan(self, hf: Any, hg: Any, eps: float) -> Any:
-        xp = self.xp
-        blocks = [
-            xp.exp((hf[start:stop, None] + hg[None, :] - self._cost_block(1, start, stop)) / eps)
-            for start, stop in self._blocks(1)
-        ]
-        return xp.concat(blocks, axis=0)
+        return concat(self.xp, [self._plan_block(hf, hg, eps, s, e)
+                                for s, e in self._blocks(1)], axis=0)
 
     def cost_scale(self) -> float:
         xp, g = self.xp, self.geom
         if isinstance(g, DenseCost):
             return float(xp.max(xp.abs(g.C)))
-        both = xp.concat([g.x, g.y], axis=0)
+        both = concat(xp, [g.x, g.y], axis=0)
         lo, hi = xp.min(both, axis=0), xp.max(both, axis=0)
         return float(g.pairwise(lo[None, :], hi[None, :])[0, 0])
 
-    def plan_marginals(
-        self, hf: Any, hg: Any, eps: float, out: Any = None
-    ) -> tuple[Any, Any, Any]:
-        # The reference allocates its own plan (``out`` is a hint for in-place backends).
-        P = self.plan(hf, hg, eps)
-        return P, self.xp.sum(P, axis=1), self.xp.sum(P, axis=0)
+    def cost_matrix(self) -> Any:
+        g = self.geom
+        if isinstance(g, DenseCost):
+            return g.C
+        n = g.shape[0]
+        block = max(1, self.block // g.x.shape[1])
+        rows = [g.pairwise(g.x[i:min(i + block, n), :], g.y) for i in range(0, n, block)]
+        return concat(self.xp, rows, axis=0)
 
-    def sparsify_plan(self, P: Any, rows: Any, cols: Any, nnz: int) -> tuple[Any, float]:
+    def cost_entries(self, i: Any, j: Any) -> Any:
+        xp, g = self.xp, self.geom
+        if isinstance(g, DenseCost):
+            return xp.take(xp.reshape(g.C, (-1,)), i * g.shape[1] + j)
+        c = g.ground.paired(xp, xp.take(g.x, i, axis=0), xp.take(g.y, j, axis=0))
+        return c / g.scale if g.scale != 1.0 else c
+
+    def plan_marginals(self, hf: Any, hg: Any, eps: float, out: Any) -> PlanMarginals:
+        P = self.plan(hf, hg, eps)
+        out[:, :] = P
+        return PlanMarginals(out, self.xp.sum(P, axis=1), self.xp.sum(P, axis=0))
+
+    def sparsify_plan(self, P: Any, rows: Any, cols: Any, nnz: int) -> SparsePlan:
         xp = self.xp
 
         def inv_sqrt(v):
@@ -113,8 +161,13 @@ class _ArrayAPIOps(GeometryOps):
         if isinstance(S, np.ndarray):
             from scipy.sparse import csr_array
 
-            return csr_array(S), theta
-        return S, theta
+            return SparsePlan(csr_array(S), theta)
+        return SparsePlan(S, theta)
+
+    def topk(self, axis: int, w: Any, gamma: float, k: int, simplex: bool) -> TopKEvaluator:
+        if axis not in self._groups:
+            self._groups[axis] = group_costs(self.xp, self.geom, axis)
+        return _TopKReference(self.xp, self._groups[axis], w, gamma, k, simplex)
 
     def cost_grad(self, hf: Any, hg: Any, eps: float) -> Any:
         xp, g = self.xp, self.geom
@@ -127,18 +180,57 @@ class _ArrayAPIOps(GeometryOps):
             stop = min(start + block, m)
             y = g.y[start:stop, :]
             P = xp.exp((hf[:, None] + hg[None, start:stop] - g.pairwise(g.x, y)) / eps)
-            dc = ground_grad(xp, g.cost_code, g.p, y[None, :, :] - g.x[:, None, :])
+            dc = g.ground.grad(xp, y[None, :, :] - g.x[:, None, :])
             out.append(xp.sum(P[:, :, None] * dc, axis=0) / g.scale)
-        return xp.concat(out, axis=0)
+        return concat(xp, out, axis=0)
 
-    def cost_matrix(self) -> Any:
-        g = self.geom
-        if isinstance(g, DenseCost):
-            return g.C
-        n = g.shape[0]
-        block = max(1, self.block // g.x.shape[1])
-        rows = [g.pairwise(g.x[i:min(i + block, n), :], g.y) for i in range(0, n, block)]
-        return self.xp.concat(rows, axis=0)
+
+class _TopKReference(TopKEvaluator):
+    """The top-k kernel in plain ``xp``: a full stable sort of every group (a block of
+    groups at a time), the simplex threshold by the sort-and-scan rule."""
+
+    def __init__(self, xp: Any, K: Any, w: Any, gamma: float, k: int, simplex: bool):
+        self.xp, self.K, self.gamma, self.k, self.simplex = xp, K, gamma, k, simplex
+        self.w = astype(xp, w, xp.float64)
+
+    def __call__(self, alpha: Any, beta: Any, width: int = 0) -> TopK:
+        xp, K, gamma, simplex = self.xp, self.K, self.gamma, self.simplex
+        m, n = K.shape
+        kk = min(self.k, n)
+        f64 = xp.float64
+        alpha, beta, w = (astype(xp, v, f64) for v in (alpha, beta, self.w))
+        block = max(1, _BLOCK_ENTRIES // n)
+        ranks = xp.arange(1, kk + 1, dtype=f64)
+        out = {key: [] for key in ("value", "mass", "theta", "nnz", "idx", "val")}
+        rows = xp.zeros((n,), dtype=f64)
+        for start in range(0, m, block):
+            stop = min(start + block, m)
+            S = alpha[None, :] - astype(xp, K[start:stop, :], f64)
+            order = xp.argsort(-S, axis=1, stable=True)  # ties: smaller index first
+            X = S + beta[start:stop, None]
+            U = xp.take_along_axis(X, order[:, :kk], axis=1)
+            if simplex:
+                csum = xp.cumulative_sum(U, axis=1)
+                s = gamma * w[start:stop, None]
+                rho = xp.sum(astype(xp, U - (csum - s) / ranks > 0, xp.int64), axis=1)
+                rho = xp.maximum(rho, xp.ones_like(rho))
+                top = xp.take_along_axis(csum, rho[:, None] - 1, axis=1)[:, 0]
+                theta = (top - s[:, 0]) / astype(xp, rho, f64)
+            else:
+                theta = xp.zeros((stop - start,), dtype=f64)
+            T = xp.maximum(U - theta[:, None], xp.zeros_like(U)) / gamma  # by score
+            rank = xp.argsort(order, axis=1)  # inverse permutation of the sort
+            full = xp.where(rank < kk, xp.maximum(X - theta[:, None], xp.zeros_like(X)), 0.0)
+            rows = rows + xp.sum(full, axis=0) / gamma
+            out["value"].append(xp.sum(T * (U - 0.5 * gamma * T), axis=1))
+            out["mass"].append(xp.sum(T, axis=1))
+            out["theta"].append(theta)
+            out["nnz"].append(xp.sum(astype(xp, T > 0, xp.int64), axis=1))
+            out["idx"].append(order[:, :width])
+            out["val"].append(T[:, :width])
+        joined = {key: concat(xp, parts, axis=0) for key, parts in out.items()}
+        return TopK(joined["value"], joined["mass"], joined["theta"], joined["nnz"], rows,
+                    joined["idx"], joined["val"])
 
 
 class ArrayAPIBackend(Backend):
@@ -158,45 +250,13 @@ class ArrayAPIBackend(Backend):
     def bind(self, geom: DenseCost | PointCloud) -> GeometryOps:
         return _ArrayAPIOps(self.xp, geom)
 
+    def sparse_linalg(self) -> Any:
+        """:mod:`scipy.sparse.linalg` over NumPy arrays; ``None`` for other namespaces."""
+        if self.xp is not np:
+            return None
+        import scipy.sparse.linalg
+
+        return scipy.sparse.linalg
+
     def __repr__(self) -> str:
         return f"<otcore backend 'array_api' over {getattr(self.xp, '__name__', self.xp)}>"
-
-    def topk_groups(self, K, alpha, beta, w, gamma, k, simplex, width=0):
-        # Reference: a full stable sort of every group (a block of groups at a time), the
-        # simplex threshold by the sort-and-scan rule, plain xp throughout.
-        xp = self.xp
-        m, n = K.shape
-        kk = min(k, n)
-        f64 = xp.float64
-        alpha, beta, w = (xp.astype(v, f64) for v in (alpha, beta, w))
-        block = max(1, _BLOCK_ENTRIES // n)
-        ranks = xp.arange(1, kk + 1, dtype=f64)
-        out = {key: [] for key in ("gval", "gsum", "theta", "nnz", "idx", "val")}
-        rows = xp.zeros((n,), dtype=f64)
-        for start in range(0, m, block):
-            stop = min(start + block, m)
-            S = alpha[None, :] - xp.astype(K[start:stop, :], f64)
-            order = xp.argsort(-S, axis=1, stable=True)  # ties: smaller index first
-            X = S + beta[start:stop, None]
-            U = xp.take_along_axis(X, order[:, :kk], axis=1)
-            if simplex:
-                csum = xp.cumulative_sum(U, axis=1)
-                s = gamma * w[start:stop, None]
-                rho = xp.sum(xp.astype(U - (csum - s) / ranks > 0, xp.int64), axis=1)
-                rho = xp.maximum(rho, xp.ones_like(rho))
-                top = xp.take_along_axis(csum, rho[:, None] - 1, axis=1)[:, 0]
-                theta = (top - s[:, 0]) / xp.astype(rho, f64)
-            else:
-                theta = xp.zeros((stop - start,), dtype=f64)
-            T = xp.maximum(U - theta[:, None], xp.zeros_like(U)) / gamma  # by score
-            rank = xp.argsort(order, axis=1)  # inverse permutation of the sort
-            full = xp.where(rank < kk, xp.maximum(X - theta[:, None], xp.zeros_like(X)), 0.0)
-            rows = rows + xp.sum(full, axis=0) / gamma
-            out["gval"].append(xp.sum(T * (U - 0.5 * gamma * T), axis=1))
-            out["gsum"].append(xp.sum(T, axis=1))
-            out["theta"].append(theta)
-            out["nnz"].append(xp.sum(xp.astype(T > 0, xp.int64), axis=1))
-            out["idx"].append(order[:, :width])
-            out["val"].append(T[:, :width])
-        return (*(xp.concat(out[key], axis=0) for key in ("gval", "gsum", "theta", "nnz")),
-                rows, *(xp.concat(out[key], axis=0) for key in ("idx", "val")))

@@ -8,9 +8,9 @@ geometry, in its dtype (float32 or float64); the only host synchronizations are
 :meth:`~otcore.backends.GeometryOps.cost_scale`), which go through it; in
 :meth:`~otcore.backends.GeometryOps.sparsify_plan` the threshold and the number of kept
 entries (which sizes the CSR arrays); and :meth:`CupyBackend.to_numpy`, with which
-:func:`otcore.cardinality_ot` brings the ``O(n + m)`` outputs of
-:meth:`CupyBackend.topk_groups` to SciPy's L-BFGS-B on the host (the cost stays on the
-device). Sparse matrices are ``cupyx.scipy.sparse`` CSR matrices (int32 indices) and
+:func:`otcore.cardinality_ot` brings the ``O(n + m)`` outputs of the top-k evaluations
+(:meth:`_CupyOps.topk`) to SciPy's L-BFGS-B on the host (the cost stays on the device).
+Sparse matrices are ``cupyx.scipy.sparse`` CSR matrices (int32 indices) and
 :meth:`CupyBackend.sparse_linalg` is :mod:`cupyx.scipy.sparse.linalg`, for the Newton
 stage of Sinkhorn-Newton-Sparse.
 
@@ -89,7 +89,7 @@ kernel                            launch and reduction
                                   and ``__popc`` give the count of each (row, chunk), then,
                                   after ``cupy.cumsum`` of the counts, the position of every
                                   kept entry, in column order.
-``otc_topk_groups``               cardinality OT (:meth:`CupyBackend.topk_groups`): a block of
+``otc_topk_groups``               cardinality OT (:meth:`_CupyOps.topk`): a block of
                                   256 threads per group (grid-stride over the groups); radix
                                   descents over order-preserving 64-bit keys of the float64
                                   scores (8 bits per pass from the highest bit where the
@@ -134,14 +134,23 @@ from typing import Any
 
 import numpy as np
 
+from ..costs import DENSE
 from ..geometry import DenseCost, PointCloud
 from ..kernels import cuda as _cuda
 from ..kernels.cuda import launch as _launch
-from ._base import Backend, GeometryOps
+from ._contract import (
+    Backend,
+    GeometryOps,
+    PlanMarginals,
+    PlanStats,
+    SparsePlan,
+    TopK,
+    TopKEvaluator,
+)
+from .array_api import group_costs
 
 __all__ = ["CupyBackend"]
 
-_DENSE = 0
 _SUFFIX = {"float32": "f32", "float64": "f64"}
 # The source file of each kernel family.
 _SOURCE_OF = {
@@ -154,6 +163,8 @@ _SOURCE_OF = {
 }
 #: Largest number of entries of a sparsified plan: cupyx CSR matrices index with int32.
 _MAX_NNZ = np.iinfo(np.int32).max
+#: Plan entries formed at a time by :meth:`_CupyOps.apply`.
+_APPLY_ENTRIES = 1 << 24
 
 
 def _cupy() -> Any:
@@ -210,7 +221,7 @@ class _CupyOps(GeometryOps):
                              f"{[a.device for a in geom.arrays]}")
         with self.device:
             if isinstance(geom, DenseCost):
-                self.kind, self.p, self.scale = _DENSE, 0.0, 1.0
+                self.kind, self.p, self.scale = DENSE, 0.0, 1.0
                 self.X = cp.ascontiguousarray(geom.C)
                 self.Y = self.XT = self.YT = self.X  # never read for a dense cost
             else:
@@ -221,6 +232,7 @@ class _CupyOps(GeometryOps):
                 self.YT = cp.ascontiguousarray(geom.y.T)
         self.dtype = np.dtype(self.X.dtype)
         self.capacity = _capacity(self.device.id)
+        self._groups: dict[int, Any] = {}
 
     def _real(self, value: float) -> Any:
         """A kernel argument of the geometry's floating type."""
@@ -244,17 +256,16 @@ class _CupyOps(GeometryOps):
                      (part_m, part_s, np.int64(length), np.int32(cfg.parts), eps, out))
         return out
 
-    def softmin(self, h: Any, eps: float, axis: int, hint: Any = None) -> Any:
-        """Soft-minimum of ``h - C`` along ``axis`` (one fused pass; ``hint`` is unused:
-        the online log-sum-exp needs no shift estimate)."""
-        del hint
+    def softmin(self, h: Any, eps: float, axis: int) -> Any:
+        """Soft-minimum of ``h - C`` along ``axis`` (one fused pass with an online
+        log-sum-exp)."""
         cp = _cupy()
         s = self.scale
         n, m = self.geom.shape
         with self.device:
             h = cp.ascontiguousarray(h * s if s != 1.0 else h, dtype=self.dtype)
             e = self._real(eps * s)
-            if self.kind == _DENSE:
+            if self.kind == DENSE:
                 rows = axis == 1
                 cfg = (_launch.softmin_dense_rows if rows else _launch.softmin_dense_cols)(
                     n, m, self.capacity)
@@ -280,12 +291,12 @@ class _CupyOps(GeometryOps):
         """The arguments shared by the plan kernels, up to the sizes."""
         cp = _cupy()
         s = self.scale
-        d = 0 if self.kind == _DENSE else self.X.shape[1]
+        d = 0 if self.kind == DENSE else self.X.shape[1]
         return (self.X, self.YT, np.int32(d), np.int32(self.kind), self._real(self.p),
                 cp.ascontiguousarray(hf * s, dtype=self.dtype),
                 cp.ascontiguousarray(hg * s, dtype=self.dtype), self._real(eps * s))
 
-    def plan_stats(self, hf: Any, hg: Any, eps: float) -> tuple[Any, Any, float]:
+    def plan_stats(self, hf: Any, hg: Any, eps: float) -> PlanStats:
         cp = _cupy()
         n, m = self.geom.shape
         with self.device:
@@ -296,8 +307,9 @@ class _CupyOps(GeometryOps):
             self._launch("otc_plan_stats", cfg, (*self._plan_args(hf, hg, eps), np.int64(n),
                                                  np.int64(m), np.int64(cfg.chunk), rows,
                                                  cols, cost))
-            return (rows.astype(self.dtype, copy=False), cols.astype(self.dtype, copy=False),
-                    self.backend.to_float(cost[0]) / self.scale)
+            return PlanStats(rows.astype(self.dtype, copy=False),
+                             cols.astype(self.dtype, copy=False),
+                             self.backend.to_float(cost[0]) / self.scale)
 
     def plan(self, hf: Any, hg: Any, eps: float) -> Any:
         cp = _cupy()
@@ -312,7 +324,7 @@ class _CupyOps(GeometryOps):
         """``G_j = sum_i P_ij grad_y c(x_i, y_j)`` in one fused pass (no plan is formed);
         terms are summed in the geometry's dtype over a tile of sources, in double
         beyond."""
-        if self.kind == _DENSE:
+        if self.kind == DENSE:
             raise TypeError("cost_grad needs a PointCloud: a dense cost has no points")
         cp = _cupy()
         s = self.scale
@@ -335,7 +347,7 @@ class _CupyOps(GeometryOps):
 
     def cost_matrix(self) -> Any:
         """The dense cost, with the arithmetic of the on-the-fly kernels."""
-        if self.kind == _DENSE:
+        if self.kind == DENSE:
             return self.X
         cp = _cupy()
         n, m = self.geom.shape
@@ -346,26 +358,26 @@ class _CupyOps(GeometryOps):
                           self._real(self.p), np.int64(n), np.int64(m), C))
             return C / self.scale if self.scale != 1.0 else C
 
-    def plan_marginals(
-        self, hf: Any, hg: Any, eps: float, out: Any = None
-    ) -> tuple[Any, Any, Any]:
+    def plan_marginals(self, hf: Any, hg: Any, eps: float, out: Any) -> PlanMarginals:
         cp = _cupy()
         n, m = self.geom.shape
         with self.device:
-            usable = (isinstance(out, cp.ndarray) and out.shape == (n, m)
-                      and out.dtype == self.dtype and out.flags.c_contiguous
-                      and out.device == self.device)
-            P = out if usable else cp.empty((n, m), dtype=self.dtype)
+            if not (isinstance(out, cp.ndarray) and out.shape == (n, m)
+                    and out.dtype == self.dtype and out.flags.c_contiguous
+                    and out.device == self.device):
+                raise ValueError("out must be a C-contiguous device array of the cost's "
+                                 "shape and dtype")
+            P = out
             cfg = _launch.plan_stats(n, m, self.capacity)
             rows = cp.zeros(n, dtype=np.float64)
             cols = cp.zeros(m, dtype=np.float64)
             self._launch("otc_plan_marginals", cfg,
                          (*self._plan_args(hf, hg, eps), np.int64(n), np.int64(m),
                           np.int64(cfg.chunk), rows, cols, P))
-            return (P, rows.astype(self.dtype, copy=False),
-                    cols.astype(self.dtype, copy=False))
+            return PlanMarginals(P, rows.astype(self.dtype, copy=False),
+                                 cols.astype(self.dtype, copy=False))
 
-    def sparsify_plan(self, P: Any, rows: Any, cols: Any, nnz: int) -> tuple[Any, float]:
+    def sparsify_plan(self, P: Any, rows: Any, cols: Any, nnz: int) -> SparsePlan:
         """As the contract says; returns a :class:`cupyx.scipy.sparse.csr_matrix` (int32
         indices, sorted within rows) on the device of the plan. Three passes over ``P``
         (histogram, counts, fill); the threshold and the number of kept entries are the
@@ -402,12 +414,58 @@ class _CupyOps(GeometryOps):
             self._launch("otc_sparse_fill", cfg, (*args, offsets, indices, data))
             indptr = offsets[::cfg.parts].astype(np.int32)
             S = _cupyx_sparse().csr_matrix((data, indices, indptr), shape=(n, m))
-            return S, theta
+            return SparsePlan(S, theta)
+
+    def apply(self, hf: Any, hg: Any, eps: float, V: Any, axis: int) -> Any:
+        """``P V`` or ``P^T V`` by blocks of rows: each block of the plan is formed by
+        ``otc_plan``-like arithmetic in CuPy (at most ``_APPLY_ENTRIES`` entries at a time,
+        never the whole plan) and multiplied on the device."""
+        cp = _cupy()
+        n, m = self.geom.shape
+        block = max(1, _APPLY_ENTRIES // max(1, m))
+        with self.device:
+            V = cp.ascontiguousarray(V, dtype=self.dtype)
+            out = (cp.empty((n, V.shape[1]), dtype=self.dtype) if axis == 1
+                   else cp.zeros((m, V.shape[1]), dtype=self.dtype))
+            for s in range(0, n, block):
+                e = min(s + block, n)
+                P = cp.exp((hf[s:e, None] + hg[None, :] - self._cost_rows(s, e)) / eps)
+                if axis == 1:
+                    out[s:e] = P @ V
+                else:
+                    out += P.T @ V[s:e]
+            return out
+
+    def _cost_rows(self, s: int, e: int) -> Any:
+        """Rows ``s:e`` of the cost (a view for a dense cost, computed for a cloud)."""
+        if self.kind == DENSE:
+            return self.X[s:e]
+        g = self.geom
+        return g.pairwise(self.X[s:e], self.Y)
+
+    def cost_entries(self, i: Any, j: Any) -> Any:
+        cp = _cupy()
+        with self.device:
+            i, j = cp.asarray(i), cp.asarray(j)
+            if self.kind == DENSE:
+                return self.X[i, j]
+            g = self.geom
+            c = g.ground.paired(cp, self.X[i], self.Y[j])
+            return c / self.scale if self.scale != 1.0 else c
+
+    def topk(self, axis: int, w: Any, gamma: float, k: int, simplex: bool) -> TopKEvaluator:
+        """The fused top-k kernels (``otc_topk_groups``, then ``otc_topk_rows``; see the
+        module documentation) on the group-major cost, laid out once per ``axis``."""
+        cp = _cupy()
+        if axis not in self._groups:
+            with self.device:
+                self._groups[axis] = cp.ascontiguousarray(group_costs(cp, self.geom, axis))
+        return _CupyTopK(self._groups[axis], w, gamma, k, simplex)
 
     def cost_scale(self) -> float:
         cp = _cupy()
         with self.device:
-            if self.kind == _DENSE:
+            if self.kind == DENSE:
                 return self.backend.to_float(cp.abs(self.X).max())
             both = cp.concatenate([self.X, self.Y])
             lo, hi = both.min(axis=0), both.max(axis=0)
@@ -457,20 +515,20 @@ class CupyBackend(Backend):
         device."""
         return _cupyx_sparse().csr_matrix(S.tocsr())
 
-    def group_costs(self, geom: DenseCost | PointCloud, axis: int) -> Any:
-        """The group-major cost as a C-contiguous array on the geometry's device (the
-        layout :meth:`topk_groups` reads)."""
-        with geom.arrays[0].device:
-            return _cupy().ascontiguousarray(super().group_costs(geom, axis))
 
-    def topk_groups(self, K, alpha, beta, w, gamma, k, simplex, width=0):
-        """The fused top-k kernels (``otc_topk_groups``, then ``otc_topk_rows``; see the
-        module documentation).
+class _CupyTopK(TopKEvaluator):
+    """The fused top-k kernels on a group-major device array ``K``.
 
-        Inputs and outputs are CuPy arrays on the device of ``K``; ``idx`` and ``val`` are
-        ordered by a stable sort of each row's keys after the kernel. No atomics: results
-        are reproducible run to run.
-        """
+    Inputs and outputs are CuPy arrays on the device of ``K``; ``idx`` and ``val`` are
+    ordered by a stable sort of each row's keys after the kernel. No atomics: results are
+    reproducible run to run.
+    """
+
+    def __init__(self, K: Any, w: Any, gamma: float, k: int, simplex: bool):
+        self.K, self.w, self.gamma, self.k, self.simplex = K, w, gamma, k, simplex
+
+    def __call__(self, alpha: Any, beta: Any, width: int = 0) -> TopK:
+        K, w, gamma, k, simplex = self.K, self.w, self.gamma, self.k, self.simplex
         cp = _cupy()
         m, n = K.shape
         width = int(width)
@@ -512,4 +570,4 @@ class CupyBackend(Backend):
                 order = cp.argsort(keys, axis=1)
                 idx = cp.take_along_axis(idx, order, axis=1)
                 val = cp.take_along_axis(val, order, axis=1)
-        return gval, gsum, theta, nnz, rows, idx, val
+        return TopK(gval, gsum, theta, nnz, rows, idx, val)

@@ -21,22 +21,31 @@ import numpy as np
 from numba import get_num_threads, set_num_threads
 
 from ..geometry import DenseCost, PointCloud
+from ..kernels.numba import SERIAL_BELOW
+from ..kernels.numba import apply as _apply
 from ..kernels.numba import cloud as _cloud
 from ..kernels.numba import gibbs as _gibbs
 from ..kernels.numba import softmin as _k
 from ..kernels.numba import sparse as _ks
 from ..kernels.numba.cost import DENSE
-from ._base import Backend, GeometryOps
+from ._contract import (
+    Backend,
+    GeometryOps,
+    PlanMarginals,
+    PlanStats,
+    SinkhornIterator,
+    SparsePlan,
+    TopK,
+    TopKEvaluator,
+)
+from .array_api import group_costs
 
 __all__ = ["NumbaBackend"]
 
 _EMPTY = np.empty((0, 0))
 _NO_HINT = np.empty(0)
-#: Below this many cost entries a kernel runs on one thread: waking the pool costs more
-#: than it saves, and far more when the machine is loaded.
-SERIAL_BELOW = 1 << 17
 #: A float64 dense Sinkhorn loop caches its Gibbs kernel (one more array of the cost's
-#: size) when the cost takes at most this many bytes (:class:`_GibbsSweeper`).
+#: size) when the cost takes at most this many bytes (:class:`_NumbaIterator`).
 GIBBS_CACHE_BYTES = 1 << 30
 #: How far (in units of eps) the potentials may move before the cached kernel is rebuilt.
 GIBBS_WINDOW = 30.0
@@ -63,6 +72,7 @@ class _NumbaOps(GeometryOps):
         self.geom = geom
         n, m = geom.shape
         self.nthreads = 1 if n * m < SERIAL_BELOW else get_num_threads()
+        self._groups: dict[int, np.ndarray] = {}
         if isinstance(geom, DenseCost):
             self.kind, self.p, self.scale = DENSE, 0.0, 1.0
             self.X = np.ascontiguousarray(geom.C)
@@ -86,7 +96,15 @@ class _NumbaOps(GeometryOps):
             v /= self.scale
         return v
 
-    def softmin(self, h: Any, eps: float, axis: int, hint: Any = None) -> np.ndarray:
+    def _swapped(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(Y, X^T)``: the kernels' inputs for reductions over the sources (every ground
+        cost is symmetric, so the roles of the clouds swap)."""
+        return self.Y, self.XT
+
+    def hinted_softmin(self, h: Any, eps: float, axis: int, hint: Any) -> np.ndarray:
+        """:meth:`softmin` with an estimate ``hint`` of the output (``None``: none) as the
+        log-sum-exp shift, which saves the max pass (:mod:`otcore.kernels.numba.softmin`);
+        the result does not depend on it beyond rounding."""
         h, e = self._in(h), eps * self.scale
         out = np.empty(self.geom.shape[0 if axis == 1 else 1], dtype=self.X.dtype)
         hint = _NO_HINT.astype(out.dtype) if hint is None else self._in(hint)
@@ -96,16 +114,19 @@ class _NumbaOps(GeometryOps):
                                 self.nthreads)
             elif self.kind == DENSE:
                 _k.softmin_cols(self.X, h, e, hint, out)
-            else:  # every supported ground cost is symmetric: swap the roles of x and y
-                _k.softmin_rows(self.Y, self.XT, self.kind, self.p, h, e, hint, out,
+            else:
+                _k.softmin_rows(*self._swapped(), self.kind, self.p, h, e, hint, out,
                                 self.nthreads)
         return self._out(out)
 
-    def sinkhorn_sweep(
-        self, hg: Any, la_eps: Any, f: Any, g: Any, eps: float, *, store: Any = _EMPTY
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One fused iteration (see the contract); a dense cost may also ``store`` the
-        Gibbs kernel at ``(f', g)`` into an ``(n, m)`` array (:mod:`..kernels.numba.gibbs`)."""
+    def softmin(self, h: Any, eps: float, axis: int) -> np.ndarray:
+        return self.hinted_softmin(h, eps, axis, None)
+
+    def fused_sweep(self, hg: Any, la_eps: Any, f: Any, g: Any, eps: float,
+                    store: np.ndarray = _EMPTY) -> tuple[np.ndarray, np.ndarray]:
+        """One alternating iteration in one pass over the cost, ``f`` and ``g`` the shifts;
+        a dense cost may also ``store`` the Gibbs kernel at ``(f', g)`` into an ``(n, m)``
+        array (:mod:`otcore.kernels.numba.gibbs`)."""
         f_out, g_out = np.empty_like(f), np.empty_like(g)
         with _threads(self.nthreads):
             ok = _k.sinkhorn_sweep(
@@ -118,25 +139,36 @@ class _NumbaOps(GeometryOps):
             return f_out, self.softmin(f_out + la_eps, eps, axis=0)
         return f_out, self._out(g_out)
 
-    def sweeper(self, a: Any, b: Any, eps: float):
-        # float32 stays on the log-domain path: its kernel entries would carry the
-        # rounding of float32 exponents (~1e-4 at eps = 1e-3) into every later sweep
-        if (self.kind != DENSE or self.X.dtype != np.float64
-                or self.X.nbytes > GIBBS_CACHE_BYTES):
-            return super().sweeper(a, b, eps)
-        return _GibbsSweeper(self, a, b, eps)
+    def sinkhorn_iterator(self, log_a: Any, log_b: Any, eps: float,
+                          symmetric: bool = False) -> SinkhornIterator:
+        return _NumbaIterator(self, log_a, log_b, eps, symmetric)
 
-    def plan_stats(self, hf: Any, hg: Any, eps: float) -> tuple[Any, Any, float]:
+    def plan_stats(self, hf: Any, hg: Any, eps: float) -> PlanStats:
         with _threads(self.nthreads):
             rows, cols, cost = _k.plan_stats(
                 self.X, self.YT, self.kind, self.p, self._in(hf), self._in(hg),
                 eps * self.scale, self.nthreads,
             )
-        return rows, cols, float(cost) / self.scale
+        return PlanStats(rows, cols, float(cost) / self.scale)
+
+    def apply(self, hf: Any, hg: Any, eps: float, V: Any, axis: int) -> np.ndarray:
+        hf, hg, e = self._in(hf), self._in(hg), eps * self.scale
+        with _threads(self.nthreads):
+            if axis == 1 or self.kind != DENSE:
+                src, srcT = (self.X, self.YT) if axis == 1 else self._swapped()
+                h1, h2 = (hf, hg) if axis == 1 else (hg, hf)
+                out = np.empty((src.shape[0], V.shape[1]), dtype=self.X.dtype)
+                _apply.apply_rows(src, srcT, self.kind, self.p, h1, h2, e,
+                                  np.ascontiguousarray(V.T), out, self.nthreads)
+                return out
+            out = np.empty((V.shape[1], self.X.shape[1]), dtype=self.X.dtype)
+            _apply.apply_cols_dense(self.X, hf, hg, e, np.ascontiguousarray(V), out,
+                                    self.nthreads)
+        return np.ascontiguousarray(out.T)
 
     def plan(self, hf: Any, hg: Any, eps: float) -> np.ndarray:
-        C = self.X if self.kind == DENSE else self.geom.cost_matrix()
-        return np.exp((hf[:, None] + hg[None, :] - C) / eps)
+        return self.plan_marginals(hf, hg, eps,
+                                   np.empty(self.geom.shape, dtype=self.X.dtype)).plan
 
     def cost_scale(self) -> float:
         if self.kind == DENSE:
@@ -145,25 +177,44 @@ class _NumbaOps(GeometryOps):
         lo, hi = both.min(axis=0), both.max(axis=0)
         return float(self.geom.pairwise(lo[None], hi[None])[0, 0])
 
-    def plan_marginals(
-        self, hf: Any, hg: Any, eps: float, out: Any = None
-    ) -> tuple[Any, Any, Any]:
-        if out is None:
-            out = np.empty(self.geom.shape, dtype=self.X.dtype)
+    def cost_matrix(self) -> np.ndarray:
+        if self.kind == DENSE:
+            return self.X
+        out = np.empty(self.geom.shape, dtype=self.X.dtype)
+        with _threads(self.nthreads):
+            _cloud.fill_cost_matrix(self.X, self.YT, self.kind, self.p, out, self.nthreads)
+        return self._out(out)
+
+    def cost_entries(self, i: Any, j: Any) -> np.ndarray:
+        if self.kind == DENSE:
+            return self.X[i, j]
+        g = self.geom
+        c = g.ground.paired(np, self.X[i], self.Y[j])
+        return c / self.scale if self.scale != 1.0 else c
+
+    def plan_marginals(self, hf: Any, hg: Any, eps: float, out: Any) -> PlanMarginals:
+        if not (isinstance(out, np.ndarray) and out.shape == self.geom.shape
+                and out.dtype == self.X.dtype and out.flags.c_contiguous):
+            raise ValueError("out must be a C-contiguous array of the cost's shape and dtype")
         with _threads(self.nthreads):
             rows, cols = _ks.plan_marginals(
                 self.X, self.YT, self.kind, self.p, self._in(hf), self._in(hg),
                 eps * self.scale, out, self.nthreads,
             )
-        return out, rows, cols
+        return PlanMarginals(out, rows, cols)
 
-    def sparsify_plan(self, P: Any, rows: Any, cols: Any, nnz: int) -> tuple[Any, float]:
+    def sparsify_plan(self, P: Any, rows: Any, cols: Any, nnz: int) -> SparsePlan:
         from scipy.sparse import csr_array
 
         with _threads(self.nthreads):
             indptr, indices, data, theta = _ks.sparsify_plan(P, rows, cols, int(nnz),
                                                              self.nthreads)
-        return csr_array((data, indices, indptr), shape=P.shape), float(theta)
+        return SparsePlan(csr_array((data, indices, indptr), shape=P.shape), float(theta))
+
+    def topk(self, axis: int, w: Any, gamma: float, k: int, simplex: bool) -> TopKEvaluator:
+        if axis not in self._groups:  # the same arithmetic as cost_entries
+            self._groups[axis] = np.ascontiguousarray(group_costs(np, self.geom, axis))
+        return _NumbaTopK(self._groups[axis], w, gamma, k, simplex)
 
     def cost_grad(self, hf: Any, hg: Any, eps: float) -> np.ndarray:
         if self.kind == DENSE:
@@ -175,52 +226,81 @@ class _NumbaOps(GeometryOps):
                                   self._in(hf), eps * self.scale, out, self.nthreads)
         return self._out(out)
 
-    def cost_matrix(self) -> np.ndarray:
-        if self.kind == DENSE:
-            return self.X
-        out = np.empty(self.geom.shape, dtype=self.X.dtype)
-        with _threads(self.nthreads):
-            _cloud.fill_cost_matrix(self.X, self.YT, self.kind, self.p, out, self.nthreads)
-        return self._out(out)
 
+class _NumbaIterator(SinkhornIterator):
+    """Sinkhorn steps with the fused kernels: each step is one pass over the cost, the
+    previous potentials serving as log-sum-exp shifts (hints).
 
-class _GibbsSweeper:
-    """Alternating Sinkhorn iterations on a dense cost through a cached Gibbs kernel.
-
-    A fused log-domain sweep stores the kernel ``K = exp((f + g - C) / eps)`` at its
-    output (no extra exponential); the following sweeps are two matrix-vector products
-    with ``K`` (:func:`otcore.kernels.numba.gibbs.scaled_sweep`), as long as no potential
-    has moved more than ``window * eps`` from the potentials ``K`` was stored at. Then
-    the next log-domain sweep stores a fresh kernel. The iterates are those of the
-    log-domain iteration up to rounding; the cache costs one ``(n, m)`` array, freed
-    with the sweeper at the end of the loop.
+    For a float64 dense cost of at most :data:`GIBBS_CACHE_BYTES`, the iterator also
+    caches the Gibbs kernel ``K = exp((f + g - C) / eps)`` that a fused sweep stores at
+    its output (no extra exponential); the following steps are two matrix-vector products
+    with ``K`` (:func:`otcore.kernels.numba.gibbs.scaled_sweep`) as long as no potential
+    has moved more than ``GIBBS_WINDOW * eps`` from the potentials ``K`` was stored at.
+    Then the next log-domain sweep stores a fresh kernel. The iterates are those of the
+    log-domain iteration up to rounding; the cache costs one ``(n, m)`` array, freed with
+    the iterator. float32 stays on the log-domain path: its kernel entries would carry
+    the rounding of float32 exponents (~1e-4 at eps = 1e-3) into every later step.
     """
 
-    def __init__(self, ops: _NumbaOps, a: np.ndarray, b: np.ndarray, eps: float):
-        self.ops, self.eps = ops, eps
-        self.a = np.ascontiguousarray(a, dtype=np.float64)
-        self.b = np.ascontiguousarray(b, dtype=np.float64)
-        self.window = GIBBS_WINDOW
-        self.K = np.empty(ops.geom.shape)
+    def __init__(self, ops: _NumbaOps, log_a: Any, log_b: Any, eps: float,
+                 symmetric: bool):
+        super().__init__(ops, log_a, log_b, eps, symmetric)
+        self.cached = (not symmetric and ops.kind == DENSE and ops.X.dtype == np.float64
+                       and ops.X.nbytes <= GIBBS_CACHE_BYTES)
+        if self.cached:
+            self.a = np.exp(log_a)
+            self.b = np.exp(log_b)
+            self.K = np.empty(ops.geom.shape)
         self.f0 = self.g0 = None  # the potentials K was stored at; None: no valid K
 
-    def __call__(self, hg: Any, la_eps: Any, f: Any, g: Any) -> tuple[np.ndarray, np.ndarray]:
-        eps, window = self.eps, self.window
+    def step(self, f: Any, g: Any) -> tuple[np.ndarray, np.ndarray]:
+        ops, eps = self.ops, self.eps
+        if self.symmetric:
+            return (ops.hinted_softmin(g + self.lb_eps, eps, 1, f),
+                    ops.hinted_softmin(f + self.la_eps, eps, 0, g))
+        if not self.cached:
+            return ops.fused_sweep(g + self.lb_eps, self.la_eps, f, g, eps)
         if self.f0 is not None:
             shift = (g - self.g0) / eps
-            if np.all(np.abs(shift) <= window):
+            if np.all(np.abs(shift) <= GIBBS_WINDOW):
                 f_out, g_out = np.empty_like(f), np.empty_like(g)
-                with _threads(self.ops.nthreads):
+                with _threads(ops.nthreads):
                     ok = _gibbs.scaled_sweep(self.K, self.b * np.exp(shift), self.a, self.f0,
-                                             self.g0, eps, window, f_out, g_out,
-                                             self.ops.nthreads)
+                                             self.g0, eps, GIBBS_WINDOW, f_out, g_out,
+                                             ops.nthreads)
                 if ok:
                     return f_out, g_out
-        f_out, g_out = self.ops.sinkhorn_sweep(hg, la_eps, f, g, eps, store=self.K)
+        f_out, g_out = ops.fused_sweep(g + self.lb_eps, self.la_eps, f, g, eps, store=self.K)
         # K is exp((f_out + g - C) / eps); usable while the columns stay in the window
-        fresh = np.all(np.abs(g_out - g) <= window * eps) and np.all(np.isfinite(g))
+        fresh = np.all(np.abs(g_out - g) <= GIBBS_WINDOW * eps) and np.all(np.isfinite(g))
         self.f0, self.g0 = (f_out, g.copy()) if fresh else (None, None)
         return f_out, g_out
+
+
+class _NumbaTopK(TopKEvaluator):
+    """The top-k kernel of :mod:`otcore.kernels.numba.topk`, keeping per group the last
+    call's ``(k + 1)``-th largest score (or semi-dual threshold) as the next call's
+    starting guess: between nearby potentials, as along an L-BFGS-B run, only the few
+    scores above it are ranked; results are the same as without."""
+
+    def __init__(self, K: np.ndarray, w: Any, gamma: float, k: int, simplex: bool):
+        self.K, self.gamma, self.k, self.simplex = K, float(gamma), int(k), bool(simplex)
+        self.w = np.ascontiguousarray(w, dtype=np.float64)
+        self.hint = np.full(K.shape[0], np.nan)
+
+    def __call__(self, alpha: Any, beta: Any, width: int = 0) -> TopK:
+        from ..kernels.numba import topk as _topk  # compiled on first use
+
+        m = self.K.shape[0]
+        idx = np.empty((m, width), dtype=np.int64)
+        val = np.empty((m, width), dtype=np.float64)
+        f64 = np.float64
+        out, rows = _topk.topk_groups(
+            self.K, np.ascontiguousarray(alpha, dtype=f64),
+            np.ascontiguousarray(beta, dtype=f64), self.w, self.gamma, self.k, self.simplex,
+            get_num_threads(), idx, val, self.hint,
+        )
+        return TopK(out[0], out[1], out[2], out[3].astype(np.int64), rows, idx, val)
 
 
 class NumbaBackend(Backend):
@@ -235,37 +315,12 @@ class NumbaBackend(Backend):
     def bind(self, geom: DenseCost | PointCloud) -> GeometryOps:
         return _NumbaOps(geom)
 
+    def sparse_linalg(self) -> Any:
+        """:mod:`scipy.sparse.linalg`."""
+        import scipy.sparse.linalg
+
+        return scipy.sparse.linalg
+
     def sparse_from_host(self, S: Any) -> Any:
         """``S`` itself: SciPy's sparse matrices are this backend's."""
         return S
-
-    def group_costs(self, geom: DenseCost | PointCloud, axis: int) -> np.ndarray:
-        return np.ascontiguousarray(super().group_costs(geom, axis))
-
-    def topk_groups(self, K, alpha, beta, w, gamma, k, simplex, width=0):
-        return self._topk(K, alpha, beta, w, gamma, k, simplex, width, _NO_HINT)
-
-    def topk_evaluator(self, K, w, gamma, k, simplex):
-        """Keeps, per group, the last call's ``(k + 1)``-th largest score (or semi-dual
-        threshold) as the next call's starting guess: between nearby potentials, as
-        along an L-BFGS-B run, only the few scores above it are ranked (see
-        :func:`otcore.kernels.numba.topk.topk_groups`); results are the same as without."""
-        hint = np.full(K.shape[0], np.nan)
-        w = np.ascontiguousarray(w, dtype=np.float64)
-        return lambda alpha, beta, width=0: self._topk(K, alpha, beta, w, gamma, k,
-                                                       simplex, width, hint)
-
-    @staticmethod
-    def _topk(K, alpha, beta, w, gamma, k, simplex, width, hint):
-        from ..kernels.numba import topk as _topk  # imported on first use
-
-        m = K.shape[0]
-        idx = np.empty((m, width), dtype=np.int64)
-        val = np.empty((m, width), dtype=np.float64)
-        f64 = np.float64
-        out, rows = _topk.topk_groups(
-            K, np.ascontiguousarray(alpha, dtype=f64), np.ascontiguousarray(beta, dtype=f64),
-            np.ascontiguousarray(w, dtype=f64), float(gamma), int(k), bool(simplex),
-            get_num_threads(), idx, val, hint,
-        )
-        return out[0], out[1], out[2], out[3].astype(np.int64), rows, idx, val

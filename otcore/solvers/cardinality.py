@@ -20,7 +20,8 @@ For every f, g: D(f, g) <= S(f), with equality at g = -theta(f) (minus the semi-
 simplex thresholds), so the two have the same optimal value; and S(f) <= the primal
 objective of every feasible k-sparse plan. Both are concave, and smooth except where the
 top-k selection changes; they are maximized with SciPy's L-BFGS-B on value and gradient
-computed together by the backend's fused kernel (:meth:`otcore.backends.Backend.topk_groups`).
+computed together by the backend's fused kernel (``GeometryOps.topk`` of the kernel
+contract, :mod:`otcore.backends._contract`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, sparse
 
+from .._array import host_dtype
 from .._validation import (
     check_bool,
     check_choice,
@@ -38,9 +40,10 @@ from .._validation import (
     check_positive_int,
     check_tol,
 )
+from ..backends._contract import TopK
 from ..result import OTResult, warn_not_converged
 from ._cardinality_rebuild import rebuild_k1
-from ._problem import make_problem
+from ._problem import Problem, make_problem
 
 __all__ = ["cardinality_ot"]
 
@@ -54,28 +57,29 @@ _STAGES = (2, 1, 0)
 _STAGES_K1 = (2, 1, 0, -1, -2, -3, -4, -5)
 
 
-def _topk(bk: Any, K: Any, alpha: np.ndarray, beta: np.ndarray, w: np.ndarray, gamma: float,
-          k: int, simplex: bool, width: int = 0) -> tuple[np.ndarray, ...]:
-    """:meth:`~otcore.backends.Backend.topk_groups` on host vectors, outputs on host."""
-    return _on_host(bk, bk.topk_evaluator(K, bk.xp.asarray(w), gamma, k, simplex), alpha,
+def _topk(obj: _Objective, alpha: np.ndarray, beta: Any, gamma: float, k: int,
+          simplex: bool, width: int = 0) -> TopK:
+    """One evaluation of the top-k kernel over ``obj``'s groups at other settings, with
+    host outputs."""
+    return _on_host(obj.bk, obj.ops.topk(obj.axis, obj.q_dev, gamma, k, simplex), alpha,
                     beta, width)
 
 
-def _on_host(bk: Any, evaluate: Any, alpha: np.ndarray, beta: np.ndarray,
-             width: int | None = 0) -> tuple[np.ndarray, ...]:
-    """Outputs of a :meth:`~otcore.backends.Backend.topk_evaluator` on host vectors.
+def _on_host(bk: Any, evaluate: Any, alpha: np.ndarray, beta: Any,
+             width: int | None = 0) -> TopK:
+    """Outputs of a top-k evaluator (``GeometryOps.topk``) at host vectors, on the host.
 
     Only vectors of length ``n + m`` (and the ``(m, width)`` listed entries) move between
-    host and device; ``K`` stays where it is (as does ``beta`` when it is already a device
-    array). With ``width=None`` it returns every positive entry: a first call counts
-    them, a second one writes them.
+    host and device; the cost stays where it is (as does ``beta`` when it is already a
+    device array). With ``width=None`` it returns every positive entry: a first call
+    counts them, a second one writes them.
     """
     xp = bk.xp
     alpha, beta = xp.asarray(alpha), xp.asarray(beta)
-    out = tuple(bk.to_numpy(v) for v in evaluate(alpha, beta, width or 0))
+    out = TopK(*(bk.to_numpy(v) for v in evaluate(alpha, beta, width or 0)))
     if width is None:
-        width = int(out[3].max(initial=0))
-        out = tuple(bk.to_numpy(v) for v in evaluate(alpha, beta, width))
+        width = int(out.nnz.max(initial=0))
+        out = TopK(*(bk.to_numpy(v) for v in evaluate(alpha, beta, width)))
     return out
 
 
@@ -87,20 +91,22 @@ class _Objective:
     (semi-dual) or ``(f, g)`` stacked (dual).
     """
 
-    def __init__(self, bk: Any, K: Any, p: np.ndarray, q: np.ndarray, gamma: float, k: int,
-                 simplex: bool):
-        self.bk, self.K, self.p, self.q = bk, K, p, q
+    def __init__(self, prob: Problem, axis: int, p: np.ndarray, q: np.ndarray, gamma: float,
+                 k: int, simplex: bool):
+        self.prob, self.bk, self.ops = prob, prob.backend, prob.ops
+        self.axis, self.p, self.q = axis, p, q
         self.gamma, self.k, self.simplex = gamma, k, simplex
         self.n = p.shape[0]
         self.zeros = np.zeros_like(q)
         # loop-invariant kernel inputs, moved to the backend's device once
-        self.q_dev, self.zeros_dev = bk.xp.asarray(q), bk.xp.asarray(self.zeros)
-        self.evaluator = bk.topk_evaluator(K, self.q_dev, gamma, k, simplex)
+        xp = prob.backend.xp
+        self.q_dev, self.zeros_dev = xp.asarray(q), xp.asarray(self.zeros)
+        self.evaluator = prob.ops.topk(axis, self.q_dev, gamma, k, simplex)
         self.scale = 1.0  # SciPy minimizes -scale * objective
         self.last: tuple[np.ndarray, float] | None = None  # (x, L1 marginal error)
 
-    def kernel(self, x: np.ndarray, width: int | None = 0) -> tuple[np.ndarray, ...]:
-        """The backend's :meth:`~otcore.backends.Backend.topk_groups` at ``x``, on host."""
+    def kernel(self, x: np.ndarray, width: int | None = 0) -> TopK:
+        """The backend's top-k kernel at ``x``, on the host."""
         f = x[: self.n]
         g = self.zeros_dev if self.simplex else x[self.n:]
         return _on_host(self.bk, self.evaluator, f, g, width)
@@ -110,13 +116,12 @@ class _Objective:
         """Objective (to maximize), its gradient, the L1 marginal error of the kernel plan,
         and the kernel outputs (with ``width`` plan entries per group), at ``x``."""
         out = self.kernel(x, width)
-        gval, gsum, _, _, rows, _, _ = out
         f = x[: self.n]
-        grad = self.p - rows
-        value = f @ self.p - gval.sum()
+        grad = self.p - out.other
+        value = f @ self.p - out.value.sum()
         if not self.simplex:
             value += x[self.n:] @ self.q
-            grad = np.concatenate([grad, self.q - gsum])
+            grad = np.concatenate([grad, self.q - out.mass])
         err = float(np.abs(grad).sum())  # finite if and only if every entry is
         if not (math.isfinite(value) and math.isfinite(err)):
             raise FloatingPointError(
@@ -124,6 +129,10 @@ class _Objective:
                 "it with the input that triggers it"
             )
         return float(value), grad, err, out
+
+    def variant(self, gamma: float, k: int, simplex: bool) -> _Objective:
+        """The objective of the same problem at other settings (warm-start stages)."""
+        return _Objective(self.prob, self.axis, self.p, self.q, gamma, k, simplex)
 
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         value, grad, err, _ = self.evaluate(x)
@@ -190,10 +199,10 @@ def _warm_start(obj: _Objective, tol: float, max_iter: int, errors: list):
     f, used = np.zeros(n_other), 0
     stages = _STAGES_K1 if obj.k == 1 else _STAGES[:-1] if obj.k >= n_other else _STAGES
     for s in stages:
-        stage = _Objective(obj.bk, obj.K, obj.p, obj.q, obj.gamma * 10.0**s, n_other, True)
+        stage = obj.variant(obj.gamma * 10.0**s, n_other, True)
         f, it, _, _ = _maximize(stage, f, tol, max_iter, errors)
         used += it
-    theta = _topk(obj.bk, obj.K, f, obj.zeros_dev, obj.q_dev, obj.gamma, obj.k, True)[2]
+    theta = _topk(obj, f, obj.zeros_dev, obj.gamma, obj.k, True).theta
     return f, theta, used
 
 
@@ -212,8 +221,8 @@ def _plan_matrix(idx: np.ndarray, val: np.ndarray, shape: tuple[int, int], axis:
 def _top_entries(obj: _Objective, alpha: np.ndarray, beta: np.ndarray, width: int):
     """Per group, the ``width`` largest positive ``alpha_i + beta_j - K_ji``, as arrays
     ``(group, other, value)`` (the kernel in dual mode with ``gamma = 1``, ``k = n``)."""
-    *_, idx, val = _topk(obj.bk, obj.K, alpha, beta, obj.q_dev, 1.0, obj.p.shape[0], False,
-                         min(width, obj.p.shape[0]))
+    out = _topk(obj, alpha, beta, 1.0, obj.p.shape[0], False, min(width, obj.p.shape[0]))
+    idx, val = out.idx, out.val
     group, pos = np.nonzero(val > 0)
     return group, idx[group, pos], val[group, pos]
 
@@ -425,14 +434,11 @@ def cardinality_ot(
             f"from exact OT potentials); got k={k}, formulation={formulation!r}"
         )
     prob = make_problem(a, b, C, backend)
-    bk, xp = prob.backend, prob.xp
-    n, m = prob.geom.shape
     axis = 0 if constrain == "columns" else 1
     simplex = formulation == "semi-dual"
-    a64, b64 = (bk.to_numpy(w).astype(np.float64) for w in (prob.a, prob.b))
+    a64, b64 = (prob.backend.to_numpy(w).astype(np.float64) for w in (prob.a, prob.b))
     p, q = (a64, b64) if axis == 0 else (b64, a64)
-    K = bk.group_costs(prob.geom, axis)
-    obj = _Objective(bk, K, p, q, gamma, k, simplex)
+    obj = _Objective(prob, axis, p, q, gamma, k, simplex)
 
     errors: list = []
     extra: dict = {"warm_start_iter": 0}
@@ -442,42 +448,62 @@ def cardinality_ot(
     else:
         x0 = np.zeros(p.shape[0] + (0 if simplex else q.shape[0]))
     x, n_iter, converged, message = _maximize(obj, x0, tol, max_iter, errors)
-    value, grad, _, (_, _, theta, _, _, idx, val) = obj.evaluate(x, width=None)
+    value, grad, _, out = obj.evaluate(x, width=None)
     pot_other = x[: p.shape[0]]
-    pot_group = -theta if simplex else x[p.shape[0]:]
-
-    dtype = np.dtype(str(prob.dtype).rsplit(".", 1)[-1])
-    plan = _plan_matrix(idx, val, (n, m), axis, dtype)
-    extra.update(message=message, max_nnz=int(np.count_nonzero(val, axis=1).max()))
+    pot_group = -out.theta if simplex else x[p.shape[0]:]
+    extra.update(message=message, max_nnz=int(np.count_nonzero(out.val, axis=1).max()))
+    plan = _plan_matrix(out.idx, out.val, prob.geom.shape, axis,
+                        host_dtype(prob.xp, prob.dtype))
     if rebuild_plan:
-        extra["sparse_plan"] = bk.sparse_from_host(plan)
-        extra["sparse_row_error"], extra["sparse_col_error"] = _marginal_errors(plan, a64, b64)
-        scale = bk.to_float(xp.max(xp.abs(K)))
-        group, other, t, extra["rebuild_lps"] = rebuild_k1(
-            lambda alpha, beta, width: _top_entries(obj, alpha, beta, width),
-            pot_other, p, q, scale)
-        rows, cols = (other, group) if axis == 0 else (group, other)
-        plan = sparse.csr_matrix((t.astype(dtype), (rows, cols)), shape=(n, m))
-        plan.eliminate_zeros()
-
-    coo = plan.tocoo()
-    group, other = (coo.col, coo.row) if axis == 0 else (coo.row, coo.col)
-    flat = xp.asarray(group.astype(np.int64) * K.shape[1] + other)  # entries of K, row-major
-    entry_cost = bk.to_numpy(xp.take(xp.reshape(K, (-1,)), flat)).astype(np.float64)
-    cost = float(entry_cost @ coo.data.astype(np.float64))
-    primal = cost + 0.5 * gamma * float(coo.data.astype(np.float64) @ coo.data)
-    row_error, col_error = _marginal_errors(plan, a64, b64)
-    extra.update(row_error=row_error, col_error=col_error, primal=primal)
+        plan = _rebuild(obj, plan, pot_other, extra)
     if not converged:
         _warn_not_converged(formulation, n_iter, float(np.max(np.abs(grad))), tol, message)
-
     f, g = (pot_other, pot_group) if axis == 0 else (pot_group, pot_other)
-    f, g = (xp.asarray(v.astype(dtype)) for v in (f, g))
+    return _sparse_result(prob, plan, f, g, gamma, value=value, n_iter=n_iter,
+                          converged=converged, method=f"cardinality_ot ({formulation})",
+                          errors=errors, extra=extra)
+
+
+def _rebuild(obj: _Objective, plan: sparse.csr_matrix, f: np.ndarray, extra: dict
+             ) -> sparse.csr_matrix:
+    """The exact OT plan of a ``k = 1`` semi-dual solution (:func:`rebuild_k1`); the
+    1-sparse plan and its marginal errors go to ``extra``."""
+    bk, prob = obj.bk, obj.prob
+    a64, b64 = (obj.p, obj.q) if obj.axis == 0 else (obj.q, obj.p)
+    extra["sparse_plan"] = bk.sparse_from_host(plan)
+    extra["sparse_row_error"], extra["sparse_col_error"] = _marginal_errors(plan, a64, b64)
+    group, other, t, extra["rebuild_lps"] = rebuild_k1(
+        lambda alpha, beta, width: _top_entries(obj, alpha, beta, width),
+        f, obj.p, obj.q, prob.ops.cost_scale())
+    rows, cols = (other, group) if obj.axis == 0 else (group, other)
+    rebuilt = sparse.csr_matrix((t.astype(plan.dtype), (rows, cols)), shape=plan.shape)
+    rebuilt.eliminate_zeros()
+    return rebuilt
+
+
+def _sparse_result(prob: Problem, plan: sparse.csr_matrix, f: np.ndarray, g: np.ndarray,
+                   gamma: float, **fields: Any) -> OTResult:
+    """The :class:`~otcore.OTResult` of a sparse host plan: its cost (from the kernel
+    contract's ``cost_entries``), primal objective and marginal errors; the plan on the
+    backend's device, applied as a sparse matrix."""
+    bk, xp, ns = prob.backend, prob.xp, prob.namespaces
+    a64, b64 = (bk.to_numpy(w).astype(np.float64) for w in (prob.a, prob.b))
+    coo = plan.tocoo()
+    data = coo.data.astype(np.float64)
+    entry_cost = prob.ops.cost_entries(xp.asarray(coo.row.astype(np.int64)),
+                                       xp.asarray(coo.col.astype(np.int64)))
+    cost = float(bk.to_numpy(entry_cost).astype(np.float64) @ data)
+    row_error, col_error = _marginal_errors(plan, a64, b64)
+    fields["extra"].update(row_error=row_error, col_error=col_error,
+                           primal=cost + 0.5 * gamma * float(data @ data))
+    device_plan = bk.sparse_from_host(plan)
+    dtype = host_dtype(xp, prob.dtype)
     return OTResult(
-        f=f, g=g, cost=cost, value=value, marginal_error=row_error + col_error,
-        n_iter=n_iter, converged=converged, backend=bk.name,
-        method=f"cardinality_ot ({formulation})", eps=None, errors=errors, extra=extra,
-        _plan=bk.sparse_from_host(plan),
+        f=ns.to_user(xp.asarray(f.astype(dtype))), g=ns.to_user(xp.asarray(g.astype(dtype))),
+        cost=cost, marginal_error=row_error + col_error, backend=bk.name, eps=None,
+        _plan=device_plan, _apply_fn=lambda V, axis: (device_plan @ V if axis == 1
+                                                      else device_plan.T @ V),
+        _namespaces=ns, _shape=prob.geom.shape, _dtype=prob.dtype, **fields,
     )
 
 

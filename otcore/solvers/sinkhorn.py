@@ -5,26 +5,23 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .._array import namespaces
 from .._validation import (
+    as_array,
     check_bool,
     check_eps,
     check_fraction,
     check_positive_int,
     check_tol,
 )
-from ..result import OTResult, warn_not_converged
-from ._problem import Problem, make_problem
+from ..result import OTResult
+from ._finish import finish_entropic
+from ._problem import Problem, default_tol, make_problem
 
-__all__ = ["default_tol", "entropic_result", "sinkhorn", "sinkhorn_loop"]
+__all__ = ["non_finite_error", "sinkhorn", "sinkhorn_loop"]
 
-
-def default_tol(dtype: Any) -> float:
-    """Default L1 marginal tolerance: 1e-9 in float64, 1e-4 in float32.
-
-    In float32 the rounding of the potentials alone leaves a marginal error of order
-    ``1e-7 max|g| / eps``, so tighter tolerances are often out of reach.
-    """
-    return 1e-4 if "32" in str(dtype) else 1e-9
+#: The advice of the non-convergence warning.
+_ADVICE = "Increase max_iter, use eps_scaling or a larger eps; in float32, a larger tol."
 
 
 def _check_init(prob: Problem, init: Any) -> tuple[Any, Any]:
@@ -33,18 +30,17 @@ def _check_init(prob: Problem, init: Any) -> tuple[Any, Any]:
         return None, None
     if not (isinstance(init, (tuple, list)) and len(init) == 2):
         raise TypeError("init must be a pair (f, g) of potentials (entries may be None)")
-    xp = prob.xp
+    ns = prob.namespaces
     out = []
-    for name, pot, size in zip(("init[0] (f)", "init[1] (g)"), init, prob.geom.shape, strict=True):
+    for name, pot, size in zip(("init[0] (f)", "init[1] (g)"), init, prob.geom.shape,
+                               strict=True):
         if pot is None:
             out.append(None)
             continue
-        from .._validation import as_array
-        from ..backends import namespace_of
-
-        if namespace_of(pot) is not xp:
+        if (not isinstance(pot, (list, tuple))
+                and namespaces(pot, names=(name,)).library != ns.library):
             raise TypeError(f"{name} must come from the same array library as the cost")
-        pot = as_array(xp, pot, name, dtype=prob.dtype, ndim=1)
+        pot = as_array(prob.xp, ns.to_compute(pot), name, dtype=prob.dtype, ndim=1)
         if pot.shape[0] != size:
             raise ValueError(f"{name} has length {pot.shape[0]}, expected {size}")
         out.append(pot)
@@ -100,35 +96,23 @@ def sinkhorn_loop(
     if f is None:
         f = xp.zeros((prob.geom.shape[0],), dtype=prob.dtype)
 
-    def row_update(g, e, hint=None):
-        return ops.softmin(g + e * log_b, e, axis=1, hint=hint)
-
-    def col_update(f, e, hint=None):
-        return ops.softmin(f + e * log_a, e, axis=0, hint=hint)
-
     n_iter = 0
     if eps_scaling is not None:
         # One alternating update per level, eps_k = eps_init * eps_scaling**k > eps.
         level = ops.cost_scale() if eps_init is None else eps_init
         while level > eps and n_iter < max_iter:
-            g = col_update(f, level)
-            f = row_update(g, level)
+            g = ops.softmin(f + level * log_a, level, axis=0)
+            f = ops.softmin(g + level * log_b, level, axis=1)
             level *= eps_scaling
             n_iter += 1
     if g is None or eps_scaling is not None:
-        g = col_update(f, eps)
+        g = ops.softmin(f + eps * log_a, eps, axis=0)
 
     errors: list = []
     converged = False
-    sweep = None if symmetric else ops.sweeper(prob.a, prob.b, eps)
-    la_eps = eps * log_a
+    iterator = ops.sinkhorn_iterator(log_a, log_b, eps, symmetric)
     while n_iter < max_iter:
-        # The current potentials are the log-sum-exp shifts (hints) of their own updates.
-        if symmetric:
-            f_new = row_update(g, eps, hint=f)
-            g_new = col_update(f, eps, hint=g)
-        else:
-            f_new, g_new = sweep(g + eps * log_b, la_eps, f, g)
+        f_new, g_new = iterator.step(f, g)
         if (n_iter + 1) % check_every == 0 or n_iter + 1 == max_iter:
             # (f, g) has exact column marginals (alternating); f_new measures its rows.
             err = _row_error(xp, prob.a, f, f_new, eps)
@@ -281,62 +265,12 @@ def sinkhorn(
     if eps_init is not None:
         eps_init = check_eps(eps_init, "eps_init")
     prob = make_problem(a, b, C, backend)
-    tol = default_tol(prob.dtype) if tol is None else tol
+    tol = default_tol(prob.xp, prob.dtype) if tol is None else tol
     f0, g0 = _check_init(prob, init)
 
-    f, g, n_iter, converged, errors = sinkhorn_loop(
+    f, g, n_iter, estimate_met, errors = sinkhorn_loop(
         prob, eps, tol=tol, max_iter=max_iter, check_every=check_every,
         symmetric=symmetric, eps_scaling=eps_scaling, eps_init=eps_init, f=f0, g=g0,
     )
-    return entropic_result(prob, f, g, eps, n_iter=n_iter, converged=converged,
-                           errors=errors, tol=tol, method="sinkhorn")
-
-
-def entropic_result(
-    prob: Problem, f: Any, g: Any, eps: float, *, n_iter: int, converged: bool,
-    errors: list, tol: float, method: str, extra: dict | None = None,
-) -> OTResult:
-    """Package potentials of an entropic problem as an :class:`OTResult` (one pass over C).
-
-    Computes the exact marginals, ``<C, P>`` and the primal objective
-    ``<C, P> + eps KL(P | a b^T) = <f, P 1> + <g, P^T 1> - eps (sum P - sum a sum b)``.
-    """
-    xp, bk = prob.xp, prob.backend
-    log_a, log_b = prob.log_weights()
-    hf, hg = f + eps * log_a, g + eps * log_b
-    rows, cols, cost = prob.ops.plan_stats(hf, hg, eps)
-    marginal_error = bk.to_float(xp.sum(xp.abs(rows - prob.a)) + xp.sum(xp.abs(cols - prob.b)))
-    mass = bk.to_float(xp.sum(prob.a)) * bk.to_float(xp.sum(prob.b))
-    value = bk.to_float(
-        xp.sum(xp.where(rows > 0, f * rows, 0)) + xp.sum(xp.where(cols > 0, g * cols, 0))
-    ) - eps * (bk.to_float(xp.sum(rows)) - mass)
-    # The exact error of the returned plan decides; the in-loop estimate may have met tol
-    # while rounding keeps the exact error above it (a floor that more iterations
-    # cannot lower).
-    stalled = converged and not marginal_error <= tol
-    converged = marginal_error <= tol
-    if not converged:
-        warn_not_converged(
-            method, n_iter, marginal_error, tol,
-            "The error is at its rounding floor: use a larger tol." if stalled else
-            "Increase max_iter, use eps_scaling or a larger eps; in float32, a larger tol.",
-        )
-
-    n, m = prob.geom.shape
-    ops = prob.ops
-    is_cloud = not hasattr(prob.geom, "C")
-
-    def plan():
-        if is_cloud and n * m > OTResult.max_plan_entries:
-            raise ValueError(
-                f"the plan of this point cloud has {n * m:.3g} entries, above "
-                f"OTResult.max_plan_entries={OTResult.max_plan_entries}; raise that limit "
-                "if you really want to materialize it"
-            )
-        return ops.plan(hf, hg, eps)
-
-    return OTResult(
-        f=f, g=g, cost=float(cost), value=float(value), marginal_error=marginal_error,
-        n_iter=n_iter, converged=converged, backend=bk.name, method=method, eps=eps,
-        errors=errors, extra=extra or {}, _plan_fn=plan,
-    )
+    return finish_entropic(prob, f, g, eps, n_iter=n_iter, errors=errors, tol=tol,
+                           method="sinkhorn", estimate_met=estimate_met, advice=_ADVICE)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -33,8 +33,9 @@ from .._validation import (
 )
 from ..backends import Backend
 from ..result import OTResult
-from ._problem import Problem, make_problem
-from .sinkhorn import default_tol, entropic_result, non_finite_error, sinkhorn_loop
+from ._finish import finish_entropic
+from ._problem import Problem, default_tol, make_problem
+from .sinkhorn import non_finite_error, sinkhorn_loop
 
 __all__ = ["sinkhorn_newton_sparse"]
 
@@ -60,6 +61,9 @@ _TAU_MIN, _TAU_MAX, _TAU_GROWTH = 1e-3, 1.0, 10.0
 _MAX_STALLED = 15
 #: Initial number of kept plan entries per row and column, when ``density`` is not given.
 _ENTRIES_PER_LINE = 4
+#: The advice of the non-convergence warning.
+_ADVICE = ("Increase max_iter (Newton steps), or warmup_iter with a smaller warmup_tol so "
+           "that Newton starts closer to the solution; in float32, a larger tol.")
 
 
 @cache
@@ -127,7 +131,7 @@ class _State:
         log_a, log_b = prob.log_weights()
         self.f, self.g = f, g
         self.P, self.rows, self.cols = prob.ops.plan_marginals(
-            f + eps * log_a, g + eps * log_b, eps, out=out)
+            f + eps * log_a, g + eps * log_b, eps, out)
         total = num(xp.sum(self.rows))
         self.finite = math.isfinite(total)
         if self.finite:
@@ -364,14 +368,14 @@ def sinkhorn_newton_sparse(
     True
     """
     prob = make_problem(a, b, C, backend)
-    bk, xp = prob.backend, prob.xp
+    bk = prob.backend
     if bk.sparse_linalg() is None:
         raise TypeError(
             "sinkhorn_newton_sparse needs NumPy or CuPy arrays (its Newton stage uses the "
             f"sparse conjugate gradients of SciPy or CuPy); got {bk!r}"
         )
     eps = check_eps(eps)
-    tol = default_tol(prob.dtype) if tol is None else check_tol(tol)
+    tol = default_tol(prob.xp, prob.dtype) if tol is None else check_tol(tol)
     max_iter = check_positive_int(max_iter, "max_iter")
     n, m = prob.geom.shape
     density = (min(1.0, _ENTRIES_PER_LINE * (n + m) / (n * m)) if density is None
@@ -382,28 +386,54 @@ def sinkhorn_newton_sparse(
     cg_maxiter = min(n, m) if cg_maxiter is None else check_positive_int(cg_maxiter,
                                                                          "cg_maxiter")
 
-    mass = bk.to_float(xp.sum(prob.a))
+    mass = bk.to_float(prob.xp.sum(prob.a))
     f, g, n_sk, _, errors = sinkhorn_loop(
         prob, eps, tol=max(tol, warmup_tol * mass), max_iter=warmup_iter, check_every=1)
+    x, stage = _newton_stage(prob, eps, f, g, tol=tol, max_iter=max_iter, density=density,
+                             cg_rtol=cg_rtol, cg_maxiter=cg_maxiter, n_sk=n_sk,
+                             errors=errors)
+    extra = {"sinkhorn_iter": stage.n_sk, "newton_iter": stage.n_newton,
+             "fallbacks": stage.fallbacks, "history": stage.history}
+    return finish_entropic(
+        prob, x.f, x.g, eps, n_iter=stage.n_sk + stage.n_newton, errors=errors, tol=tol,
+        method="sinkhorn_newton_sparse", estimate_met=x.error < tol, advice=_ADVICE,
+        steps=(stage.n_newton, f"Newton steps (after {stage.n_sk} Sinkhorn iterations)"),
+        extra=extra)
+
+
+@dataclass
+class _Stage:
+    """Counters and per-step history of the Newton stage."""
+
+    n_sk: int
+    n_newton: int = 0
+    fallbacks: int = 0
+    history: dict = field(default_factory=lambda: {
+        "error": [], "density": [], "cg_iter": [], "step": [], "shift": []})
+
+
+def _newton_stage(prob: Problem, eps: float, f: Any, g: Any, *, tol: float, max_iter: int,
+                  density: float, cg_rtol: float, cg_maxiter: int, n_sk: int,
+                  errors: list) -> tuple[_State, _Stage]:
+    """Newton steps from the warm-up potentials ``(f, g)`` until the marginal error is
+    below ``tol`` or ``max_iter`` steps were made; Sinkhorn fallbacks where Newton does
+    not pay (:class:`_Policy`). Appends to ``errors``; returns the last state (never worse
+    than the accepted steps before it) and the stage's counters."""
+    bk, xp = prob.backend, prob.xp
+    n, m = prob.geom.shape
     buffers = [xp.empty((n, m), dtype=prob.dtype) for _ in range(2)]
     x = _State(prob, eps, f, g, buffers[0])
     policy = _Policy(density, x.error)
-    history: dict[str, list] = {"error": [], "density": [], "cg_iter": [], "step": [],
-                                "shift": []}
-    n_newton = fallbacks = 0
-    converged = False
+    stage = _Stage(n_sk)
     while True:
         if not x.finite:
             raise non_finite_error(prob, eps,
                                    "sinkhorn_newton_sparse reached non-finite potentials")
-        errors.append((n_sk + n_newton, x.error))
-        if x.error < tol:
-            converged = True
-            break
-        if n_newton >= max_iter:
-            break
-        S, _ = prob.ops.sparsify_plan(x.P, x.rows, x.cols,
-                                      max(1, round(policy.density * n * m)))
+        errors.append((stage.n_sk + stage.n_newton, x.error))
+        if x.error < tol or stage.n_newton >= max_iter:
+            return x, stage
+        S = prob.ops.sparsify_plan(x.P, x.rows, x.cols,
+                                   max(1, round(policy.density * n * m))).matrix
         gf, gg = prob.a - x.rows, prob.b - x.cols
         df, dg, n_cg = _newton_direction(bk, S, x.rows, x.cols, gf, gg, eps, cg_rtol,
                                          cg_maxiter, policy.tau)
@@ -414,23 +444,17 @@ def sinkhorn_newton_sparse(
             new, step = _line_search(prob, eps, x, df, dg, slope, spare)
         for key, value in (("error", x.error), ("density", S.nnz / (n * m)),
                            ("cg_iter", n_cg), ("step", step), ("shift", policy.tau)):
-            history[key].append(value)
-        n_newton += 1
+            stage.history[key].append(value)
+        stage.n_newton += 1
         if new is not None:
             k = policy.accepted(step, new.error / x.error, new.error)
             x = new
         else:
             k = policy.failed()
         if k:  # Newton steps do not pay (here): Sinkhorn iterations instead
-            fallbacks += 1
+            stage.fallbacks += 1
             f, g, k, _, errs = sinkhorn_loop(prob, eps, tol=tol, max_iter=k, check_every=1,
                                              f=x.f, g=x.g)
-            errors.extend((n_sk + n_newton + i, e) for i, e in errs)
-            n_sk += k
+            errors.extend((stage.n_sk + stage.n_newton + i, e) for i, e in errs)
+            stage.n_sk += k
             x = _State(prob, eps, f, g, x.P)
-
-    extra = {"sinkhorn_iter": n_sk, "newton_iter": n_newton, "fallbacks": fallbacks,
-             "history": history}
-    return entropic_result(prob, x.f, x.g, eps, n_iter=n_sk + n_newton, converged=converged,
-                           errors=errors, tol=tol, method="sinkhorn_newton_sparse",
-                           extra=extra)

@@ -6,12 +6,15 @@ CPU emulator of the CUDA kernels (``test_cuda_emulated.py``). Every kernel is co
 with ``numba_cpu`` on the same data, to 1e-10 in float64 and 1e-5 in float32, for dense
 costs and point clouds, both axes, ``-inf`` entries in ``h``, eps from 1e-4 to 1 of the
 cost scale, sizes that are not multiples of any tile, and with the reductions both whole
-(one part) and split across blocks. The point-cloud gradient kernel (``cost_grad``) and
+(one part) and split across blocks. The plan products (``apply``: ``P V`` and ``P^T V``
+for 1 and 3 columns) and the cost entries of index pairs (``cost_entries``) are checked
+on the same data. The point-cloud gradient kernel (``cost_grad``) and
 the dense cost (``cost_matrix``) are checked for every ground cost in dimensions 1, 2, 3
 (the fixed-dimension kernels), 5 and 40 (the any-dimension kernel, 40 with two staged
 coordinate chunks), with coincident points. The plan sparsification must keep exactly
-the entries the CPU kernel keeps. The top-k kernel of cardinality OT, whose scores are
-float64 whatever the cost's dtype, is compared to 1e-12 with exact indices and nonzero
+the entries the CPU kernel keeps. The top-k kernel of cardinality OT (the evaluator of
+``bind(DenseCost(K.T)).topk(0, ...)``, whose groups are the rows of ``K``), whose scores
+are float64 whatever the cost's dtype, is compared to 1e-12 with exact indices and nonzero
 counts, on ties, ``k = 1``, ``k >= n``, groups without mass and listed entries. The
 solvers built on the kernels (Sinkhorn, SNS, cardinality OT, the Monge gap and the
 Sinkhorn divergence) must give the CPU results end to end.
@@ -30,6 +33,7 @@ from scipy import sparse
 
 import otcore as oc
 from otcore.backends import cupy_gpu
+from otcore.backends._contract import PlanMarginals, PlanStats, SparsePlan, TopK
 from otcore.backends.numba_cpu import NumbaBackend
 
 from ..problems import random_problem
@@ -182,11 +186,22 @@ def assert_cardinality_agrees(res: Any, ref: Any, smooth: bool) -> None:
     np.testing.assert_allclose(res.plan.toarray(), ref.plan.toarray(), atol=tol)
 
 
+def topk_groups(backend: Any, K: Any, alpha: Any, beta: Any, w: Any, gamma: float, k: int,
+                simplex: bool, width: int = 0) -> TopK:
+    """The cardinality kernel of ``backend`` on a raw group-major ``K`` of shape ``(m, n)``
+    (row ``j`` holds the costs of group ``j``): the :class:`TopK` outputs of the evaluator
+    of ``bind(DenseCost(K.T)).topk(0, ...)`` at ``(alpha, beta, width)``."""
+    ops = backend.bind(oc.DenseCost(K.T))
+    out = ops.topk(0, w, gamma, k, simplex)(alpha, beta, width)
+    assert isinstance(out, TopK)
+    return out
+
+
 def check_topk(device: Device, out: tuple, ref: tuple, width: int) -> list:
-    """``topk_groups`` outputs of the backend against Numba's: device arrays of the right
-    shapes and dtypes, the same nonzero counts and listed indices, values to 1e-12.
+    """Top-k outputs (:class:`TopK`) of the backend against Numba's: device arrays of the
+    right shapes and dtypes, the same nonzero counts and listed indices, values to 1e-12.
     Returns the outputs on the host."""
-    names = ("gval", "gsum", "theta", "nnz", "rows", "idx", "val")
+    names = TopK._fields  # value, mass, theta, nnz, other, idx, val
     got = []
     for name, o, r in zip(names, out, ref, strict=True):
         assert isinstance(o, device.array_type), name
@@ -247,7 +262,8 @@ class KernelContract:
         return cupy_gpu.CupyBackend().bind(dev_geom)
 
     def _check_all(self, device, geom, scale, dtype, rng) -> None:
-        """softmin (both axes, two eps), plan_stats, plan and cost_scale against Numba."""
+        """softmin (both axes, two eps), plan_stats, plan, plan_marginals, apply,
+        cost_entries and cost_scale against Numba."""
         ops, ref = self._ops(device, geom, dtype), NumbaBackend().bind(geom)
         n, m = geom.shape
         for eps in (1e-4 * scale, 0.3 * scale):
@@ -260,8 +276,9 @@ class KernelContract:
         hf = ref.softmin(np.zeros(m, dtype), eps, 1) - eps * np.log(n * m)
         hf = hf.astype(dtype)
         hg = (ref.softmin(hf, eps, 0) - eps * np.log(m)).astype(dtype)
-        rows, cols, cost = ops.plan_stats(device.asarray(hf, dtype), device.asarray(hg, dtype),
-                                          eps)
+        rows, cols, cost = stats = ops.plan_stats(device.asarray(hf, dtype),
+                                                  device.asarray(hg, dtype), eps)
+        assert isinstance(stats, PlanStats)
         r_rows, r_cols, r_cost = ref.plan_stats(hf, hg, eps)
         device.check(rows, r_rows, dtype)
         device.check(cols, r_cols, dtype)
@@ -270,14 +287,31 @@ class KernelContract:
         plan = ops.plan(device.asarray(hf, dtype), device.asarray(hg, dtype), eps)
         device.check(plan, ref.plan(hf, hg, eps), dtype)
         out = device.xp.empty((n, m), dtype=dtype)
-        P, rows, cols = ops.plan_marginals(device.asarray(hf, dtype), device.asarray(hg, dtype),
-                                           eps, out=out)
+        P, rows, cols = marginals = ops.plan_marginals(
+            device.asarray(hf, dtype), device.asarray(hg, dtype), eps, out=out)
+        assert isinstance(marginals, PlanMarginals)
         assert P is out  # the caller's buffer is used
-        r_P, r_rows, r_cols = ref.plan_marginals(hf, hg, eps)
+        r_P, r_rows, r_cols = ref.plan_marginals(hf, hg, eps, np.empty((n, m), dtype=dtype))
         device.check(P, r_P, dtype)
         device.check(rows, r_rows, dtype)
         device.check(cols, r_cols, dtype)
         assert ops.cost_scale() == pytest.approx(ref.cost_scale(), rel=tolerance(dtype))
+        # P V and P^T V (k = 1 and 3), also with zero weights on both sides
+        hf_zero, hg_zero = hf.copy(), hg.copy()
+        hf_zero[::3], hg_zero[1::4] = -np.inf, -np.inf
+        for f, g in ((hf, hg), (hf_zero, hg_zero)):
+            for k in (1, 3):
+                for axis, size in ((1, m), (0, n)):
+                    V = rng.normal(size=(size, k)).astype(dtype)
+                    out = ops.apply(device.asarray(f, dtype), device.asarray(g, dtype), eps,
+                                    device.asarray(V, dtype), axis)
+                    device.check(out, ref.apply(f, g, eps, V, axis), dtype)
+        # entries of the cost at index pairs (repeated ones, the corners included)
+        i = np.concatenate([[0, n - 1, 0], rng.integers(0, n, size=20)])
+        j = np.concatenate([[0, m - 1, m - 1], rng.integers(0, m, size=20)])
+        entries = ops.cost_entries(device.asarray(i, np.int64), device.asarray(j, np.int64))
+        device.check(entries, ref.cost_entries(i, j), dtype)
+        device.check(entries, ref.cost_matrix()[i, j], dtype)
 
     @pytest.mark.parametrize("dtype", DTYPES)
     @pytest.mark.parametrize("shape", DENSE_SHAPES)
@@ -327,8 +361,15 @@ class KernelContract:
         hf = np.array([-np.inf, 0.0, 0.0, 0.0, 0.0, 800.0], dtype=dtype)
         hg = np.zeros(5, dtype=dtype)
         ops = cupy_gpu.CupyBackend().bind(oc.DenseCost(device.asarray(C, dtype)))
+        hf, hg = device.asarray(hf, dtype), device.asarray(hg, dtype)
+        for bad in (None, device.xp.empty((5, 6), dtype=dtype),
+                    device.xp.empty((6, 5), dtype=np.float64 if dtype == np.float32
+                                    else np.float32),
+                    device.xp.empty((5, 6), dtype=dtype).T, np.empty((6, 5), dtype=dtype)):
+            with pytest.raises(ValueError, match="out"):  # the buffer is required
+                ops.plan_marginals(hf, hg, 1.0, bad)
         P, rows, cols = (device.to_numpy(v) for v in ops.plan_marginals(
-            device.asarray(hf, dtype), device.asarray(hg, dtype), 1.0))
+            hf, hg, 1.0, device.xp.empty((6, 5), dtype=dtype)))
         assert np.all(P[0] == 0) and rows[0] == 0
         assert np.all(np.isinf(P[5])) and np.isinf(rows[5]) and np.all(np.isinf(cols))
         np.testing.assert_allclose(P[1:5], np.exp(-C[1:5].astype(np.float64)),
@@ -344,12 +385,14 @@ class KernelContract:
         hf = _potential(rng, n, 1.0, dtype)
         hg = _potential(rng, m, 1.0, dtype)
         ref = NumbaBackend().bind(oc.DenseCost(C))
-        P, rows, cols = ref.plan_marginals(hf, hg, 0.5)
+        P, rows, cols = ref.plan_marginals(hf, hg, 0.5, np.empty((n, m), dtype=dtype))
         ops = self._ops(device, oc.DenseCost(C), dtype)
         positive = int(np.count_nonzero(P))
         for nnz in sorted({1, max(1, n * m // 7), positive, n * m + 5}):
-            S, theta = ops.sparsify_plan(device.asarray(P, dtype), device.asarray(rows, dtype),
-                                         device.asarray(cols, dtype), nnz)
+            S, theta = kept = ops.sparsify_plan(device.asarray(P, dtype),
+                                                device.asarray(rows, dtype),
+                                                device.asarray(cols, dtype), nnz)
+            assert isinstance(kept, SparsePlan)
             R, r_theta = ref.sparsify_plan(P, rows, cols, nnz)
             assert isinstance(S, device.sparse_type), type(S)
             assert S.shape == (n, m) and S.dtype == np.dtype(dtype)
@@ -448,9 +491,15 @@ class KernelContract:
         for fn in (oc.monge_gap, oc.sinkhorn_divergence):
             with warnings.catch_warnings():  # float32: not converged, by construction
                 warnings.simplefilter("ignore", oc.ConvergenceWarning)
-                value, grad = fn(device.asarray(x, dtype), device.asarray(y, dtype),
-                                 a=device.asarray(a, dtype), backend=gpu, **kw)
-                ref_value, ref_grad = fn(x, y, a=a, **kw)
+                res = fn(device.asarray(x, dtype), device.asarray(y, dtype),
+                         a=device.asarray(a, dtype), backend=gpu, **kw)
+                ref = fn(x, y, a=a, **kw)
+            assert isinstance(res, oc.LossResult) and isinstance(ref, oc.LossResult)
+            assert all(r.backend == "cupy_gpu" for r in res.solves.values())
+            assert res.solves.keys() == ref.solves.keys()
+            if np.dtype(dtype) == np.float64:
+                assert res.converged and ref.converged
+            value, grad, ref_value, ref_grad = res.value, res.grad, ref.value, ref.grad
             assert isinstance(value, float)
             assert value == pytest.approx(ref_value, rel=tolerance(dtype))
             device.check(grad, ref_grad, dtype, unit=float(np.abs(ref_grad).max()))
@@ -460,9 +509,9 @@ class KernelContract:
     def test_topk_groups_match_numba(self, device, split, case, gamma, rng):
         m, n, k, simplex, data, dtype, width = case
         K, alpha, beta, w = topk_data(rng, m, n, simplex, data, dtype)
-        ref = NumbaBackend().topk_groups(K, alpha, beta, w, gamma, k, simplex, width=width)
+        ref = topk_groups(NumbaBackend(), K, alpha, beta, w, gamma, k, simplex, width)
         args = [device.asarray(v, v.dtype) for v in (K, alpha, beta, w)]
-        out = cupy_gpu.CupyBackend().topk_groups(*args, gamma, k, simplex, width=width)
+        out = topk_groups(cupy_gpu.CupyBackend(), *args, gamma, k, simplex, width)
         got = check_topk(device, out, ref, width)
         if simplex:  # no mass: nothing selected, theta = the best score
             assert got[3][0] == 0 and got[1][0] == 0.0
@@ -475,11 +524,32 @@ class KernelContract:
         K[1, [2, 255, 256, 299]] = -1.0
         bk = cupy_gpu.CupyBackend()
         for simplex in (True, False):
-            out = bk.topk_groups(*(device.asarray(v, np.float64) for v in
-                                   (K, np.zeros(n), np.ones(2), np.ones(2))), 1.0, k, simplex,
-                                 width=k)
+            out = topk_groups(bk, *(device.asarray(v, np.float64) for v in
+                                    (K, np.zeros(n), np.ones(2), np.ones(2))), 1.0, k, simplex,
+                              width=k)
             np.testing.assert_array_equal(device.to_numpy(out[3]), [3, 3])
             np.testing.assert_array_equal(device.to_numpy(out[5]), [[0, 1, 2], [2, 255, 256]])
+
+    @pytest.mark.parametrize("axis", [0, 1])
+    def test_topk_of_a_cloud_lays_the_groups_out_once(self, device, axis, rng):
+        # the groups of a point cloud (its columns for axis 0, its rows for axis 1) are
+        # evaluated into one group-major array when the first evaluator is made, and kept
+        n, m, k = 30, 20, 3
+        x, y = rng.normal(size=(n, 3)), rng.normal(size=(m, 3))
+        geom = oc.PointCloud(x, y, "euclidean", scale=2.0)
+        ops, ref = self._ops(device, geom, np.float64), NumbaBackend().bind(geom)
+        groups, size = (m, n) if axis == 0 else (n, m)
+        w, alpha, beta = rng.random(groups), 0.3 * rng.normal(size=size), np.zeros(groups)
+        expected = ref.topk(axis, w, 0.5, k, True)(alpha, beta, k)
+        evaluator = ops.topk(axis, device.asarray(w, np.float64), 0.5, k, True)
+        layout = ops._groups[axis]
+        C = ref.cost_matrix()
+        device.check(layout, C.T if axis == 0 else C, np.float64)
+        out = evaluator(device.asarray(alpha, np.float64), device.asarray(beta, np.float64), k)
+        assert isinstance(out, TopK)
+        check_topk(device, out, expected, k)
+        ops.topk(axis, device.asarray(w, np.float64), 2.0, 1, False)  # another run
+        assert ops._groups[axis] is layout and list(ops._groups) == [axis]
 
     @pytest.mark.parametrize("case", CARDINALITY_CASES)
     def test_cardinality_matches_numba(self, device, case):

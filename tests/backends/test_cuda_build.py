@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from otcore import costs
 from otcore.kernels import cuda
 from otcore.kernels.cuda import launch
 
@@ -56,10 +57,36 @@ def test_compile_options_define_the_launch_constants():
     opts = launch.compile_options()
     assert opts[0] == "-std=c++14"
     defs = dict(o[2:].split("=") for o in opts[1:])
+    # the cost codes come from otcore.costs (common.cuh no longer defines them)
+    cost_defs = {"OTC_DENSE": costs.DENSE, "OTC_SQEUCLIDEAN": costs.SQEUCLIDEAN,
+                 "OTC_EUCLIDEAN": costs.EUCLIDEAN, "OTC_PNORM": costs.PNORM}
+    assert {k: defs.pop(k) for k in cost_defs} == {k: str(v) for k, v in cost_defs.items()}
+    assert cost_defs == {"OTC_DENSE": 0, "OTC_SQEUCLIDEAN": 1, "OTC_EUCLIDEAN": 2,
+                         "OTC_PNORM": 3}
     assert defs == {"OTC_BLOCK": "256", "OTC_RY": "8", "OTC_UNROLL": "8", "OTC_TILE": "256",
                     "OTC_ANY_TILE": "32", "OTC_ANY_DIMS": "32", "OTC_CPT": "4",
                     "OTC_KEY_SHIFT": "50", "OTC_NKEYS": "8192"}
     assert 32 * launch.ROWS_PER_BLOCK == launch.BLOCK
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not on PATH")
+@pytest.mark.parametrize("name", cuda.source_names())
+def test_sources_take_the_cost_codes_from_the_compile_options(name):
+    # no source defines the cost codes itself: each preprocesses with the -D options, and
+    # fails (#error) when any cost code is missing from them
+    text = cuda.source(name)
+    defines = [o for o in launch.compile_options() if o.startswith("-D")]
+    for code in costs.compile_defines():
+        assert f"#define {code}" not in text, code
+
+    def preprocess(opts):
+        return subprocess.run(["g++", "-E", "-P", "-x", "c++", *opts, "-"], input=text,
+                              capture_output=True, text=True)
+
+    assert preprocess(defines).returncode == 0
+    for code in costs.compile_defines():
+        proc = preprocess([o for o in defines if not o.startswith(f"-D{code}=")])
+        assert proc.returncode != 0 and "compile_options" in proc.stderr, code
 
 
 def test_sparsify_keys_match_the_cpu_kernel():

@@ -109,9 +109,11 @@ def test_monge_gap_runs_on_the_cuda_kernels(device, online):
     # from the Array-API fallback of the contract
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(30, 2)), rng.normal(size=(30, 2))
-    _, grad = oc.monge_gap(device.asarray(x, np.float64), device.asarray(y, np.float64),
-                           eps=0.5, online=online, return_grad=True,
-                           backend=cupy_gpu.CupyBackend())
+    res = oc.monge_gap(device.asarray(x, np.float64), device.asarray(y, np.float64),
+                       eps=0.5, online=online, return_grad=True, backend=cupy_gpu.CupyBackend())
+    assert isinstance(res, oc.LossResult) and res.converged
+    assert res.solves["xy"].backend == "cupy_gpu"
+    grad = res.grad
     assert isinstance(grad, cuda_emulator.DeviceArray) and grad.shape == (30, 2)
     grad_kernel = cupy_gpu._kernel("otc_cost_grad_d2", "float64")
     matrix_kernel = cupy_gpu._kernel("otc_cost_matrix", "float64")

@@ -15,7 +15,7 @@ import otcore as oc
 from otcore.backends import cupy_gpu, get_backend
 from otcore.backends.numba_cpu import NumbaBackend
 
-from .kernel_checks import Device, KernelContract, check_topk, tolerance
+from .kernel_checks import Device, KernelContract, check_topk, tolerance, topk_groups
 
 cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
 try:
@@ -117,11 +117,13 @@ def test_device_filling_sns_kernels_match_numba(dtype):
     ops = cupy_gpu.CupyBackend().bind(oc.DenseCost(cupy.asarray(C)))
     ref = NumbaBackend().bind(oc.DenseCost(C))
     tol = tolerance(dtype)
-    out = ops.plan_marginals(cupy.asarray(hf), cupy.asarray(hg), eps)
-    for got, want in zip(out, ref.plan_marginals(hf, hg, eps), strict=True):
+    buffer = cupy.empty((n, m), dtype=dtype)
+    out = ops.plan_marginals(cupy.asarray(hf), cupy.asarray(hg), eps, buffer)
+    assert out.plan is buffer
+    P, rows, cols = expected = ref.plan_marginals(hf, hg, eps, np.empty((n, m), dtype=dtype))
+    for got, want in zip(out, expected, strict=True):
         np.testing.assert_allclose(cupy.asnumpy(got), want, rtol=tol,
                                    atol=tol * float(np.abs(want).max()))
-    P, rows, cols = ref.plan_marginals(hf, hg, eps)
     x = rng.normal(size=m).astype(dtype)
     for nnz in (4 * (n + m), n * m // 3):
         S, theta = ops.sparsify_plan(cupy.asarray(P), cupy.asarray(rows), cupy.asarray(cols),
@@ -157,9 +159,9 @@ def test_topk_device_filling_sizes_match_numba(simplex, k, width, dtype):
     K = rng.random((m, n)).astype(dtype)
     alpha, w = 0.3 * rng.normal(size=n), rng.random(m)
     beta = np.zeros(m) if simplex else 0.3 * rng.normal(size=m)
-    ref = NumbaBackend().topk_groups(K, alpha, beta, w, 0.05, k, simplex, width=width)
-    out = cupy_gpu.CupyBackend().topk_groups(
-        *(cupy.asarray(v) for v in (K, alpha, beta, w)), 0.05, k, simplex, width=width)
+    ref = topk_groups(NumbaBackend(), K, alpha, beta, w, 0.05, k, simplex, width)
+    out = topk_groups(cupy_gpu.CupyBackend(), *(cupy.asarray(v) for v in (K, alpha, beta, w)),
+                      0.05, k, simplex, width)
     check_topk(Device(cupy, cupy.ndarray, None), out, ref, width)
 
 

@@ -1,5 +1,5 @@
 """The cached Gibbs kernel of dense float64 Sinkhorn loops (``kernels/numba/gibbs.py`` and
-``numba_cpu._GibbsSweeper``): its sweeps equal log-domain sweeps computed with SciPy's
+``numba_cpu._NumbaIterator``): its sweeps equal log-domain sweeps computed with SciPy's
 ``logsumexp``, it refuses to leave its window, and whole solves equal the solves without
 the cache (and the array_api reference) while actually using it."""
 
@@ -37,12 +37,12 @@ def setup():
 
 
 def stored_kernel(C, a, b, f, g, eps):
-    """One fused sweep storing its kernel, as the sweeper does."""
+    """One fused sweep storing its kernel, as the iterator does."""
     ops = NumbaBackend().bind(oc.DenseCost(C))
     K = np.empty(C.shape)
     with np.errstate(divide="ignore"):
         la, lb = eps * np.log(a), eps * np.log(b)
-    f_out, g_out = ops.sinkhorn_sweep(g + lb, la, f, g, eps, store=K)
+    f_out, g_out = ops.fused_sweep(g + lb, la, f, g, eps, store=K)
     return K, f_out, g_out
 
 

@@ -80,7 +80,7 @@ def test_softmin_hint_does_not_change_the_result(kind, axis, eps, offset):
     h = potential(rng, size, n_inf=3)
     expected = ref.softmin(h, eps, axis)
     hint = expected + offset * eps * rng.uniform(0.5, 1.0, size=expected.shape)
-    out = fast.softmin(h, eps, axis, hint=hint)
+    out = fast.hinted_softmin(h, eps, axis, hint)
     assert_allclose(out, expected, rtol=0, atol=tol(expected))
 
 
@@ -100,7 +100,7 @@ def test_softmin_float32(kind, axis, offset):
     h = potential(rng, size, np.float32, n_inf=3)
     expected = ArrayAPIBackend(np).bind(geom64).softmin(h.astype(np.float64), eps, axis)
     hint = None if offset is None else (expected + offset * eps).astype(np.float32)
-    out = NumbaBackend().bind(geom32).softmin(h, eps, axis, hint=hint)
+    out = NumbaBackend().bind(geom32).hinted_softmin(h, eps, axis, hint)
     assert out.dtype == np.float32
     assert_allclose(out, expected, rtol=0, atol=4e-7 * max(1.0, float(np.abs(expected).max())))
 
@@ -136,7 +136,7 @@ def test_sinkhorn_sweep(kind, shape, eps, hints):
         g0 = g_exp + eps * rng.uniform(-2, 2, size=m)
     else:
         f0, g0 = np.zeros(n), np.full(m, 5.0)
-    f_new, g_new = fast.sinkhorn_sweep(hg, la_eps, f0, g0, eps)
+    f_new, g_new = fast.fused_sweep(hg, la_eps, f0, g0, eps)
     assert np.all(np.isfinite(f_new)) and np.all(np.isfinite(g_new))
     assert_allclose(f_new, f_exp, rtol=0, atol=tol(f_exp))
     assert_allclose(g_new, g_exp, rtol=0, atol=tol(g_exp))
@@ -157,7 +157,7 @@ def test_sinkhorn_sweep_float32(kind, hints):
     f_exp = ref.softmin(hg.astype(np.float64), eps, 1)
     g_exp = ref.softmin(f_exp.astype(np.float32).astype(np.float64) + la_eps, eps, 0)
     f0, g0 = (f_exp, g_exp) if hints == "exact" else (np.zeros(shape[0]), np.zeros(shape[1]))
-    f_new, g_new = NumbaBackend().bind(geom32).sinkhorn_sweep(
+    f_new, g_new = NumbaBackend().bind(geom32).fused_sweep(
         hg, la_eps, f0.astype(np.float32), g0.astype(np.float32), eps)
     assert f_new.dtype == g_new.dtype == np.float32
     assert_allclose(f_new, f_exp, rtol=0, atol=4e-7 * max(1.0, float(np.abs(f_exp).max())))

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from otcore.backends import ArrayAPIBackend, NumbaBackend
+from otcore.backends._contract import TopK
+from otcore.backends.array_api import group_costs
 from otcore.geometry import DenseCost, PointCloud
-from otcore.kernels.numba import topk
+from otcore.kernels.numba import SERIAL_BELOW, topk
 
 from ..problems import ground_cost
 
@@ -46,9 +48,34 @@ def dense(nnz, idx, val, n):
     return out
 
 
-def run_numba(K, alpha, beta, w, gamma, k, simplex):
-    """All outputs, with every positive entry listed (width = min(k, n))."""
-    return NUMBA.topk_groups(K, alpha, beta, w, gamma, k, simplex, width=min(k, K.shape[1]))
+def numba_evaluator(K, w, gamma, k, simplex):
+    """A fresh (hint-free) Numba evaluator over the groups of a raw ``(m, n)`` matrix ``K``:
+    its rows are the groups, i.e. the columns (``axis=0``) of the cost ``C = K.T``."""
+    return NUMBA.bind(DenseCost(K.T)).topk(0, w, gamma, k, simplex)
+
+
+def reference_evaluator(K, w, gamma, k, simplex):
+    """The array_api reference (over array-api-strict) for the same groups as
+    :func:`numba_evaluator`; ``K`` and ``w`` are NumPy arrays."""
+    geom = DenseCost(xps.asarray(K.T))
+    return REFERENCE.bind(geom).topk(0, xps.asarray(w), gamma, k, simplex)
+
+
+def run_reference(K, alpha, beta, w, gamma, k, simplex, width):
+    """The reference's outputs as NumPy arrays."""
+    ref = reference_evaluator(K, w, gamma, k, simplex)(xps.asarray(alpha), xps.asarray(beta),
+                                                        width)
+    assert isinstance(ref, TopK)
+    return TopK(*(np.from_dlpack(v) for v in ref))
+
+
+def run_numba(K, alpha, beta, w, gamma, k, simplex, width=None):
+    """All outputs of a fresh evaluator, by default with every positive entry listed
+    (width = min(k, n))."""
+    width = min(k, K.shape[1]) if width is None else width
+    got = numba_evaluator(K, w, gamma, k, simplex)(alpha, beta, width)
+    assert isinstance(got, TopK)
+    return got
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -122,10 +149,8 @@ def test_ties_prefer_the_smaller_index():
 
 def compare_to_reference(K, alpha, beta, w, gamma, k, simplex):
     width = min(k, K.shape[1])
-    got = NUMBA.topk_groups(K, alpha, beta, w, gamma, k, simplex, width=width)
-    ref = REFERENCE.topk_groups(*(xps.asarray(v) for v in (K, alpha, beta, w)), gamma, k,
-                                simplex, width=width)
-    ref = [np.from_dlpack(v) for v in ref]
+    got = run_numba(K, alpha, beta, w, gamma, k, simplex, width)
+    ref = run_reference(K, alpha, beta, w, gamma, k, simplex, width)
     names = ("gval", "gsum", "theta", "nnz", "rows", "idx", "val")
     for name, g, r in zip(names, got, ref, strict=True):
         assert g.shape == r.shape, name
@@ -172,8 +197,8 @@ def test_numba_matches_reference_with_ties(simplex, k):
 @pytest.mark.parametrize("simplex", [True, False])
 def test_parallel_and_serial_kernels_agree(simplex):
     rng = np.random.default_rng(4)
-    m, n, k = 301, 450, 4  # above SERIAL_ENTRIES: the default call runs in parallel
-    assert m * n >= topk.SERIAL_ENTRIES
+    m, n, k = 301, 450, 4  # above SERIAL_BELOW: the default call runs in parallel
+    assert m * n >= SERIAL_BELOW
     K, alpha, w = rng.random((m, n)), rng.normal(size=n), rng.random(m)
     beta = np.zeros(m) if simplex else rng.normal(size=m)
     idx_p, val_p = np.empty((m, k), np.int64), np.empty((m, k))
@@ -203,33 +228,44 @@ def test_hinted_evaluator_equals_plain_kernel(simplex, k, ties):
     w[5] = 0.0  # a group without mass
     alpha = rng.normal(size=n) * 0.3
     beta = np.zeros(m) if simplex else rng.normal(size=m) * 0.3
-    evaluate = NUMBA.topk_evaluator(K, w, 0.2, k, simplex)
+    ops = NUMBA.bind(DenseCost(K.T))  # the groups (rows of K) are the columns of C = K.T
+    evaluate = ops.topk(0, w, 0.2, k, simplex)
     steps = [0.0, 1e-6, 1e-3, 0.3, -0.5, 2.0, -4.0, 1e-9]
     for t, step in enumerate(steps):
         alpha = alpha + step * (rng.random(n) if t % 2 else np.ones(n))
         width = min(k, n) if t == len(steps) - 1 else 0
         got = evaluate(alpha, beta, width)
-        plain = NUMBA.topk_groups(K, alpha, beta, w, 0.2, k, simplex, width)
-        ref = REFERENCE.topk_groups(*(xps.asarray(v) for v in (K, alpha, beta, w)), 0.2, k,
-                                    simplex, width=width)
+        plain = ops.topk(0, w, 0.2, k, simplex)(alpha, beta, width)  # fresh: no hints
+        ref = run_reference(K, alpha, beta, w, 0.2, k, simplex, width)
         listed = np.arange(width)[None, :] < got[3][:, None]  # past nnz: unspecified
         for name, g, p, r in zip(["gval", "gsum", "theta", "nnz", "rows", "idx", "val"], got,
                                  plain, ref, strict=True):
             # the array_api reference, and the same kernel without a hint
-            r = np.from_dlpack(r)
             if name == "idx":
                 g, p, r = g[listed], p[listed], r[listed]
             np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-14, err_msg=f"{name} {t}")
             np.testing.assert_allclose(g, p, rtol=1e-12, atol=1e-14, err_msg=f"{name} {t}")
 
 
+def numba_group_costs(geom, axis):
+    """The group-major layout the Numba ops build (and keep) for ``topk(axis, ...)``."""
+    ops = NUMBA.bind(geom)
+    groups = geom.shape[1 if axis == 0 else 0]
+    ops.topk(axis, np.ones(groups), 1.0, 1, False)
+    return ops._groups[axis]
+
+
 def test_group_costs_layout():
     rng = np.random.default_rng(5)
     C = rng.random((4, 7))
-    K = NUMBA.group_costs(DenseCost(C), 0)
+    K = numba_group_costs(DenseCost(C), 0)
     assert K.flags.c_contiguous and K.shape == (7, 4)
     np.testing.assert_array_equal(K, C.T)
-    np.testing.assert_array_equal(NUMBA.group_costs(DenseCost(C), 1), C)
+    np.testing.assert_array_equal(numba_group_costs(DenseCost(C), 1), C)
+    # the reference's layout (a module function)
+    ref = DenseCost(xps.asarray(C))
+    np.testing.assert_array_equal(np.from_dlpack(group_costs(xps, ref, 0)), C.T)
+    np.testing.assert_array_equal(np.from_dlpack(group_costs(xps, ref, 1)), C)
 
 
 @pytest.mark.parametrize("cost", ["sqeuclidean", "euclidean", ("pnorm", 1.5)])
@@ -239,8 +275,8 @@ def test_group_costs_of_a_point_cloud(cost):
     x, y = rng.normal(size=(9, 3)), rng.normal(size=(13, 3))
     C = ground_cost(x, y, cost)
     for axis, expected in ((0, C.T), (1, C)):
-        K = NUMBA.group_costs(PointCloud(x, y, cost), axis)
+        K = numba_group_costs(PointCloud(x, y, cost), axis)
         assert K.flags.c_contiguous
         np.testing.assert_allclose(K, expected, rtol=1e-13)
-        ref = REFERENCE.group_costs(PointCloud(xps.asarray(x), xps.asarray(y), cost), axis)
+        ref = group_costs(xps, PointCloud(xps.asarray(x), xps.asarray(y), cost), axis)
         np.testing.assert_allclose(np.from_dlpack(ref), expected, rtol=1e-13)

@@ -11,11 +11,12 @@
 #error "compile with the -D options of otcore.kernels.cuda.launch.compile_options()"
 #endif
 
-// Cost codes, as in otcore.geometry (0: X is a dense cost matrix).
-#define OTC_DENSE 0
-#define OTC_SQEUCLIDEAN 1
-#define OTC_EUCLIDEAN 2
-#define OTC_PNORM 3
+// Cost codes (0: X is a dense cost matrix) come from the cost table otcore.costs, also
+// passed with -D.
+#if !defined(OTC_DENSE) || !defined(OTC_SQEUCLIDEAN) || !defined(OTC_EUCLIDEAN) \
+    || !defined(OTC_PNORM)
+#error "compile with the -D options of otcore.kernels.cuda.launch.compile_options()"
+#endif
 
 #define OTC_LOG2E 1.4426950408889634
 #define OTC_LN2 0.6931471805599453

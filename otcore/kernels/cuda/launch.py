@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...costs import compile_defines
+
 __all__ = [
     "ANY_DIMS",
     "ANY_TILE",
@@ -81,7 +83,8 @@ def compile_options() -> tuple[str, ...]:
     Returns
     -------
     tuple of str
-        ``-std=c++14`` and the ``-D`` definitions of the launch constants.
+        ``-std=c++14`` and the ``-D`` definitions of the launch constants and of the cost
+        codes of :mod:`otcore.costs`.
     """
     defs = {
         "OTC_BLOCK": BLOCK,
@@ -93,6 +96,7 @@ def compile_options() -> tuple[str, ...]:
         "OTC_CPT": CPT,
         "OTC_KEY_SHIFT": KEY_SHIFT,
         "OTC_NKEYS": NKEYS,
+        **compile_defines(),
     }
     return ("-std=c++14", *(f"-D{k}={v}" for k, v in defs.items()))
 

@@ -2,7 +2,8 @@
 
 A single code path serves dense costs and point clouds: :func:`cost_row` returns either a
 view into the dense matrix or a tile computed into a scratch buffer. The integer codes
-match :mod:`otcore.geometry`; ``DENSE`` means "``X`` is the cost matrix itself".
+come from the cost table :mod:`otcore.costs`; ``DENSE`` means "``X`` is the cost matrix
+itself".
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-DENSE, SQEUCLIDEAN, EUCLIDEAN, PNORM = 0, 1, 2, 3
+from ...costs import DENSE, EUCLIDEAN, PNORM, SQEUCLIDEAN
+
+__all__ = ["DENSE", "EUCLIDEAN", "PNORM", "SQEUCLIDEAN", "TILE", "cost_row"]
 
 #: Column tile of the on-the-fly cost (fits in L1 together with its inputs).
 TILE = 512

@@ -38,14 +38,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import SERIAL_BELOW
+
 #: Largest number of scores (k + 1) selected by insertion; beyond, the group is sorted.
 _INSERTION_MAX = 48
 #: For k >= n, the semi-dual threshold is first computed from this many top scores.
 _PROBE = 8
 #: Chunk of a group screened at once: skipped if its best score cannot enter the top k.
 _CHUNK = 32
-#: Below this many cost entries the serial kernel runs (a parallel launch costs more).
-SERIAL_ENTRIES = 1 << 17
 
 
 @njit(cache=True, fastmath=True)
@@ -360,7 +360,7 @@ def topk_groups(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val, hint):
         Cardinality, ``1 <= k``; ``k >= n`` selects everything.
     simplex : bool
     nthreads : int
-        Threads of the parallel kernel (the serial one runs below ``SERIAL_ENTRIES``).
+        Threads of the parallel kernel (the serial one runs below ``SERIAL_BELOW``).
     idx : (m, width) int64, output
     val : (m, width) float64, output
         The first ``width`` positive entries of each group, by decreasing score (ties:
@@ -383,6 +383,6 @@ def topk_groups(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val, hint):
         ``sum_j t_ji``.
     """
     k = min(k, K.shape[1])
-    if K.shape[0] * K.shape[1] < SERIAL_ENTRIES or nthreads == 1:
+    if K.shape[0] * K.shape[1] < SERIAL_BELOW or nthreads == 1:
         return _serial(K, alpha, beta, w, gamma, k, simplex, idx, val, hint)
     return _parallel(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val, hint)

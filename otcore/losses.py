@@ -27,24 +27,16 @@ NumPy input); the gradient is a CuPy array on the inputs' device, in their dtype
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
-from ._ground import ground_grad, paired_cost
-from ._validation import (
-    as_points,
-    check_bool,
-    check_eps,
-    check_positive_int,
-    check_probability,
-    check_tol,
-    float_dtype,
-)
-from .backends import namespace_of
+from ._array import namespaces
+from ._validation import check_bool, check_eps, check_positive_int, check_probability, check_tol
+from .backends import get_backend
 from .geometry import DenseCost, PointCloud
-from .result import warn_not_converged
-from .solvers._problem import make_problem
-from .solvers.sinkhorn import default_tol, sinkhorn_loop
+from .result import ConvergenceWarning, LossResult, OTResult, warn_outside
+from .solvers.sinkhorn import sinkhorn
 
 __all__ = ["monge_gap", "sinkhorn_divergence"]
 
@@ -53,24 +45,18 @@ __all__ = ["monge_gap", "sinkhorn_divergence"]
 DENSE_MAX_ENTRIES = 1 << 25
 
 
-def _points(x: Any, y: Any, names: tuple[str, str]) -> tuple[Any, Any, Any]:
-    """Validate two point arrays of one namespace; return ``xp`` and both as ``(n, d)``."""
-    xp = namespace_of(x, y, names=names)
-    dtype = xp.result_type(float_dtype(xp, x, names[0]), float_dtype(xp, y, names[1]))
-    x, y = (as_points(xp, arr, name, dtype=dtype) for arr, name in zip((x, y), names, strict=True))
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(
-            f"{names[0]} and {names[1]} must have the same dimension, got shapes "
-            f"{tuple(x.shape)} and {tuple(y.shape)}"
-        )
-    return xp, x, y
+class _Options:
+    """The validated options shared by every solve of a loss."""
 
-
-def _options(eps: Any, tol: Any, max_iter: Any, online: Any, dtype: Any
-             ) -> tuple[float, float, int, bool | None]:
-    tol = default_tol(dtype) if tol is None else check_tol(tol)
-    online = None if online is None else check_bool(online, "online")
-    return check_eps(eps), tol, check_positive_int(max_iter, "max_iter"), online
+    def __init__(self, method: str, eps: Any, tol: Any, max_iter: Any, online: Any,
+                 return_grad: Any, backend: Any):
+        self.method = method
+        self.eps = check_eps(eps)
+        self.tol = None if tol is None else check_tol(tol)
+        self.max_iter = check_positive_int(max_iter, "max_iter")
+        self.online = None if online is None else check_bool(online, "online")
+        self.return_grad = check_bool(return_grad, "return_grad")
+        self.backend = backend
 
 
 def _entropy(xp: Any, w: Any) -> Any:
@@ -78,38 +64,40 @@ def _entropy(xp: Any, w: Any) -> Any:
     return -xp.sum(xp.where(w > 0, w * xp.log(xp.where(w > 0, w, 1)), 0))
 
 
-def _solve(a, b, cloud, eps, tol, max_iter, online, backend, method, *, self_transport=False):
-    """Entropic OT between the two clouds of ``cloud``.
+def _solve(a: Any, b: Any, cloud: PointCloud, opts: _Options, self_transport: bool = False
+           ) -> tuple[OTResult, Any, Any, Any]:
+    """Entropic OT between the two clouds of ``cloud`` with :func:`otcore.sinkhorn`.
 
-    Returns ``OT_eps(a, b)``, the shifted potentials ``hf, hg`` (the plan is
-    ``exp((hf_i + hg_j - C_ij) / eps)``) and the ops bound to the point cloud. A
-    ``self_transport`` problem (a cloud with itself, ``a == b``) runs the symmetric
-    iteration ``f <- (f + T(f)) / 2`` from ``f = g = 0``, which keeps ``f == g`` and
-    converges in a few dozen iterations where alternating updates crawl (Feydy et al.,
-    2019).
+    Returns the result, the shifted potentials ``hf, hg`` in the compute namespace (the
+    plan is ``exp((hf_i + hg_j - C_ij) / eps)``) and the kernels bound to the cloud, for
+    the gradient. The cost is materialized first unless ``online`` (default: for more
+    than :data:`DENSE_MAX_ENTRIES` pairs). A ``self_transport`` problem (a cloud with
+    itself, ``a == b``) runs the symmetric iteration ``f <- (f + T(f)) / 2`` from
+    ``f = g = 0``, which keeps ``f == g`` and converges in a few dozen iterations where
+    alternating updates crawl (Feydy et al., 2019).
     """
+    ns = cloud.namespaces
     n, m = cloud.shape
-    if online is None:
-        online = n * m > DENSE_MAX_ENTRIES
-    prob = make_problem(a, b, cloud, backend)
-    ops = prob.ops
-    if not online:
-        prob = make_problem(a, b, DenseCost(ops.cost_matrix()), prob.backend)
-    xp = prob.xp
-    log_a, log_b = prob.log_weights()
-    f0 = xp.zeros((n,), dtype=prob.dtype) if self_transport else None
-    f, g, n_iter, converged, errors = sinkhorn_loop(
-        prob, eps, tol=tol, max_iter=max_iter, symmetric=self_transport, f=f0, g=f0
-    )
-    if self_transport:  # a last column update makes the column marginal exact
-        g = prob.ops.softmin(f + eps * log_a, eps, axis=0, hint=g)
-    if not converged:
-        warn_not_converged(method, n_iter, errors[-1][1], tol,  # checked at the last one
-                           "Increase max_iter or use a larger eps.")
-    # The column marginal is exact (the last update is a column update), so
-    # OT_eps = <a, f> + <b, g> + eps (sum(a) sum(b) - sum(P)) reduces to <a, f> + <b, g>.
-    value = xp.sum(prob.a * f) + xp.sum(prob.b * g)
-    return value, f + eps * log_a, g + eps * log_b, ops
+    online = n * m > DENSE_MAX_ENTRIES if opts.online is None else opts.online
+    bk = get_backend(*cloud.arrays, backend=opts.backend)
+    ops = bk.bind(cloud)
+    cost = cloud if online else DenseCost(ns.to_user(ops.cost_matrix()))
+    init = None
+    if self_transport:
+        zero = ns.to_user(bk.xp.zeros((n,), dtype=cloud.dtype))
+        init = (zero, zero)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        res = sinkhorn(ns.to_user(a), ns.to_user(b), cost, opts.eps, tol=opts.tol,
+                       max_iter=opts.max_iter, symmetric=self_transport, init=init,
+                       backend=bk)
+    for w in caught:  # said again, in the loss's name, at the caller's line
+        warn_outside(f"{opts.method}: {w.message}", w.category)
+    xp = bk.xp
+    log = [xp.where(w > 0, xp.log(xp.where(w > 0, w, 1)), -xp.inf) for w in (a, b)]
+    hf = ns.to_compute(res.f) + opts.eps * log[0]
+    hg = ns.to_compute(res.g) + opts.eps * log[1]
+    return res, hf, hg, ops
 
 
 def monge_gap(
@@ -124,7 +112,7 @@ def monge_gap(
     return_grad: bool = False,
     online: bool | None = None,
     backend: Any = None,
-) -> float | tuple[float, Any]:
+) -> LossResult:
     r"""Entropic Monge gap of a map, estimated from samples.
 
     For reference points :math:`x_i` with weights :math:`a_i` and their images
@@ -244,31 +232,42 @@ def monge_gap(
     >>> grad.shape
     (200, 2)
     """
+    opts = _Options("monge_gap", eps, tol, max_iter, online, return_grad, backend)
     if callable(Tx):
-        namespace_of(x, names=("x",))
-        Tx = Tx(x)
-        names = ("x", "T(x)")
+        namespaces(x, names=("x",))
+        Tx, name = Tx(x), "T(x)"
     else:
-        names = ("x", "Tx")
-    xp, x2, y2 = _points(x, Tx, names)
-    if x2.shape[0] != y2.shape[0]:
+        name = "Tx"
+    cloud = _cloud(x, Tx, cost, ("x", name))
+    xp, ns = cloud.xp, cloud.namespaces
+    if cloud.shape[0] != cloud.shape[1]:
         raise ValueError(
-            f"{names[1]} must have one row per point of x, got {y2.shape[0]} rows for "
-            f"{x2.shape[0]} points"
+            f"{name} must have one row per point of x, got {cloud.shape[1]} rows for "
+            f"{cloud.shape[0]} points"
         )
-    cloud = PointCloud(x2, y2, cost)
-    eps, tol, max_iter, online = _options(eps, tol, max_iter, online, x2.dtype)
-    return_grad = check_bool(return_grad, "return_grad")
-    a = check_probability(xp, a, x2.shape[0], "a", dtype=x2.dtype)
+    a = check_probability(xp, ns.to_compute(a), cloud.shape[0], "a", dtype=cloud.dtype)
 
-    value, hf, hg, ops = _solve(a, a, cloud, eps, tol, max_iter, online, backend, "monge_gap")
-    disp = paired_cost(xp, cloud.cost_code, cloud.p, x2, y2)
-    gap = float(xp.sum(a * disp) - value + 2 * eps * _entropy(xp, a))
-    if not return_grad:
-        return gap
-    grad = a[:, None] * ground_grad(xp, cloud.cost_code, cloud.p, y2 - x2)
-    grad = grad - ops.cost_grad(hf, hg, eps)
-    return gap, xp.reshape(grad, Tx.shape)
+    res, hf, hg, ops = _solve(a, a, cloud, opts)
+    disp = cloud.ground.paired(xp, cloud.x, cloud.y)
+    gap = float(xp.sum(a * disp)) - res.value + 2 * opts.eps * float(_entropy(xp, a))
+    grad = None
+    if opts.return_grad:
+        grad = a[:, None] * cloud.ground.grad(xp, cloud.y - cloud.x) - ops.cost_grad(hf, hg,
+                                                                                  opts.eps)
+        grad = ns.to_user(xp.reshape(grad, tuple(Tx.shape)))
+    return LossResult(gap, grad, {"xy": res}, "monge_gap")
+
+
+def _cloud(x: Any, y: Any, cost: Any, names: tuple[str, str]) -> PointCloud:
+    """The point cloud of a loss, with the arguments' names in error messages."""
+    namespaces(x, y, names=names)
+    try:
+        return PointCloud(x, y, cost)
+    except (ValueError, TypeError) as err:
+        msg = str(err)
+        for old, new in zip(("x", "y"), names, strict=True):
+            msg = msg.replace(f"{old} ", f"{new} ").replace(f"{old}:", f"{new}:")
+        raise type(err)(msg) from None
 
 
 def sinkhorn_divergence(
@@ -284,7 +283,7 @@ def sinkhorn_divergence(
     return_grad: bool = False,
     online: bool | None = None,
     backend: Any = None,
-) -> float | tuple[float, Any]:
+) -> LossResult:
     r"""Debiased Sinkhorn divergence between two weighted point clouds.
 
     .. math::
@@ -361,20 +360,21 @@ def sinkhorn_divergence(
     >>> abs(oc.sinkhorn_divergence(x, x, eps=0.5)) < 1e-12
     True
     """
-    xp, x2, y2 = _points(x, y, ("x", "y"))
-    eps, tol, max_iter, online = _options(eps, tol, max_iter, online, x2.dtype)
-    return_grad = check_bool(return_grad, "return_grad")
-    cloud = PointCloud(x2, y2, cost)
-    a = check_probability(xp, a, x2.shape[0], "a", dtype=x2.dtype)
-    b = check_probability(xp, b, y2.shape[0], "b", dtype=x2.dtype)
+    opts = _Options("sinkhorn_divergence", eps, tol, max_iter, online, return_grad, backend)
+    cloud = _cloud(x, y, cost, ("x", "y"))
+    xp, ns = cloud.xp, cloud.namespaces
+    a = check_probability(xp, ns.to_compute(a), cloud.shape[0], "a", dtype=cloud.dtype)
+    b = check_probability(xp, ns.to_compute(b), cloud.shape[1], "b", dtype=cloud.dtype)
+    x2, y2 = (ns.to_user(v) for v in (cloud.x, cloud.y))
 
-    args = (eps, tol, max_iter, online, backend, "sinkhorn_divergence")
-    v_xy, hf, hg, ops_xy = _solve(a, b, cloud, *args)
-    v_xx = _solve(a, a, PointCloud(x2, x2, cost), *args, self_transport=True)[0]
-    v_yy, hf_y, hg_y, ops_yy = _solve(b, b, PointCloud(y2, y2, cost), *args,
-                                      self_transport=True)
-    div = float(v_xy - 0.5 * (v_xx + v_yy))
-    if not return_grad:
-        return div
-    grad = ops_xy.cost_grad(hf, hg, eps) - ops_yy.cost_grad(hf_y, hg_y, eps)
-    return div, xp.reshape(grad, y.shape)
+    res_xy, hf, hg, ops_xy = _solve(a, b, cloud, opts)
+    res_xx = _solve(a, a, PointCloud(x2, x2, cost), opts, self_transport=True)[0]
+    res_yy, hf_y, hg_y, ops_yy = _solve(b, b, PointCloud(y2, y2, cost), opts,
+                                        self_transport=True)
+    div = res_xy.value - 0.5 * (res_xx.value + res_yy.value)
+    grad = None
+    if opts.return_grad:
+        grad = ops_xy.cost_grad(hf, hg, opts.eps) - ops_yy.cost_grad(hf_y, hg_y, opts.eps)
+        grad = ns.to_user(xp.reshape(grad, tuple(y.shape)))
+    return LossResult(div, grad, {"xy": res_xy, "xx": res_xx, "yy": res_yy},
+                      "sinkhorn_divergence")

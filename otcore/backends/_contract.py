@@ -1,0 +1,299 @@
+"""The kernel contract: the one page a new device implements.
+
+A solver never touches a device directly. It asks :func:`otcore.backends.get_backend`
+for a :class:`Backend`, uses ``backend.xp`` for ``O(n + m)`` vector algebra, and binds the
+geometry once per solve with :meth:`Backend.bind`. Everything that costs ``O(n m)`` lives
+behind the returned :class:`GeometryOps`.
+
+Conventions
+-----------
+For shifted potentials ``h`` and a cost ``C`` (dense, or evaluated on the fly for a point
+cloud), the *softmin* along an axis is
+
+* ``axis=1`` (reduce over columns, one value per row ``i``):
+  ``out_i = -eps * log(sum_j exp((h_j - C_ij) / eps))``, with ``h`` of length ``m``;
+* ``axis=0`` (reduce over rows, one value per column ``j``):
+  ``out_j = -eps * log(sum_i exp((h_i - C_ij) / eps))``, with ``h`` of length ``n``.
+
+With ``hf = f + eps log a`` and ``hg = g + eps log b`` the plan is
+``P_ij = exp((hf_i + hg_j - C_ij) / eps)``; every plan kernel takes ``hf, hg, eps``.
+Entries of ``h``, ``hf``, ``hg`` may be ``-inf`` (zero weights: the plan is exactly 0
+there); at least one is finite. Implementations are stable for any ``eps > 0``
+(log-sum-exp with a running maximum) and never read out of bounds, whatever the sizes.
+Every parameter is honoured: none may be silently ignored.
+
+The contract
+------------
+=====================  ===============================================================
+core (every backend)   :meth:`GeometryOps.softmin`, :meth:`GeometryOps.sinkhorn_iterator`
+                       (one object per loop, owning its hints, caches and buffers),
+                       :meth:`~GeometryOps.plan_stats` (both marginals and ``<C, P>`` in
+                       one pass), :meth:`~GeometryOps.apply` (``P V`` or ``P^T U``
+                       without forming ``P``), :meth:`~GeometryOps.cost_scale`,
+                       :meth:`~GeometryOps.cost_matrix`, :meth:`~GeometryOps.plan`,
+                       :meth:`~GeometryOps.cost_entries`
+Newton (SNS)           :meth:`~GeometryOps.plan_marginals`,
+                       :meth:`~GeometryOps.sparsify_plan`, :meth:`Backend.sparse_linalg`
+top-k (cardinality)    :meth:`~GeometryOps.topk`, returning a :class:`TopKEvaluator`
+cost gradient          :meth:`~GeometryOps.cost_grad` (Monge gap, divergence gradients)
+=====================  ===============================================================
+
+Optional groups raise :class:`NotImplementedError` where a backend lacks them; the
+solvers that need them say so. Multi-output kernels return the named tuples below.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "Backend",
+    "GeometryOps",
+    "PlanMarginals",
+    "PlanStats",
+    "SinkhornIterator",
+    "SparsePlan",
+    "TopK",
+    "TopKEvaluator",
+]
+
+
+class PlanStats(NamedTuple):
+    """Both marginals of a plan and its transport cost, from one pass over the cost."""
+
+    rows: Any
+    """``P 1``, shape ``(n,)``."""
+    cols: Any
+    """``P^T 1``, shape ``(m,)``."""
+    cost: float
+    """``<C, P>``."""
+
+
+class PlanMarginals(NamedTuple):
+    """A dense plan written into a caller's buffer, with both marginals."""
+
+    plan: Any
+    """The ``(n, m)`` plan (the ``out`` buffer itself)."""
+    rows: Any
+    cols: Any
+
+
+class SparsePlan(NamedTuple):
+    """The entries of a dense plan kept by :meth:`GeometryOps.sparsify_plan`."""
+
+    matrix: Any
+    """SciPy CSR (NumPy), ``cupyx.scipy.sparse.csr_matrix`` (CuPy), or a dense array with
+    zeros elsewhere for libraries without a sparse format."""
+    theta: float
+    """The threshold on the normalized values."""
+
+
+class TopK(NamedTuple):
+    """Outputs of one evaluation of the cardinality kernel (:class:`TopKEvaluator`), all
+    float64 except the integer ``nnz`` and ``idx``; ``m`` groups of ``n`` entries."""
+
+    value: Any
+    """``<u, t> - (gamma / 2) |t|^2`` per group, ``(m,)``."""
+    mass: Any
+    """``sum_r t_r`` per group (the plan's group marginal), ``(m,)``."""
+    theta: Any
+    """The thresholds ``theta_j``, ``(m,)``."""
+    nnz: Any
+    """Positive entries per group, ``(m,)``."""
+    other: Any
+    """``sum_j t_ji``, the plan's marginal on the other side, ``(n,)``."""
+    idx: Any
+    """Indices of the first ``width`` positive entries of each group by decreasing score
+    (ties: increasing index), ``(m, width)``; past ``nnz[j]`` any valid index."""
+    val: Any
+    """Their plan entries, ``(m, width)``; 0 past ``nnz[j]``."""
+
+
+class SinkhornIterator:
+    """Alternating (or symmetric) Sinkhorn updates at fixed ``eps`` and weights, for one
+    loop; the reference implementation, two :meth:`GeometryOps.softmin` calls a step.
+
+    A backend returns its own subclass from :meth:`GeometryOps.sinkhorn_iterator` to keep
+    state between steps (log-sum-exp shifts, a cached Gibbs kernel, buffers). The state
+    dies with the object at the end of the loop. Results must equal the reference's up to
+    rounding.
+
+    Parameters
+    ----------
+    ops : GeometryOps
+    log_a, log_b : arrays of shape (n,) and (m,)
+        ``log a`` and ``log b`` (``-inf`` for zero weights).
+    eps : float
+    symmetric : bool
+        Compute both updates from the same state (see :meth:`step`).
+    """
+
+    def __init__(self, ops: GeometryOps, log_a: Any, log_b: Any, eps: float,
+                 symmetric: bool):
+        self.ops, self.eps, self.symmetric = ops, eps, symmetric
+        self.la_eps, self.lb_eps = eps * log_a, eps * log_b
+
+    def step(self, f: Any, g: Any) -> tuple[Any, Any]:
+        """One iteration from potentials ``(f, g)``.
+
+        Returns ``f' = softmin(g + eps log b, axis=1)`` and, alternating,
+        ``g' = softmin(f' + eps log a, axis=0)``; symmetric,
+        ``g' = softmin(f + eps log a, axis=0)``.
+        """
+        f_new = self.ops.softmin(g + self.lb_eps, self.eps, axis=1)
+        src = f if self.symmetric else f_new
+        return f_new, self.ops.softmin(src + self.la_eps, self.eps, axis=0)
+
+
+class TopKEvaluator(ABC):
+    """The fused value-and-gradient kernel of cardinality-constrained OT, bound to a
+    layout of the cost and to fixed ``w, gamma, k, simplex`` for one optimizer run.
+
+    Groups are the columns of the plan (``axis=0``: each target receives mass from at most
+    ``k`` sources) or its rows (``axis=1``). For each group ``j`` (``m`` groups of ``n``
+    entries, ``C_ij`` read as ``K_ji``) the scores ``s_i = alpha_i - K_ji`` are ranked and
+    the ``kk = min(k, n)`` largest selected (of two equal scores the smaller index ranks
+    first). Shifted by ``beta_j`` they are ``u_1 >= ... >= u_kk`` and the group's plan
+    entries are ``t_r = [u_r - theta_j]_+ / gamma`` with
+
+    * ``simplex=False`` (dual): ``theta_j = 0``;
+    * ``simplex=True`` (semi-dual): ``theta_j`` such that ``sum_r t_r = w_j``, the
+      k-sparse simplex projection (a group with ``w_j = 0`` gets ``t = 0``,
+      ``theta_j = u_1``).
+
+    Scores are formed in float64 whatever the cost's dtype; no ``(m, n)`` temporary is
+    allocated. An implementation may keep state between calls (per-group search hints at
+    nearby potentials) as long as results do not depend on it.
+    """
+
+    @abstractmethod
+    def __call__(self, alpha: Any, beta: Any, width: int = 0) -> TopK:
+        """Evaluate at ``alpha`` (``(n,)``, the other side's potentials) and ``beta``
+        (``(m,)``, per-group shifts; zeros for the semi-dual), listing ``width`` entries
+        per group (0 while optimizing)."""
+
+
+class GeometryOps(ABC):
+    """Kernels bound to one geometry (what :meth:`Backend.bind` returns)."""
+
+    geom: Any
+
+    # -- core -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def softmin(self, h: Any, eps: float, axis: int) -> Any:
+        """Soft-minimum of ``h - C`` along ``axis`` (module conventions)."""
+
+    def sinkhorn_iterator(self, log_a: Any, log_b: Any, eps: float,
+                          symmetric: bool = False) -> SinkhornIterator:
+        """A :class:`SinkhornIterator` for one loop at fixed ``eps`` and weights."""
+        return SinkhornIterator(self, log_a, log_b, eps, symmetric)
+
+    @abstractmethod
+    def plan_stats(self, hf: Any, hg: Any, eps: float) -> PlanStats:
+        """Row sums, column sums and ``<C, P>`` of the plan, in one pass over the cost."""
+
+    @abstractmethod
+    def apply(self, hf: Any, hg: Any, eps: float, V: Any, axis: int) -> Any:
+        """``P V`` (``axis=1``, ``V`` of shape ``(m, k)``, result ``(n, k)``) or ``P^T V``
+        (``axis=0``, ``V`` of shape ``(n, k)``, result ``(m, k)``), in one pass over the
+        cost and without forming ``P``; ``V`` is 2-D, of the geometry's dtype."""
+
+    @abstractmethod
+    def cost_scale(self) -> float:
+        """An upper bound of ``max |C_ij|`` (the starting eps of eps-scaling)."""
+
+    @abstractmethod
+    def cost_matrix(self) -> Any:
+        """The dense ``n x m`` cost (``O(n m)`` memory), computed with the arithmetic of
+        the on-the-fly kernels, so that solving on it gives the same potentials."""
+
+    @abstractmethod
+    def plan(self, hf: Any, hg: Any, eps: float) -> Any:
+        """The dense ``n x m`` plan (``O(n m)`` memory, no larger temporary)."""
+
+    @abstractmethod
+    def cost_entries(self, i: Any, j: Any) -> Any:
+        """``C[i_r, j_r]`` for integer index arrays ``i``, ``j`` of equal length (the cost
+        of a sparse plan's entries)."""
+
+    # -- Newton (Sinkhorn-Newton-Sparse) ----------------------------------------------------
+
+    def plan_marginals(self, hf: Any, hg: Any, eps: float, out: Any) -> PlanMarginals:
+        """Write the dense plan into ``out`` (``(n, m)``, contiguous, of the geometry's
+        dtype and device) and return it with both marginals, in one pass over the cost.
+        Overflow gives ``inf`` entries (callers check the sums), never an exception."""
+        raise NotImplementedError(f"{type(self).__name__} has no plan_marginals kernel")
+
+    def sparsify_plan(self, P: Any, rows: Any, cols: Any, nnz: int) -> SparsePlan:
+        """Keep about ``nnz`` entries of a dense plan with the largest normalized values.
+
+        An entry is kept when ``P_ij / sqrt(rows_i cols_j) >= theta``, where ``theta`` is
+        the ``nnz``-th largest normalized value truncated to two mantissa bits (a grid of
+        quarter steps within each power of two), and at least ``2**-1024`` (smaller values
+        count as zero). So the result holds at least ``nnz`` entries when there are that
+        many nonzero ones, a few more on ties at that resolution.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no sparsify_plan kernel")
+
+    # -- top-k (cardinality) ----------------------------------------------------------------
+
+    def topk(self, axis: int, w: Any, gamma: float, k: int, simplex: bool) -> TopKEvaluator:
+        """The cardinality kernel over groups along ``axis`` (``0``: the plan's columns,
+        ``1``: its rows) with group masses ``w`` (float64), for one optimizer run (see
+        :class:`TopKEvaluator`). The group-major layout of the cost is made once per
+        ``axis`` and kept by the ops (the only ``n x m`` copy)."""
+        raise NotImplementedError(f"{type(self).__name__} has no top-k kernel")
+
+    # -- cost gradient ----------------------------------------------------------------------
+
+    def cost_grad(self, hf: Any, hg: Any, eps: float) -> Any:
+        """``G_j = sum_i P_ij grad_y c(x_i, y_j)``, shape ``(m, d)``, for a point cloud:
+        the gradient of ``<C(y), P>`` in ``y`` at fixed ``P`` (closed forms in
+        :mod:`otcore.costs`), without forming ``P``. :class:`TypeError` for a dense cost."""
+        raise NotImplementedError(f"{type(self).__name__} has no cost_grad kernel")
+
+
+class Backend(ABC):
+    """A device: an array namespace plus the kernels that run on it.
+
+    Attributes
+    ----------
+    name : str
+        Short identifier reported in :class:`otcore.OTResult` (``"numba_cpu"``, ...).
+    xp : module
+        The (compute) namespace of the arrays this backend accepts.
+    """
+
+    name: str
+    xp: Any
+
+    @abstractmethod
+    def bind(self, geom: Any) -> GeometryOps:
+        """Prepare ``geom`` (a :class:`~otcore.DenseCost` or :class:`~otcore.PointCloud`)
+        for repeated kernel calls; done once per solve."""
+
+    def to_float(self, value: Any) -> float:
+        """A 0-d array (or scalar) as a Python float; on a GPU this synchronizes."""
+        return float(value)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """``x`` as a NumPy array on the host (zero-copy where it already lives there)."""
+        return x if isinstance(x, np.ndarray) else np.from_dlpack(x)
+
+    def sparse_linalg(self) -> Any:
+        """The sparse linear algebra module for :meth:`GeometryOps.sparsify_plan`'s
+        matrices and this backend's vectors (``cg`` and ``LinearOperator`` with SciPy's
+        signatures), or ``None`` when the namespace has none."""
+        return None
+
+    def sparse_from_host(self, S: Any) -> Any:
+        """A SciPy sparse matrix as this backend's sparse matrix; the default, for
+        libraries without a sparse format, is the dense ``xp`` array."""
+        return self.xp.asarray(S.toarray())
+
+    def __repr__(self) -> str:
+        return f"<otcore backend {self.name!r}>"

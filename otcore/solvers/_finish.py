@@ -1,0 +1,73 @@
+"""The one finisher of entropic results: exact statistics of the returned potentials,
+``converged`` from their exact error, the warning, and the result object.
+
+Used by every entropic solver (:func:`otcore.sinkhorn`,
+:func:`otcore.sinkhorn_newton_sparse`) and so by the losses built on them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..geometry import PointCloud
+from ..result import OTResult, warn_not_converged
+from ._problem import Problem
+
+__all__ = ["finish_entropic"]
+
+
+def finish_entropic(
+    prob: Problem, f: Any, g: Any, eps: float, *, n_iter: int, errors: list, tol: float,
+    method: str, estimate_met: bool, advice: str, steps: tuple[int, str] | None = None,
+    extra: dict | None = None,
+) -> OTResult:
+    """Package potentials of an entropic problem as an :class:`~otcore.OTResult`.
+
+    One pass over the cost computes the exact marginals, ``<C, P>`` and the primal
+    objective ``<C, P> + eps KL(P | a b^T) = <f, P 1> + <g, P^T 1> - eps (sum P - sum a
+    sum b)``. The exact L1 marginal error decides ``converged``; a solver whose own
+    estimate met ``tol`` (``estimate_met``) while the exact error does not has hit a
+    rounding floor, and the warning says so instead of giving ``advice``. ``steps`` is
+    what the warning counts, ``(count, unit)``; default ``(n_iter, "iterations")``.
+    """
+    xp, bk, ns = prob.xp, prob.backend, prob.namespaces
+    log_a, log_b = prob.log_weights()
+    hf, hg = f + eps * log_a, g + eps * log_b
+    ops = prob.ops
+    stats = ops.plan_stats(hf, hg, eps)
+    rows, cols = stats.rows, stats.cols
+    marginal_error = bk.to_float(xp.sum(xp.abs(rows - prob.a)) + xp.sum(xp.abs(cols - prob.b)))
+    mass = bk.to_float(xp.sum(prob.a)) * bk.to_float(xp.sum(prob.b))
+    value = bk.to_float(
+        xp.sum(xp.where(rows > 0, f * rows, 0)) + xp.sum(xp.where(cols > 0, g * cols, 0))
+    ) - eps * (bk.to_float(xp.sum(rows)) - mass)
+    converged = marginal_error <= tol
+    if not converged:
+        count, unit = steps or (n_iter, "iterations")
+        warn_not_converged(
+            method, count, marginal_error, tol,
+            "The error is at its rounding floor: use a larger tol." if estimate_met
+            else advice, unit=unit,
+        )
+
+    n, m = prob.geom.shape
+    is_cloud = isinstance(prob.geom, PointCloud)
+
+    def plan() -> Any:
+        if is_cloud and n * m > OTResult.max_plan_entries:
+            raise ValueError(
+                f"the plan of this point cloud has {n * m:.3g} entries, above "
+                f"OTResult.max_plan_entries={OTResult.max_plan_entries}; use apply() or "
+                "barycentric_projection(), or raise that limit if you really want to "
+                "materialize it"
+            )
+        return ns.to_user(ops.plan(hf, hg, eps))
+
+    return OTResult(
+        f=ns.to_user(f), g=ns.to_user(g), cost=float(stats.cost), value=float(value),
+        marginal_error=marginal_error, n_iter=n_iter, converged=converged, backend=bk.name,
+        method=method, eps=eps, errors=errors, extra=extra or {}, _plan_fn=plan,
+        _apply_fn=lambda V, axis: ops.apply(hf, hg, eps, V, axis), _namespaces=ns,
+        _points=(prob.geom.x, prob.geom.y) if is_cloud else None, _shape=(n, m),
+        _dtype=prob.dtype,
+    )
