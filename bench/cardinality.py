@@ -78,13 +78,11 @@ PACKAGES = ("otcore", "numpy", "scipy", "numba", "pot")
 def _metrics(prob: Any, k: int, gamma: float, formulation: str, f: np.ndarray,
              g: np.ndarray | None, plan: Any) -> dict:
     """Objective of the potentials and plan statistics, the same code for both solvers."""
-    from otcore.backends import NumbaBackend
-    from otcore.geometry import DenseCost
+    from otcore.solvers._problem import make_problem
     from otcore.solvers.cardinality import _Objective
 
-    bk = NumbaBackend()
     simplex = formulation == "semi-dual"
-    obj = _Objective(bk, bk.group_costs(DenseCost(prob.C), 0), prob.a, prob.b, gamma, k,
+    obj = _Objective(make_problem(prob.a, prob.b, prob.C), 0, prob.a, prob.b, gamma, k,
                      simplex)
     x = f if simplex else np.concatenate([f, g])
     plan = plan.toarray() if hasattr(plan, "toarray") else np.asarray(plan)

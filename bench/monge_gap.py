@@ -79,8 +79,9 @@ def run_cell(n, d, rule, tol, max_iter, repeat, budget):
     def otcore_call():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", oc.ConvergenceWarning)
-            val = oc.monge_gap(x, Tx, eps=eps, tol=tol, max_iter=max_iter)
-        return val, not any(issubclass(w.category, oc.ConvergenceWarning) for w in caught)
+            res = oc.monge_gap(x, Tx, eps=eps, tol=tol, max_iter=max_iter)
+        return res.value, res.converged and not any(
+            issubclass(w.category, oc.ConvergenceWarning) for w in caught)
 
     t_oc, r_oc, (v_oc, conv_oc) = time_call(otcore_call, repeat, budget)
 

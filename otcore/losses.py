@@ -1,10 +1,11 @@
 r"""Monge-gap estimators and the Sinkhorn divergence, with closed-form gradients.
 
-Both quantities are built on the log-domain Sinkhorn solver of :mod:`otcore.solvers` and
-differentiated with the envelope theorem: at the optimal potentials, the derivative of the
+Both quantities are built on the public solver :func:`otcore.sinkhorn` and differentiated
+with the envelope theorem: at the optimal potentials, the derivative of the
 entropic OT value in a point ``y_j`` is ``sum_i P_ij grad_y c(x_i, y_j)`` (the plan held
 fixed), so no autodiff framework is needed. The plan-weighted gradient is a backend kernel
-(:meth:`otcore.backends.GeometryOps.cost_grad`) that never forms the plan.
+(``GeometryOps.cost_grad`` of the kernel contract) that never forms the plan. Both return
+a :class:`~otcore.LossResult`; inputs of any supported array library come back in it.
 
 Entropic convention
 -------------------
@@ -68,7 +69,8 @@ def _solve(a: Any, b: Any, cloud: PointCloud, opts: _Options, self_transport: bo
            ) -> tuple[OTResult, Any, Any, Any]:
     """Entropic OT between the two clouds of ``cloud`` with :func:`otcore.sinkhorn`.
 
-    Returns the result, the shifted potentials ``hf, hg`` in the compute namespace (the
+    The losses use the result's ``dual_value``, accurate to second order in the marginal
+    error. Returns the result, the shifted potentials ``hf, hg`` in the compute namespace (the
     plan is ``exp((hf_i + hg_j - C_ij) / eps)``) and the kernels bound to the cloud, for
     the gradient. The cost is materialized first unless ``online`` (default: for more
     than :data:`DENSE_MAX_ENTRIES` pairs). A ``self_transport`` problem (a cloud with
@@ -165,12 +167,13 @@ def monge_gap(
 
     Returns
     -------
-    gap : float
-        The entropic Monge gap.
-    grad : array of the shape of ``Tx``
-        Only with ``return_grad=True``: the gradient in the images ``y_j = T(x_j)``,
+    LossResult
+        ``value``: the entropic Monge gap (``float(result)`` gives it too); ``grad``, with
+        ``return_grad=True``: the gradient in the images ``y_j = T(x_j)``,
         ``a_j grad_y c(x_j, y_j) - sum_i P_ij grad_y c(x_i, y_j)`` with ``P`` the optimal
-        entropic plan. For a parametric map, chain it with the Jacobian of ``T``.
+        entropic plan, in the array library, dtype and shape of ``Tx`` (for a parametric
+        map, chain it with the Jacobian of ``T``); ``solves["xy"]``: the
+        :class:`~otcore.OTResult` of the solve between ``x`` and ``T(x)``.
 
     Warns
     -----
@@ -223,13 +226,13 @@ def monge_gap(
     >>> A = np.array([[2.0, 0.5], [0.5, 1.0]])  # symmetric positive definite
     >>> R = np.array([[0.0, -1.0], [1.0, 0.0]])  # a rotation by 90 degrees
     >>> eps = 0.5
-    >>> gap_opt = oc.monge_gap(x, x @ A, eps=eps)  # gradient of a convex function
-    >>> gap_rot = oc.monge_gap(x, x @ R, eps=eps)
+    >>> gap_opt = oc.monge_gap(x, x @ A, eps=eps).value  # gradient of a convex function
+    >>> gap_rot = oc.monge_gap(x, x @ R, eps=eps).value
     >>> # exact gap 0: only the entropic bias, between eps log n and 2 eps log n
     >>> bool(eps * np.log(200) <= gap_opt <= 2 * eps * np.log(200) < gap_rot)
     True
-    >>> gap, grad = oc.monge_gap(x, lambda z: z @ R, eps=eps, return_grad=True)
-    >>> grad.shape
+    >>> res = oc.monge_gap(x, lambda z: z @ R, eps=eps, return_grad=True)
+    >>> res.grad.shape
     (200, 2)
     """
     opts = _Options("monge_gap", eps, tol, max_iter, online, return_grad, backend)
@@ -249,7 +252,7 @@ def monge_gap(
 
     res, hf, hg, ops = _solve(a, a, cloud, opts)
     disp = cloud.ground.paired(xp, cloud.x, cloud.y)
-    gap = float(xp.sum(a * disp)) - res.value + 2 * opts.eps * float(_entropy(xp, a))
+    gap = float(xp.sum(a * disp)) - res.dual_value + 2 * opts.eps * float(_entropy(xp, a))
     grad = None
     if opts.return_grad:
         grad = a[:, None] * cloud.ground.grad(xp, cloud.y - cloud.x) - ops.cost_grad(hf, hg,
@@ -324,13 +327,13 @@ def sinkhorn_divergence(
 
     Returns
     -------
-    div : float
-        The divergence.
-    grad : array of the shape of ``y``
-        Only with ``return_grad=True``: ``sum_i P_ij grad_y c(x_i, y_j) - sum_k
-        Q_kj grad_y c(y_k, y_j)``, with ``P`` the optimal plan between ``x`` and ``y`` and
-        ``Q`` that between ``y`` and itself (envelope theorem; the self-term counts twice
-        because ``y`` appears on both sides, which cancels its factor 1/2).
+    LossResult
+        ``value``: the divergence; ``grad``, with ``return_grad=True``:
+        ``sum_i P_ij grad_y c(x_i, y_j) - sum_k Q_kj grad_y c(y_k, y_j)``, with ``P`` the
+        optimal plan between ``x`` and ``y`` and ``Q`` that between ``y`` and itself
+        (envelope theorem; the self-term counts twice because ``y`` appears on both sides,
+        which cancels its factor 1/2), in the library, dtype and shape of ``y``;
+        ``solves``: the three :class:`~otcore.OTResult` (``"xy"``, ``"xx"``, ``"yy"``).
 
     Warns
     -----
@@ -354,10 +357,10 @@ def sinkhorn_divergence(
     >>> import numpy as np, otcore as oc
     >>> rng = np.random.default_rng(0)
     >>> x, y = rng.normal(size=(100, 2)), rng.normal(size=(80, 2)) + 1.0
-    >>> div, grad = oc.sinkhorn_divergence(x, y, eps=0.5, return_grad=True)
-    >>> bool(div > 0), grad.shape
+    >>> res = oc.sinkhorn_divergence(x, y, eps=0.5, return_grad=True)
+    >>> bool(res.value > 0), res.grad.shape
     (True, (80, 2))
-    >>> abs(oc.sinkhorn_divergence(x, x, eps=0.5)) < 1e-12
+    >>> abs(oc.sinkhorn_divergence(x, x, eps=0.5).value) < 1e-12
     True
     """
     opts = _Options("sinkhorn_divergence", eps, tol, max_iter, online, return_grad, backend)
@@ -371,7 +374,7 @@ def sinkhorn_divergence(
     res_xx = _solve(a, a, PointCloud(x2, x2, cost), opts, self_transport=True)[0]
     res_yy, hf_y, hg_y, ops_yy = _solve(b, b, PointCloud(y2, y2, cost), opts,
                                         self_transport=True)
-    div = res_xy.value - 0.5 * (res_xx.value + res_yy.value)
+    div = res_xy.dual_value - 0.5 * (res_xx.dual_value + res_yy.dual_value)
     grad = None
     if opts.return_grad:
         grad = ops_xy.cost_grad(hf, hg, opts.eps) - ops_yy.cost_grad(hf_y, hg_y, opts.eps)

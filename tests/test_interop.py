@@ -23,7 +23,7 @@ def problem():
 
 def test_torch_tensors_run_on_numba_and_come_back_as_tensors(problem):
     torch = pytest.importorskip("torch")
-    a, b, C, x, y = problem
+    a, b, C, _, _ = problem
     ref = oc.sinkhorn(a, b, C, eps=0.05)
     res = oc.sinkhorn(*(torch.from_numpy(v) for v in (a, b, C)), eps=0.05)
     assert res.backend == "numba_cpu"

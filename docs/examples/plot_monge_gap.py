@@ -73,10 +73,10 @@ def fit(lam, steps=150, lr=0.03):
     history = []
     for t in range(1, steps + 1):
         Tx, h = forward(p, x)
-        div, g = oc.sinkhorn_divergence(y, Tx, eps=eps, tol=1e-4, return_grad=True)
-        gap, g_gap = oc.monge_gap(x, Tx, eps=eps, tol=1e-4, return_grad=True)
-        history.append((div, gap))
-        grads = backward(p, x, h, g + lam * g_gap)
+        div = oc.sinkhorn_divergence(y, Tx, eps=eps, tol=1e-4, return_grad=True)
+        gap = oc.monge_gap(x, Tx, eps=eps, tol=1e-4, return_grad=True)
+        history.append((div.value, gap.value))
+        grads = backward(p, x, h, div.grad + lam * gap.grad)
         for k in p:  # Adam
             m[k] = 0.9 * m[k] + 0.1 * grads[k]
             v[k] = 0.999 * v[k] + 0.001 * grads[k] ** 2

@@ -41,6 +41,8 @@ def finish_entropic(
     value = bk.to_float(
         xp.sum(xp.where(rows > 0, f * rows, 0)) + xp.sum(xp.where(cols > 0, g * cols, 0))
     ) - eps * (bk.to_float(xp.sum(rows)) - mass)
+    dual_value = bk.to_float(xp.sum(prob.a * f) + xp.sum(prob.b * g)) - eps * (
+        bk.to_float(xp.sum(rows)) - mass)
     converged = marginal_error <= tol
     if not converged:
         count, unit = steps or (n_iter, "iterations")
@@ -66,7 +68,8 @@ def finish_entropic(
     return OTResult(
         f=ns.to_user(f), g=ns.to_user(g), cost=float(stats.cost), value=float(value),
         marginal_error=marginal_error, n_iter=n_iter, converged=converged, backend=bk.name,
-        method=method, eps=eps, errors=errors, extra=extra or {}, _plan_fn=plan,
+        method=method, eps=eps, dual_value=dual_value, errors=errors, extra=extra or {},
+        _plan_fn=plan,
         _apply_fn=lambda V, axis: ops.apply(hf, hg, eps, V, axis), _namespaces=ns,
         _points=(prob.geom.x, prob.geom.y) if is_cloud else None, _shape=(n, m),
         _dtype=prob.dtype,

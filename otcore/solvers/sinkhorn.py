@@ -165,9 +165,11 @@ def sinkhorn(
 
     Parameters
     ----------
-    a : array of shape (n,) or None
-        Source weights (nonnegative); ``None`` means uniform ``1/n``.
-    b : array of shape (m,) or None
+    a : array_like of shape (n,) or None
+        Source weights (nonnegative); ``None`` means uniform ``1/n``. Arrays may come from
+        NumPy, CuPy, PyTorch, JAX or another Array-API library (all from one), or be
+        lists; results come back in that library.
+    b : array_like of shape (m,) or None
         Target weights, same total mass as ``a`` (to a relative 1e-6 in float64, 1e-4 in
         float32; within it ``b`` is rescaled to the mass of ``a``); ``None`` means uniform
         ``1/m``.
@@ -212,7 +214,8 @@ def sinkhorn(
     OTResult
         ``f``, ``g``, the lazy ``plan``, ``cost`` = ``<C, P>``, ``value`` = the regularized
         objective, ``marginal_error`` (exact, for the returned potentials), ``n_iter``,
-        ``converged`` and the error history ``errors``.
+        ``converged`` and the error history ``errors``; ``apply`` and
+        ``barycentric_projection`` use the plan without forming it.
 
     Raises
     ------
