@@ -509,8 +509,8 @@ def _sparse_result(prob: Problem, plan: sparse.csr_matrix, f: np.ndarray, g: np.
 
 def _warn_not_converged(formulation: str, n_iter: int, error: float, tol: float,
                         message: str) -> None:
-    """The standard warning, with the largest marginal violation as the error (called
-    from here so that the warning points at the caller of :func:`cardinality_ot`)."""
+    """The standard warning, with the largest marginal violation as the error and
+    L-BFGS-B's message."""
     warn_not_converged(
         f"cardinality_ot ({formulation})", n_iter, error, tol,
         f"L-BFGS-B: {message.lower().rstrip(': ')}. Increase max_iter, or tol: on these "

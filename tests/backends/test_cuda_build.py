@@ -1,6 +1,8 @@
 """The CUDA sources and their launch configuration, without a GPU: every ``.cu`` file
-compiles with nvcc for sm_80 and sm_90 (when nvcc is on PATH), the launch arithmetic
-covers every output with legal grids, and importing otcore never imports CuPy."""
+compiles with nvcc for sm_80 and sm_90 (when nvcc is on PATH), the compile options define
+the launch constants and the cost codes of :mod:`otcore.costs` (which no source defines
+itself), the launch arithmetic covers every output with legal grids, and importing
+otcore never imports CuPy."""
 
 from __future__ import annotations
 
