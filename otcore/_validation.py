@@ -21,6 +21,7 @@ __all__ = [
     "check_eps",
     "check_fraction",
     "check_positive_int",
+    "check_reg_m",
     "check_same_mass",
     "check_tol",
     "check_weights",
@@ -96,9 +97,37 @@ def check_same_mass(xp: Any, a: Any, b: Any) -> None:
     ma, mb = float(xp.sum(a)), float(xp.sum(b))
     if abs(ma - mb) > mass_rtol(xp, a.dtype) * max(ma, mb):
         raise ValueError(
-            f"a and b must have the same total mass (balanced OT): sum(a)={ma:.10g}, "
-            f"sum(b)={mb:.10g}"
+            f"a and b must have the same total mass when both marginals are exact "
+            f"(balanced OT): sum(a)={ma:.10g}, sum(b)={mb:.10g}; pass reg_m to relax a "
+            "marginal (unbalanced OT)"
         )
+
+
+def check_reg_m(reg_m: Any) -> tuple[float, float]:
+    """``reg_m``: ``None`` (both marginals exact), a number ``rho`` or a pair
+    ``(rho_a, rho_b)``, each > 0 (``inf``: that marginal exact)."""
+    if reg_m is None:
+        return math.inf, math.inf
+    if isinstance(reg_m, (tuple, list)):
+        if len(reg_m) != 2:
+            raise ValueError(f"reg_m must be a number or a pair (rho_a, rho_b), got "
+                             f"{len(reg_m)} values")
+        pair = tuple(reg_m)
+    elif hasattr(reg_m, "shape") and tuple(reg_m.shape) not in ((), (1,)):
+        raise ValueError(f"reg_m must be a number or a pair (rho_a, rho_b), got an array "
+                         f"of shape {tuple(reg_m.shape)}")
+    else:
+        pair = (reg_m, reg_m)
+    out = []
+    for value, side in zip(pair, ("rho_a", "rho_b"), strict=True):
+        if hasattr(value, "shape") and tuple(value.shape) in ((), (1,)):
+            value = float(value)
+        value = _real(value, f"reg_m ({side})")
+        if not value > 0:  # also NaN
+            raise ValueError(f"reg_m ({side}) must be > 0 (inf for an exact marginal), "
+                             f"got {value}")
+        out.append(value)
+    return out[0], out[1]
 
 
 def _real(value: Any, name: str) -> float:

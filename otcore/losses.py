@@ -33,7 +33,15 @@ from collections.abc import Callable
 from typing import Any
 
 from ._array import namespaces
-from ._validation import check_bool, check_eps, check_positive_int, check_probability, check_tol
+from ._validation import (
+    check_bool,
+    check_eps,
+    check_positive_int,
+    check_probability,
+    check_reg_m,
+    check_tol,
+    check_weights,
+)
 from .backends import get_backend
 from .geometry import DenseCost, PointCloud
 from .result import ConvergenceWarning, LossResult, OTResult, warn_outside
@@ -65,8 +73,8 @@ def _entropy(xp: Any, w: Any) -> Any:
     return -xp.sum(xp.where(w > 0, w * xp.log(xp.where(w > 0, w, 1)), 0))
 
 
-def _solve(a: Any, b: Any, cloud: PointCloud, opts: _Options, self_transport: bool = False
-           ) -> tuple[OTResult, Any, Any, Any]:
+def _solve(a: Any, b: Any, cloud: PointCloud, opts: _Options, self_transport: bool = False,
+           reg_m: tuple[float, float] | None = None) -> tuple[OTResult, Any, Any, Any]:
     """Entropic OT between the two clouds of ``cloud`` with :func:`otcore.sinkhorn`.
 
     The losses use the result's ``dual_value``, accurate to second order in the marginal
@@ -91,8 +99,8 @@ def _solve(a: Any, b: Any, cloud: PointCloud, opts: _Options, self_transport: bo
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         res = sinkhorn(ns.to_user(a), ns.to_user(b), cost, opts.eps, tol=opts.tol,
-                       max_iter=opts.max_iter, symmetric=self_transport, init=init,
-                       backend=bk)
+                       max_iter=opts.max_iter, symmetric=self_transport, reg_m=reg_m,
+                       init=init, backend=bk)
     for w in caught:  # said again, in the loss's name, at the caller's line
         warn_outside(f"{opts.method}: {w.message}", w.category)
     xp = bk.xp
@@ -285,21 +293,29 @@ def sinkhorn_divergence(
     max_iter: int = 10_000,
     return_grad: bool = False,
     online: bool | None = None,
+    reg_m: float | tuple[float, float] | None = None,
     backend: Any = None,
 ) -> LossResult:
-    r"""Debiased Sinkhorn divergence between two weighted point clouds.
+    r"""Debiased Sinkhorn divergence between two weighted point clouds, balanced or
+    unbalanced.
 
     .. math::
 
         S_\varepsilon(\alpha, \beta) = \mathrm{OT}_\varepsilon(\alpha, \beta)
         - \tfrac12 \mathrm{OT}_\varepsilon(\alpha, \alpha)
-        - \tfrac12 \mathrm{OT}_\varepsilon(\beta, \beta),
+        - \tfrac12 \mathrm{OT}_\varepsilon(\beta, \beta)
+        + \tfrac{\varepsilon}{2} (m(\alpha) - m(\beta))^2,
 
     with :math:`\alpha = \sum_i a_i \delta_{x_i}`, :math:`\beta = \sum_j b_j \delta_{y_j}`
     and :math:`\mathrm{OT}_\varepsilon` the optimal value of
     :math:`\langle C, P \rangle + \varepsilon \mathrm{KL}(P | a b^T)` (the ``value`` of
     :func:`otcore.sinkhorn`). Using :math:`\langle C, P\rangle - \varepsilon H(P)` instead
     (OTT-JAX's ``ent_reg_cost``) gives the same divergence: the entropy terms cancel.
+    With ``reg_m``, :math:`\mathrm{OT}_\varepsilon` is the unbalanced value of
+    :func:`otcore.sinkhorn` (KL penalties on the marginals) and the masses
+    :math:`m(\alpha) = \sum_i a_i`, :math:`m(\beta)` may differ; the last term, zero for
+    balanced problems, is the mass correction of the unbalanced divergence (Sejourne,
+    Feydy, Vialard, Trouve and Peyre, 2019).
 
     Parameters
     ----------
@@ -308,7 +324,9 @@ def sinkhorn_divergence(
     y : array of shape (m, d) or (m,)
         Target points (same dimension).
     a, b : arrays of shape (n,) and (m,), optional
-        Weights (nonnegative; each normalized to sum 1). Default uniform.
+        Weights (nonnegative). Balanced (``reg_m=None``): each normalized to sum 1.
+        Unbalanced: used as given, so their masses may differ. Default uniform (``1/n``,
+        ``1/m``).
     cost : {"sqeuclidean", "euclidean"} or ("pnorm", p), default "sqeuclidean"
         As in :func:`monge_gap`.
     eps : float
@@ -322,6 +340,10 @@ def sinkhorn_divergence(
         Also return the gradient with respect to ``y``.
     online : bool, optional
         As in :func:`monge_gap`.
+    reg_m : float or pair of float, optional
+        KL penalties ``rho`` (or ``(rho_a, rho_b)``) on the marginals, as in
+        :func:`otcore.sinkhorn`; the self terms use ``rho_a`` (for ``alpha``) and ``rho_b``
+        (for ``beta``) on both of their sides. Default: balanced.
     backend : {"numba_cpu", "array_api", "cupy_gpu"} or Backend, optional
         Force a backend; by default it follows the array type.
 
@@ -364,17 +386,22 @@ def sinkhorn_divergence(
     True
     """
     opts = _Options("sinkhorn_divergence", eps, tol, max_iter, online, return_grad, backend)
+    rho_a, rho_b = check_reg_m(reg_m)
     cloud = _cloud(x, y, cost, ("x", "y"))
     xp, ns = cloud.xp, cloud.namespaces
-    a = check_probability(xp, ns.to_compute(a), cloud.shape[0], "a", dtype=cloud.dtype)
-    b = check_probability(xp, ns.to_compute(b), cloud.shape[1], "b", dtype=cloud.dtype)
+    weights = check_probability if reg_m is None else check_weights
+    a = weights(xp, ns.to_compute(a), cloud.shape[0], "a", dtype=cloud.dtype)
+    b = weights(xp, ns.to_compute(b), cloud.shape[1], "b", dtype=cloud.dtype)
     x2, y2 = (ns.to_user(v) for v in (cloud.x, cloud.y))
 
-    res_xy, hf, hg, ops_xy = _solve(a, b, cloud, opts)
-    res_xx = _solve(a, a, PointCloud(x2, x2, cost), opts, self_transport=True)[0]
+    res_xy, hf, hg, ops_xy = _solve(a, b, cloud, opts, reg_m=(rho_a, rho_b))
+    res_xx = _solve(a, a, PointCloud(x2, x2, cost), opts, self_transport=True,
+                    reg_m=(rho_a, rho_a))[0]
     res_yy, hf_y, hg_y, ops_yy = _solve(b, b, PointCloud(y2, y2, cost), opts,
-                                        self_transport=True)
+                                        self_transport=True, reg_m=(rho_b, rho_b))
     div = res_xy.dual_value - 0.5 * (res_xx.dual_value + res_yy.dual_value)
+    if reg_m is not None:
+        div += 0.5 * opts.eps * (float(xp.sum(a)) - float(xp.sum(b))) ** 2
     grad = None
     if opts.return_grad:
         grad = ops_xy.cost_grad(hf, hg, opts.eps) - ops_yy.cost_grad(hf_y, hg_y, opts.eps)

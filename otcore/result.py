@@ -63,7 +63,9 @@ class OTResult:
         Objective of the problem that was solved (for entropic OT,
         ``<C, P> + eps * KL(P | a b^T)``, which equals the dual objective at the optimum).
     marginal_error : float
-        ``|P 1 - a|_1 + |P^T 1 - b|_1`` for the returned plan.
+        ``|P 1 - a|_1 + |P^T 1 - b|_1`` for the returned plan; for a marginal relaxed by
+        ``rho KL`` (unbalanced OT) its term is the violation of the optimality condition,
+        ``|P 1 - a exp(-f / rho_a)|_1``.
     n_iter : int
         Iterations performed (for Sinkhorn: one row update plus one column update each).
     converged : bool
@@ -83,6 +85,12 @@ class OTResult:
         Short history ``(iteration, marginal error)``, recorded at each convergence check.
     extra : dict
         Method-specific diagnostics (for example SNS per-step densities).
+    marginals : pair of arrays or None
+        ``(P 1, P^T 1)`` of the returned plan (entropic solvers).
+    mass : float or None
+        The transported mass ``sum P`` (entropic solvers; ``sum a`` when balanced).
+    reg_m : pair of float or None
+        ``(rho_a, rho_b)`` of an entropic problem (``inf``: exact marginal).
 
     Notes
     -----
@@ -115,6 +123,9 @@ class OTResult:
     dual_value: float | None = None
     errors: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    marginals: tuple[Any, Any] | None = None
+    mass: float | None = None
+    reg_m: tuple[float, float] | None = None
     _plan_fn: Callable[[], Any] | None = None
     _plan: Any = None
     _apply_fn: Callable[[Any, int], Any] | None = None

@@ -129,23 +129,31 @@ class SinkhornIterator:
     eps : float
     symmetric : bool
         Compute both updates from the same state (see :meth:`step`).
+    tau : pair of float
+        ``(tau_a, tau_b)``, ``tau = rho / (rho + eps)`` for a marginal relaxed by
+        ``rho KL``: the updates of unbalanced OT are the softmins scaled by ``tau``
+        (1 for an exact marginal).
     """
 
     def __init__(self, ops: GeometryOps, log_a: Any, log_b: Any, eps: float,
-                 symmetric: bool):
+                 symmetric: bool, tau: tuple[float, float] = (1.0, 1.0)):
         self.ops, self.eps, self.symmetric = ops, eps, symmetric
         self.la_eps, self.lb_eps = eps * log_a, eps * log_b
+        self.tau = (float(tau[0]), float(tau[1]))
 
     def step(self, f: Any, g: Any) -> tuple[Any, Any]:
         """One iteration from potentials ``(f, g)``.
 
-        Returns ``f' = softmin(g + eps log b, axis=1)`` and, alternating,
-        ``g' = softmin(f' + eps log a, axis=0)``; symmetric,
-        ``g' = softmin(f + eps log a, axis=0)``.
+        Returns ``f' = tau_a softmin(g + eps log b, axis=1)`` and, alternating,
+        ``g' = tau_b softmin(f' + eps log a, axis=0)``; symmetric,
+        ``g' = tau_b softmin(f + eps log a, axis=0)``.
         """
+        ta, tb = self.tau
         f_new = self.ops.softmin(g + self.lb_eps, self.eps, axis=1)
+        f_new = ta * f_new if ta != 1.0 else f_new
         src = f if self.symmetric else f_new
-        return f_new, self.ops.softmin(src + self.la_eps, self.eps, axis=0)
+        g_new = self.ops.softmin(src + self.la_eps, self.eps, axis=0)
+        return f_new, (tb * g_new if tb != 1.0 else g_new)
 
 
 class TopKEvaluator(ABC):
@@ -187,10 +195,10 @@ class GeometryOps(ABC):
     def softmin(self, h: Any, eps: float, axis: int) -> Any:
         """Soft-minimum of ``h - C`` along ``axis`` (module conventions)."""
 
-    def sinkhorn_iterator(self, log_a: Any, log_b: Any, eps: float,
-                          symmetric: bool = False) -> SinkhornIterator:
-        """A :class:`SinkhornIterator` for one loop at fixed ``eps`` and weights."""
-        return SinkhornIterator(self, log_a, log_b, eps, symmetric)
+    def sinkhorn_iterator(self, log_a: Any, log_b: Any, eps: float, symmetric: bool = False,
+                          tau: tuple[float, float] = (1.0, 1.0)) -> SinkhornIterator:
+        """A :class:`SinkhornIterator` for one loop at fixed ``eps``, weights and ``tau``."""
+        return SinkhornIterator(self, log_a, log_b, eps, symmetric, tau)
 
     @abstractmethod
     def plan_stats(self, hf: Any, hg: Any, eps: float) -> PlanStats:

@@ -123,25 +123,28 @@ class _NumbaOps(GeometryOps):
         return self.hinted_softmin(h, eps, axis, None)
 
     def fused_sweep(self, hg: Any, la_eps: Any, f: Any, g: Any, eps: float,
-                    store: np.ndarray = _EMPTY) -> tuple[np.ndarray, np.ndarray]:
-        """One alternating iteration in one pass over the cost, ``f`` and ``g`` the shifts;
-        a dense cost may also ``store`` the Gibbs kernel at ``(f', g)`` into an ``(n, m)``
-        array (:mod:`otcore.kernels.numba.gibbs`)."""
+                    store: np.ndarray = _EMPTY, tau: tuple[float, float] = (1.0, 1.0),
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """One alternating iteration in one pass over the cost: ``f' = tau_a T(hg)`` and
+        ``g' = tau_b T(f' + la_eps)``, ``f`` and ``g`` the log-sum-exp shifts (estimates of
+        the two softmins, before the factors ``tau``); a dense cost may also ``store`` the
+        Gibbs kernel at ``(f', g)`` into an ``(n, m)`` array
+        (:mod:`otcore.kernels.numba.gibbs`)."""
         f_out, g_out = np.empty_like(f), np.empty_like(g)
         with _threads(self.nthreads):
             ok = _k.sinkhorn_sweep(
                 self.X, self.YT, self.kind, self.p, self._in(hg), self._in(la_eps),
-                eps * self.scale, self._in(f), self._in(g), f_out, g_out,
-                store.astype(self.X.dtype, copy=False), self.nthreads,
+                eps * self.scale, float(tau[0]), float(tau[1]), self._in(f), self._in(g),
+                f_out, g_out, store.astype(self.X.dtype, copy=False), self.nthreads,
             )
         f_out = self._out(f_out)
         if not ok:  # some column shift was off (early iterations): redo the columns exactly
-            return f_out, self.softmin(f_out + la_eps, eps, axis=0)
+            return f_out, tau[1] * self.softmin(f_out + la_eps, eps, axis=0)
         return f_out, self._out(g_out)
 
-    def sinkhorn_iterator(self, log_a: Any, log_b: Any, eps: float,
-                          symmetric: bool = False) -> SinkhornIterator:
-        return _NumbaIterator(self, log_a, log_b, eps, symmetric)
+    def sinkhorn_iterator(self, log_a: Any, log_b: Any, eps: float, symmetric: bool = False,
+                          tau: tuple[float, float] = (1.0, 1.0)) -> SinkhornIterator:
+        return _NumbaIterator(self, log_a, log_b, eps, symmetric, tau)
 
     def plan_stats(self, hf: Any, hg: Any, eps: float) -> PlanStats:
         with _threads(self.nthreads):
@@ -243,10 +246,10 @@ class _NumbaIterator(SinkhornIterator):
     """
 
     def __init__(self, ops: _NumbaOps, log_a: Any, log_b: Any, eps: float,
-                 symmetric: bool):
-        super().__init__(ops, log_a, log_b, eps, symmetric)
-        self.cached = (not symmetric and ops.kind == DENSE and ops.X.dtype == np.float64
-                       and ops.X.nbytes <= GIBBS_CACHE_BYTES)
+                 symmetric: bool, tau: tuple[float, float]):
+        super().__init__(ops, log_a, log_b, eps, symmetric, tau)
+        self.cached = (not symmetric and tau == (1.0, 1.0) and ops.kind == DENSE
+                       and ops.X.dtype == np.float64 and ops.X.nbytes <= GIBBS_CACHE_BYTES)
         if self.cached:
             self.a = np.exp(log_a)
             self.b = np.exp(log_b)
@@ -255,11 +258,16 @@ class _NumbaIterator(SinkhornIterator):
 
     def step(self, f: Any, g: Any) -> tuple[np.ndarray, np.ndarray]:
         ops, eps = self.ops, self.eps
+        ta, tb = self.tau
+        balanced = ta == tb == 1.0
+        # the hints estimate the softmins, before the factors tau
+        fh, gh = (f, g) if balanced else (f / ta, g / tb)
         if self.symmetric:
-            return (ops.hinted_softmin(g + self.lb_eps, eps, 1, f),
-                    ops.hinted_softmin(f + self.la_eps, eps, 0, g))
+            f_new = ops.hinted_softmin(g + self.lb_eps, eps, 1, fh)
+            g_new = ops.hinted_softmin(f + self.la_eps, eps, 0, gh)
+            return (f_new, g_new) if balanced else (ta * f_new, tb * g_new)
         if not self.cached:
-            return ops.fused_sweep(g + self.lb_eps, self.la_eps, f, g, eps)
+            return ops.fused_sweep(g + self.lb_eps, self.la_eps, fh, gh, eps, tau=self.tau)
         if self.f0 is not None:
             shift = (g - self.g0) / eps
             if np.all(np.abs(shift) <= GIBBS_WINDOW):

@@ -3,11 +3,12 @@ call."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from .._array import Namespaces, float_bits, namespaces
-from .._validation import check_same_mass, check_weights
+from .._validation import check_reg_m, check_same_mass, check_weights
 from ..backends import Backend, GeometryOps, get_backend
 from ..geometry import DenseCost, PointCloud
 
@@ -28,6 +29,16 @@ class Problem:
     backend: Backend
     ops: GeometryOps
     namespaces: Namespaces
+    rho: tuple[float, float] = (math.inf, math.inf)
+    """``(rho_a, rho_b)``: the weights of ``rho KL`` on each marginal (``inf``: exact)."""
+
+    @property
+    def balanced(self) -> bool:
+        return self.rho == (math.inf, math.inf)
+
+    def tau(self, eps: float) -> tuple[float, float]:
+        """``rho / (rho + eps)`` per side: the factor of the unbalanced updates."""
+        return tuple(1.0 if math.isinf(r) else r / (r + eps) for r in self.rho)
 
     @property
     def xp(self) -> Any:
@@ -66,16 +77,19 @@ def as_geometry(cost: Any) -> DenseCost | PointCloud:
     return DenseCost(cost)
 
 
-def make_problem(a: Any, b: Any, cost: Any, backend: Any = None) -> Problem:
-    """Validate ``a, b, cost`` and bind the geometry to its backend.
+def make_problem(a: Any, b: Any, cost: Any, backend: Any = None, reg_m: Any = None
+                 ) -> Problem:
+    """Validate ``a, b, cost`` (and ``reg_m``, see :func:`otcore.sinkhorn`) and bind the
+    geometry to its backend.
 
     ``cost`` is an ``(n, m)`` array or a geometry; ``a``/``b`` may be ``None`` (uniform)
     or array_like. Weights are cast to the cost's dtype. Masses that agree within the
     tolerance of :func:`~otcore._validation.check_same_mass` are made equal by rescaling
     ``b``: otherwise a marginal error ``|sum(a) - sum(b)|`` would remain that no solver can
     remove (float32 weights cast to float64 differ by about 1e-8, above the default
-    tolerance).
+    tolerance). A relaxed marginal (finite ``rho``) accepts any masses.
     """
+    rho = check_reg_m(reg_m)
     geom = as_geometry(cost)
     ns = geom.namespaces
     given = [name for name, w in (("a", a), ("b", b))
@@ -94,6 +108,8 @@ def make_problem(a: Any, b: Any, cost: Any, backend: Any = None) -> Problem:
     n, m = geom.shape
     a = check_weights(bk.xp, a, n, "a", dtype=geom.dtype)
     b = check_weights(bk.xp, b, m, "b", dtype=geom.dtype)
-    check_same_mass(bk.xp, a, b)
-    b = b * (bk.xp.sum(a) / bk.xp.sum(b))
-    return Problem(a=a, b=b, geom=geom, backend=bk, ops=bk.bind(geom), namespaces=ns)
+    if rho == (math.inf, math.inf):
+        check_same_mass(bk.xp, a, b)
+        b = b * (bk.xp.sum(a) / bk.xp.sum(b))
+    return Problem(a=a, b=b, geom=geom, backend=bk, ops=bk.bind(geom), namespaces=ns,
+                   rho=rho)

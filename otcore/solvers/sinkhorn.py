@@ -47,15 +47,39 @@ def _check_init(prob: Problem, init: Any) -> tuple[Any, Any]:
     return out[0], out[1]
 
 
-def _row_error(xp: Any, w: Any, pot: Any, pot_new: Any, eps: float) -> Any:
-    """L1 marginal error ``sum_i w_i |exp((pot_i - pot_new_i) / eps) - 1|``.
+def _row_error(xp: Any, w: Any, pot: Any, T: Any, eps: float, rho: float) -> Any:
+    """L1 violation of the marginal's optimality condition, from the softmin ``T`` of the
+    other side (no extra pass over the cost).
 
-    With ``pot_new`` the softmin update of ``pot``, ``w_i exp((pot_i - pot_new_i) / eps)``
-    is exactly the marginal of the current plan, so the check costs no extra pass.
+    The current plan's marginal is ``w_i exp((pot_i - T_i) / eps)``; at the optimum it
+    equals ``w_i`` for an exact marginal (``rho = inf``: the L1 marginal error) and
+    ``w_i exp(-pot_i / rho)`` for a marginal relaxed by ``rho KL``. Returns
+    ``sum_i |marginal_i - target_i|``.
     """
-    d = (pot - pot_new) / eps
-    d = xp.minimum(d, xp.full_like(d, 50.0))  # the error is huge anyway; avoid overflow
-    return xp.sum(w * xp.abs(xp.expm1(d)))
+    d = (pot - T) / eps
+    if math.isinf(rho):
+        d = xp.minimum(d, xp.full_like(d, 50.0))  # the error is huge anyway; no overflow
+        return xp.sum(w * xp.abs(xp.expm1(d)))
+    c = xp.minimum(-pot / rho, xp.full_like(d, 50.0))
+    gap = xp.minimum(d - c, xp.full_like(d, 50.0))
+    return xp.sum(w * xp.exp(c) * xp.abs(xp.expm1(gap)))
+
+
+def _translation(xp: Any, prob: Problem, f: Any, g: Any, log_a: Any, log_b: Any) -> Any:
+    """The shift ``t`` maximizing the unbalanced dual along ``(f + t, g - t)`` (Sejourne,
+    Vialard and Peyre, AISTATS 2022): ``t = log(A / B) / (1 / rho_a + 1 / rho_b)`` with
+    ``A = sum_i a_i exp(-f_i / rho_a)``, ``B = sum_j b_j exp(-g_j / rho_b)``, in the log
+    domain. The entropic term is invariant under the shift, so only the two KL terms
+    decide it; an exact marginal contributes its mass."""
+    rho_a, rho_b = prob.rho
+
+    def log_mass(log_w, pot, rho):
+        z = log_w if math.isinf(rho) else log_w - pot / rho
+        top = xp.max(z)
+        return top + xp.log(xp.sum(xp.exp(z - top)))
+
+    inv = (0.0 if math.isinf(rho_a) else 1 / rho_a) + (0.0 if math.isinf(rho_b) else 1 / rho_b)
+    return (log_mass(log_a, f, rho_a) - log_mass(log_b, g, rho_b)) / inv
 
 
 def non_finite_error(prob: Problem, eps: float, what: str) -> Exception:
@@ -101,23 +125,32 @@ def sinkhorn_loop(
         # One alternating update per level, eps_k = eps_init * eps_scaling**k > eps.
         level = ops.cost_scale() if eps_init is None else eps_init
         while level > eps and n_iter < max_iter:
-            g = ops.softmin(f + level * log_a, level, axis=0)
-            f = ops.softmin(g + level * log_b, level, axis=1)
+            ta, tb = prob.tau(level)
+            g = tb * ops.softmin(f + level * log_a, level, axis=0)
+            f = ta * ops.softmin(g + level * log_b, level, axis=1)
             level *= eps_scaling
             n_iter += 1
+    ta, tb = prob.tau(eps)
     if g is None or eps_scaling is not None:
-        g = ops.softmin(f + eps * log_a, eps, axis=0)
+        g = tb * ops.softmin(f + eps * log_a, eps, axis=0)
 
     errors: list = []
     converged = False
-    iterator = ops.sinkhorn_iterator(log_a, log_b, eps, symmetric)
+    rho_a, rho_b = prob.rho
+    shift = not (prob.balanced or symmetric)  # translation-invariant updates
+    iterator = ops.sinkhorn_iterator(log_a, log_b, eps, symmetric, (ta, tb))
     while n_iter < max_iter:
-        f_new, g_new = iterator.step(f, g)
+        t = _translation(xp, prob, f, g, log_a, log_b) if shift else 0.0
+        f_new, g_new = iterator.step(f + t, g - t) if shift else iterator.step(f, g)
         if (n_iter + 1) % check_every == 0 or n_iter + 1 == max_iter:
-            # (f, g) has exact column marginals (alternating); f_new measures its rows.
-            err = _row_error(xp, prob.a, f, f_new, eps)
+            # (f, g) meets the column condition exactly (alternating); the row softmin of
+            # g, T(g) = T(g - t) - t, measures its rows.
+            row_softmin = f_new if ta == 1.0 else f_new / ta
+            err = _row_error(xp, prob.a, f, row_softmin - t if shift else row_softmin, eps,
+                             rho_a)
             if symmetric:
-                err = err + _row_error(xp, prob.b, g, g_new, eps)
+                err = err + _row_error(xp, prob.b, g, g_new if tb == 1.0 else g_new / tb,
+                                       eps, rho_b)
             err = bk.to_float(err)
             errors.append((n_iter, err))
             if err < tol:
@@ -145,10 +178,12 @@ def sinkhorn(
     symmetric: bool = False,
     eps_scaling: float | None = None,
     eps_init: float | None = None,
+    reg_m: float | tuple[float, float] | None = None,
     init: tuple[Any, Any] | None = None,
     backend: Any = None,
 ) -> OTResult:
-    r"""Entropic optimal transport by log-domain Sinkhorn iterations.
+    r"""Entropic optimal transport, balanced or unbalanced, by log-domain Sinkhorn
+    iterations.
 
     Solves
 
@@ -157,7 +192,17 @@ def sinkhorn(
         \min_{P \ge 0,\ P 1 = a,\ P^T 1 = b} \langle C, P \rangle
         + \varepsilon\, \mathrm{KL}(P \,|\, a b^T)
 
-    whose solution is :math:`P_{ij} = a_i b_j \exp((f_i + g_j - C_{ij}) / \varepsilon)`.
+    or, with ``reg_m``, the unbalanced problem in which the marginal constraints are
+    replaced by penalties,
+
+    .. math::
+
+        \min_{P \ge 0} \langle C, P \rangle + \varepsilon\, \mathrm{KL}(P \,|\, a b^T)
+        + \rho_a \mathrm{KL}(P 1 \,|\, a) + \rho_b \mathrm{KL}(P^T 1 \,|\, b)
+
+    (generalized KL, :math:`\mathrm{KL}(p | q) = \sum p \log(p / q) - p + q`;
+    :math:`\rho = \infty` is an exact marginal). Either way the solution is
+    :math:`P_{ij} = a_i b_j \exp((f_i + g_j - C_{ij}) / \varepsilon)`.
     Every update is a soft-minimum computed with a stable log-sum-exp, so small ``eps``
     does not overflow; the potentials, of the cost's scale, are resolved to its machine
     epsilon, though, so ``eps`` needs to stay well above ``1e-12`` times the cost's scale
@@ -204,6 +249,20 @@ def sinkhorn(
         iteration until it reaches ``eps`` (these iterations count in ``n_iter``).
     eps_init : float, optional
         Starting eps of the annealing; default: an upper bound of ``max |C|``.
+    reg_m : float or pair of float, optional
+        ``rho`` (both sides) or ``(rho_a, rho_b)``: the weights of the KL penalties on
+        the marginals, > 0, in the units of ``C``; ``inf`` keeps that marginal exact.
+        Default: both exact (balanced OT, which needs equal masses). ``(inf, rho)`` is
+        semi-relaxed OT. The same parameter as POT's ``reg_m`` in
+        ``ot.sinkhorn_unbalanced(a, b, M, reg, reg_m, reg_type="kl")``; OTT-JAX's
+        ``tau_a = rho_a / (rho_a + eps)``; GeomLoss's ``reach`` means ``rho = reach ** p`` for
+        its cost ``|x - y|^p / p``, so ``rho = 2 reach ** 2`` with otcore's
+        ``"sqeuclidean"`` ``|x - y|^2``. Unbalanced updates are the balanced softmins scaled by
+        ``rho / (rho + eps)``, with a translation-invariant shift of the potentials at
+        every iteration (Sejourne, Vialard and Peyre, 2022), so that small ``rho`` does not
+        slow convergence down; ``tol`` then bounds the L1 violation of the optimality
+        conditions ``P 1 = a exp(-f / rho_a)``, ``P^T 1 = b exp(-g / rho_b)`` (the L1
+        marginal error when both are exact).
     init : pair (f, g) of arrays, optional
         Warm-start potentials (either may be ``None``).
     backend : {"numba_cpu", "array_api", "cupy_gpu"} or Backend, optional
@@ -267,7 +326,7 @@ def sinkhorn(
         eps_scaling = check_fraction(eps_scaling, "eps_scaling")
     if eps_init is not None:
         eps_init = check_eps(eps_init, "eps_init")
-    prob = make_problem(a, b, C, backend)
+    prob = make_problem(a, b, C, backend, reg_m)
     tol = default_tol(prob.xp, prob.dtype) if tol is None else tol
     f0, g0 = _check_init(prob, init)
 

@@ -141,13 +141,17 @@ def softmin_rows(X, YT, kind, p, h, eps, hint, out, nthreads):
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def sinkhorn_sweep(X, YT, kind, p, hg, la_eps, eps, f, g, f_out, g_out, K, nthreads):
+def sinkhorn_sweep(X, YT, kind, p, hg, la_eps, eps, tau_f, tau_g, f, g, f_out, g_out, K,
+                   nthreads):
     """One alternating Sinkhorn iteration in a single pass over the cost.
 
-    ``f_out = softmin_rows(hg)`` (hint ``f``), then, while row ``i`` is still in cache,
-    its contribution to ``softmin_cols(f_out + la_eps)`` is added to per-thread column
-    sums shifted by the hint ``g``. Returns False when some column sum is outside the
-    trusted window; ``g_out`` is then incomplete and the caller recomputes it exactly.
+    ``f_out = tau_f * softmin_rows(hg)`` (hint ``f`` for the softmin itself), then, while
+    row ``i`` is still in cache, its contribution to ``softmin_cols(f_out + la_eps)`` is
+    added to per-thread column sums shifted by the hint ``g``, and
+    ``g_out = tau_g * softmin_cols(...)``. The factors ``tau = rho / (rho + eps)`` are
+    those of unbalanced OT (1 for an exact marginal). Returns False when some column sum
+    is outside the trusted window; ``g_out`` is then incomplete and the caller recomputes
+    it exactly.
 
     ``K`` is either empty or, for a dense cost, an ``(n, m)`` array that receives the
     Gibbs kernel at ``(f_out, g)``: ``K_ij = exp((f_out_i + g_j - C_ij) / eps)``
@@ -166,8 +170,8 @@ def sinkhorn_sweep(X, YT, kind, p, hg, la_eps, eps, f, g, f_out, g_out, K, nthre
         buf = np.empty(tile, dtype=f.dtype)
         cs = colsum[b]
         for i in range(b * n // nblocks, (b + 1) * n // nblocks):
-            fi = -eps * _row_softmin(X, YT, kind, p, i, hg, inv_eps, -f[i] * inv_eps, True,
-                                     tile, buf)
+            fi = -tau_f * eps * _row_softmin(X, YT, kind, p, i, hg, inv_eps, -f[i] * inv_eps,
+                                             True, tile, buf)
             f_out[i] = fi
             if store:  # dense: one tile, the whole row
                 _tile_add_store(cs, fi * inv_eps, np.exp(la_eps[i] * inv_eps), X[i], inv_eps,
@@ -186,7 +190,7 @@ def sinkhorn_sweep(X, YT, kind, p, hg, la_eps, eps, f, g, f_out, g_out, K, nthre
         for b in range(1, nblocks):
             s += colsum[b, j]
         ok = ok and _trusted(s, g_out)
-        g_out[j] = -eps * (sigma_g[j] + np.log(s))
+        g_out[j] = -tau_g * eps * (sigma_g[j] + np.log(s))
     return ok
 
 
