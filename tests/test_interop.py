@@ -76,9 +76,10 @@ def test_jax_arrays_run_on_numba_and_come_back_as_jax(problem):
     gap = oc.monge_gap(jnp.asarray(x[:20]), jnp.asarray(y), eps=0.5, return_grad=True)
     gap_ref = oc.monge_gap(x[:20], y, eps=0.5, return_grad=True)
     assert isinstance(gap.grad, jax.Array)
-    # the same kernels; only the alignment of the buffers (and so rounding) may differ
-    assert gap.value == pytest.approx(gap_ref.value, rel=1e-13)
-    assert_allclose(np.asarray(gap.grad), gap_ref.grad, rtol=1e-13, atol=1e-16)
+    # the same kernels; only the alignment of the buffers (and so the order of the
+    # vectorized sums, and rounding) may differ, and the gap is a difference of larger terms
+    assert gap.value == pytest.approx(gap_ref.value, rel=1e-10)
+    assert_allclose(np.asarray(gap.grad), gap_ref.grad, rtol=1e-10, atol=1e-14)
 
 
 def test_lists_and_mixed_libraries(problem):

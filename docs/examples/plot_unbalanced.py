@@ -63,7 +63,7 @@ report("unbalanced", unbalanced)
 # mass, with opacity proportional to that mass; the area of a target point is the mass it
 # receives. On the left a sixth of the source travels to the outliers; on the right the
 # outliers receive almost nothing, and the nearby blob receives its full mass.
-fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=True, sharey=True)
+fig, axes = plt.subplots(1, 2, figsize=(9, 5.6), sharex=True, sharey=True)
 for ax, (title, res) in zip(axes, [("balanced (b rescaled to mass 1)", balanced),
                                    ("unbalanced, reg_m=(inf, 0.5)", unbalanced)],
                             strict=True):
@@ -80,18 +80,18 @@ for ax, (title, res) in zip(axes, [("balanced (b rescaled to mass 1)", balanced)
     ax.scatter(*y[outlier].T, s=2e3 * received[outlier] + 2, color="tab:red",
                label="target outliers", zorder=3)
     ax.set(title=f"{title}\nto the outliers: {P[:, outlier].sum():.3f}", aspect="equal")
-axes[0].legend(loc="upper right")
-fig.tight_layout()
+fig.tight_layout(rect=(0, 0.07, 1, 1))
+fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3)
 
 # %%
 # How much reaches the outliers
 # -----------------------------
-# The smaller ``rho``, the cheaper it is to leave target mass unserved. Sending mass ``s``
-# to the outliers costs about 10 per unit, while leaving them empty costs ``rho_b`` times
-# their mass in the KL penalty, so the outliers are dropped once ``rho_b`` is well below
-# the cost of reaching them. With both marginals relaxed (``reg_m=rho``) the source may
-# also keep part of its mass.
-rhos = np.geomspace(0.05, 100, 15)
+# At the optimum a target point receives ``b_j exp(-g_j / rho_b)``, where the potential
+# ``g_j`` grows with the cost of reaching it. For the outliers that cost is about 10, so
+# the mass they receive falls exponentially once ``rho_b`` drops below it, and tends to
+# the balanced share as ``rho_b`` grows. With both marginals relaxed (``reg_m=rho``) the
+# source may also keep part of its mass.
+rhos = np.geomspace(0.2, 100, 12)
 to_outliers = {"reg_m=(inf, rho)": [], "reg_m=rho": []}
 for rho in rhos:
     for label, reg_m in [("reg_m=(inf, rho)", (np.inf, rho)), ("reg_m=rho", rho)]:

@@ -133,3 +133,23 @@ def test_sparsified_plan_beyond_int32_indices_is_refused(device, monkeypatch):
     assert 5 <= S.nnz <= 10
     with pytest.raises(ValueError, match="int32"):
         ops.sparsify_plan(*args, 20)
+
+
+@pytest.mark.parametrize("reg_m", [0.2, (np.inf, 0.5)])
+@pytest.mark.parametrize("online", [False, True])
+def test_unbalanced_sinkhorn_runs_on_the_cuda_kernels(device, reg_m, online):
+    # the scaled updates of unbalanced OT reuse the CUDA softmin kernels
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(40, 2)), rng.normal(size=(30, 2)) + 0.5
+    a, b = np.full(40, 1 / 40), np.full(30, 1.5 / 30)
+    C = ((x[:, None] - y[None]) ** 2).sum(-1)
+    cost = (oc.PointCloud(device.asarray(x, np.float64), device.asarray(y, np.float64))
+            if online else device.asarray(C, np.float64))
+    res = oc.sinkhorn(device.asarray(a, np.float64), device.asarray(b, np.float64), cost, 0.3,
+                      reg_m=reg_m, tol=1e-12, backend=cupy_gpu.CupyBackend())
+    ref = oc.sinkhorn(a, b, C, 0.3, reg_m=reg_m, tol=1e-12)
+    assert res.backend == "cupy_gpu" and res.converged
+    device.check(res.f, ref.f, np.float64)
+    device.check(res.g, ref.g, np.float64)
+    assert res.value == pytest.approx(ref.value, rel=1e-10)
+    assert res.mass == pytest.approx(ref.mass, rel=1e-10)
