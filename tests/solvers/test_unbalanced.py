@@ -178,7 +178,7 @@ def test_bad_reg_m(reg_m, exc, match):
 
 def test_unequal_masses_need_a_relaxed_side():
     a, b, C, _, _ = problem(5, 4)
-    with pytest.raises(ValueError, match="same total mass .* pass reg_m to relax"):
+    with pytest.raises(ValueError, match=r"same total mass .* pass reg_m to relax"):
         oc.sinkhorn(a, b, C, 0.1)
     with pytest.raises(ValueError, match="same total mass"):
         oc.sinkhorn(a, b, C, 0.1, reg_m=(INF, INF))
