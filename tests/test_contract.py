@@ -29,18 +29,6 @@ class Case:
         return np.asarray(x) if isinstance(x, np.ndarray) else np.from_dlpack(x)
 
 
-def _cupy_case():
-    cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
-    try:
-        if cupy.cuda.runtime.getDeviceCount() == 0:
-            pytest.skip("no CUDA device")
-    except Exception as exc:
-        pytest.skip(f"no usable CUDA device: {exc}")
-    from otcore.backends.cupy_gpu import CupyBackend
-
-    return Case("cupy_gpu", CupyBackend(), cupy.asarray)
-
-
 @pytest.fixture(params=["numba_cpu", "array_api_strict",
                         pytest.param("cupy_gpu", marks=pytest.mark.gpu)])
 def case(request):
@@ -48,7 +36,10 @@ def case(request):
         return Case("numba_cpu", NumbaBackend(), np.asarray)
     if request.param == "array_api_strict":
         return Case("array_api_strict", ArrayAPIBackend(xs), xs.asarray)
-    return _cupy_case()
+    from otcore.backends.cupy_gpu import CupyBackend
+
+    cupy = request.getfixturevalue("gpu_backend").xp  # skips without CuPy and a device
+    return Case("cupy_gpu", CupyBackend(), cupy.asarray)
 
 
 GEOMETRIES = ["dense", "sqeuclidean", "euclidean", "pnorm"]

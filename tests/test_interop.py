@@ -71,7 +71,9 @@ def test_jax_arrays_run_on_numba_and_come_back_as_jax(problem):
     res = oc.sinkhorn(jnp.asarray(a), jnp.asarray(b), jnp.asarray(C), eps=0.05)
     assert res.backend == "numba_cpu"
     assert isinstance(res.f, jax.Array) and res.f.dtype == jnp.float64
-    assert_array_equal(np.asarray(res.f), ref.f)
+    # JAX's buffers are aligned differently from NumPy's: the vectorized sums may group
+    # their terms differently, so the potentials agree to rounding, not bit for bit
+    assert_allclose(np.asarray(res.f), ref.f, rtol=1e-13, atol=1e-15)
     assert isinstance(res.plan, jax.Array)
     gap = oc.monge_gap(jnp.asarray(x[:20]), jnp.asarray(y), eps=0.5, return_grad=True)
     gap_ref = oc.monge_gap(x[:20], y, eps=0.5, return_grad=True)

@@ -282,7 +282,7 @@ def sinkhorn(
         For invalid weights, costs or options, and when the iterates become non-finite
         because ``eps`` is below ``1e4`` times the machine epsilon times the cost's scale.
     TypeError
-        For arrays that are not NumPy, CuPy or Array-API arrays, or of mixed namespaces.
+        For objects that are not arrays or array_like, or arrays of mixed libraries.
 
     Warns
     -----

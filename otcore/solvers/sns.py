@@ -300,7 +300,8 @@ def sinkhorn_newton_sparse(
     Raises
     ------
     TypeError
-        For arrays other than NumPy or CuPy arrays.
+        For arrays that reach neither NumPy nor CuPy (CPU data of any library, and CUDA
+        data with CuPy installed, do).
 
     Warns
     -----
