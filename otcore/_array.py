@@ -6,8 +6,8 @@ function:
 * which array library did the caller use (the *user* namespace, to which results return)?
 * which namespace do the kernels run on (the *compute* namespace)? CPU data of any library
   reach NumPy (and so the Numba kernels) through DLPack without a copy; CUDA data reach
-  CuPy the same way when CuPy is installed; anything else is computed in its own
-  namespace by the reference backend;
+  CuPy the same way; other Array-API arrays are computed in their own namespace by the
+  reference backend;
 * what floating dtype does an array compute in, without parsing dtype names?
 
 ============================  ==========================  ==============================
@@ -16,10 +16,12 @@ caller's arrays               compute namespace           results returned as
 NumPy arrays, lists, scalars  NumPy                       NumPy
 CuPy arrays                   CuPy                        CuPy
 PyTorch tensors, JAX arrays   NumPy (CPU), CuPy (CUDA,    the caller's library, on the
-                              when installed), else the   same device
-                              library itself
+                              which must be installed)    same device
 other Array-API arrays        their own namespace         their own namespace
 ============================  ==========================  ==============================
+
+PyTorch and JAX arrays on other devices (or on a GPU without CuPy) are refused with a
+``TypeError``: the reference backend would allocate its temporaries on the CPU.
 
 Lists and tuples (array_like) adopt the library of the other arrays of the call, as
 ``numpy.asarray`` would; with no other array they are NumPy arrays. Masked arrays are
@@ -43,7 +45,6 @@ __all__ = [
     "host_dtype",
     "is_cupy",
     "namespaces",
-    "to_float",
 ]
 
 
@@ -67,13 +68,17 @@ def _is_array_like(x: Any) -> bool:
     return isinstance(x, (list, tuple, int, float, np.generic))
 
 
-def _on_cuda(x: Any) -> bool:
-    """Whether a DLPack-capable array lives in CUDA memory."""
+def _device_type(x: Any) -> int:
+    """The DLPack device type of an array (1: CPU, 2: CUDA, ...); -1 for a device DLPack
+    does not know."""
     try:
         device_type, _ = x.__dlpack_device__()
-    except (AttributeError, TypeError):
-        return False
-    return int(device_type) in (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
+    except Exception:  # each library raises its own error type here
+        return -1
+    return int(device_type)
+
+
+_CPU, _CUDA = 1, 2
 
 
 def _cupy_or_none() -> Any:
@@ -165,10 +170,16 @@ def _classify(x: Any) -> tuple[str, Any, Any]:
 
         library = "torch" if _is_torch(x) else "jax"
         user = array_api_compat.array_namespace(x)
-        if not _on_cuda(x):
+        device = _device_type(x)
+        if device == _CPU:
             return library, user, np
-        cupy = _cupy_or_none()
-        return library, user, (user if cupy is None else cupy)
+        cupy = _cupy_or_none() if device == _CUDA else None
+        if cupy is None:
+            where = ("CUDA device without CuPy installed" if device == _CUDA else
+                     "device that otcore cannot read through DLPack")
+            raise TypeError(f"{library} arrays on a {where} are not supported: install "
+                            "CuPy (otcore[cuda12]) for CUDA data, or move them to the CPU")
+        return library, user, cupy
     if hasattr(x, "__array_namespace__"):
         xp = x.__array_namespace__()
         return getattr(xp, "__name__", repr(xp)), xp, xp
@@ -221,6 +232,9 @@ def namespaces(*arrays: Any, names: tuple[str, ...] | None = None) -> Namespaces
             raise TypeError(f"{arg}: {err}") from None
         except ValueError as err:
             raise ValueError(f"{arg}: {err}") from None
+        if lib in found and found[lib][1] is not compute:  # one library on two devices
+            raise TypeError(f"all arrays must live on one device: {arg} is on another "
+                            f"device than {', '.join(owners[lib])}")
         found.setdefault(lib, (user, compute))
         owners.setdefault(lib, []).append(arg)
     if len(found) > 1:
@@ -273,8 +287,3 @@ def concat(xp: Any, arrays: list, axis: int = 0) -> Any:
     """Join arrays along ``axis`` (``concat`` of the Array API, ``concatenate`` before)."""
     join = getattr(xp, "concat", None) or xp.concatenate
     return join(arrays, axis=axis)
-
-
-def to_float(x: Any) -> float:
-    """A 0-d array or scalar of any namespace as a Python float (synchronizes a GPU)."""
-    return float(x)

@@ -28,9 +28,12 @@ NumPy input); the gradient is a CuPy array on the inputs' device, in their dtype
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from ._array import namespaces
 from ._validation import (
@@ -74,7 +77,7 @@ def _entropy(xp: Any, w: Any) -> Any:
 
 
 def _solve(a: Any, b: Any, cloud: PointCloud, opts: _Options, self_transport: bool = False,
-           reg_m: tuple[float, float] | None = None) -> tuple[OTResult, Any, Any, Any]:
+           reg_m: Any = None) -> tuple[OTResult, Any, Any, Any]:
     """Entropic OT between the two clouds of ``cloud`` with :func:`otcore.sinkhorn`.
 
     The losses use the result's ``dual_value``, accurate to second order in the marginal
@@ -245,10 +248,11 @@ def monge_gap(
     """
     opts = _Options("monge_gap", eps, tol, max_iter, online, return_grad, backend)
     if callable(Tx):
-        namespaces(x, names=("x",))
+        namespaces(x, a, names=("x", "a"))
         Tx, name = Tx(x), "T(x)"
     else:
         name = "Tx"
+    namespaces(x, Tx, a, names=("x", name, "a"))
     cloud = _cloud(x, Tx, cost, ("x", name))
     xp, ns = cloud.xp, cloud.namespaces
     if cloud.shape[0] != cloud.shape[1]:
@@ -265,19 +269,18 @@ def monge_gap(
     if opts.return_grad:
         grad = a[:, None] * cloud.ground.grad(xp, cloud.y - cloud.x) - ops.cost_grad(hf, hg,
                                                                                   opts.eps)
-        grad = ns.to_user(xp.reshape(grad, tuple(Tx.shape)))
+        grad = ns.to_user(xp.reshape(grad, tuple(np.shape(Tx))))
     return LossResult(gap, grad, {"xy": res}, "monge_gap")
 
 
 def _cloud(x: Any, y: Any, cost: Any, names: tuple[str, str]) -> PointCloud:
     """The point cloud of a loss, with the arguments' names in error messages."""
-    namespaces(x, y, names=names)
     try:
         return PointCloud(x, y, cost)
     except (ValueError, TypeError) as err:
         msg = str(err)
-        for old, new in zip(("x", "y"), names, strict=True):
-            msg = msg.replace(f"{old} ", f"{new} ").replace(f"{old}:", f"{new}:")
+        if names[1] != "y":  # PointCloud names its arguments x and y
+            msg = re.sub(r"\by\b", names[1], msg)
         raise type(err)(msg) from None
 
 
@@ -340,10 +343,11 @@ def sinkhorn_divergence(
         Also return the gradient with respect to ``y``.
     online : bool, optional
         As in :func:`monge_gap`.
-    reg_m : float or pair of float, optional
-        KL penalties ``rho`` (or ``(rho_a, rho_b)``) on the marginals, as in
-        :func:`otcore.sinkhorn`; the self terms use ``rho_a`` (for ``alpha``) and ``rho_b``
-        (for ``beta``) on both of their sides. Default: balanced.
+    reg_m : float, optional
+        The KL penalty ``rho`` on the marginals, as in :func:`otcore.sinkhorn`, the same
+        on both sides (a pair of equal values is accepted): with two different values the
+        self terms would not cancel and ``S(alpha, alpha)`` would not vanish. Default:
+        balanced.
     backend : {"numba_cpu", "array_api", "cupy_gpu"} or Backend, optional
         Force a backend; by default it follows the array type.
 
@@ -387,6 +391,10 @@ def sinkhorn_divergence(
     """
     opts = _Options("sinkhorn_divergence", eps, tol, max_iter, online, return_grad, backend)
     rho_a, rho_b = check_reg_m(reg_m)
+    if rho_a != rho_b:
+        raise ValueError(f"sinkhorn_divergence needs one rho for both marginals to be "
+                         f"debiased (S(a, a) = 0); got reg_m={reg_m!r}")
+    namespaces(x, y, a, b, names=("x", "y", "a", "b"))
     cloud = _cloud(x, y, cost, ("x", "y"))
     xp, ns = cloud.xp, cloud.namespaces
     weights = check_probability if reg_m is None else check_weights
@@ -394,17 +402,17 @@ def sinkhorn_divergence(
     b = weights(xp, ns.to_compute(b), cloud.shape[1], "b", dtype=cloud.dtype)
     x2, y2 = (ns.to_user(v) for v in (cloud.x, cloud.y))
 
-    res_xy, hf, hg, ops_xy = _solve(a, b, cloud, opts, reg_m=(rho_a, rho_b))
+    res_xy, hf, hg, ops_xy = _solve(a, b, cloud, opts, reg_m=reg_m)
     res_xx = _solve(a, a, PointCloud(x2, x2, cost), opts, self_transport=True,
-                    reg_m=(rho_a, rho_a))[0]
+                    reg_m=reg_m)[0]
     res_yy, hf_y, hg_y, ops_yy = _solve(b, b, PointCloud(y2, y2, cost), opts,
-                                        self_transport=True, reg_m=(rho_b, rho_b))
+                                        self_transport=True, reg_m=reg_m)
     div = res_xy.dual_value - 0.5 * (res_xx.dual_value + res_yy.dual_value)
     if reg_m is not None:
         div += 0.5 * opts.eps * (float(xp.sum(a)) - float(xp.sum(b))) ** 2
     grad = None
     if opts.return_grad:
         grad = ops_xy.cost_grad(hf, hg, opts.eps) - ops_yy.cost_grad(hf_y, hg_y, opts.eps)
-        grad = ns.to_user(xp.reshape(grad, tuple(y.shape)))
+        grad = ns.to_user(xp.reshape(grad, tuple(np.shape(y))))
     return LossResult(div, grad, {"xy": res_xy, "xx": res_xx, "yy": res_yy},
                       "sinkhorn_divergence")

@@ -60,8 +60,9 @@ class OTResult:
     cost : float
         Transport cost ``<C, P>`` of the returned plan.
     value : float
-        Objective of the problem that was solved (for entropic OT,
-        ``<C, P> + eps * KL(P | a b^T)``, which equals the dual objective at the optimum).
+        Objective of the problem that was solved, at the returned plan: for entropic OT
+        ``<C, P> + eps KL(P | a b^T)``, plus ``rho KL(P 1 | a)`` (and the same for ``b``)
+        for a marginal relaxed by ``reg_m``.
     marginal_error : float
         ``|P 1 - a|_1 + |P^T 1 - b|_1`` for the returned plan; for a marginal relaxed by
         ``rho KL`` (unbalanced OT) its term is the violation of the optimality condition,
@@ -78,9 +79,11 @@ class OTResult:
         Regularization strength, when the method has one.
     dual_value : float or None
         For entropic OT, the dual objective at the returned potentials,
-        ``<a, f> + <b, g> - eps (sum P - sum a sum b)``: equal to ``value`` at the
-        optimum, and the more accurate estimate of the optimal value before it (its error
-        is second order in the marginal error, that of ``value`` first order).
+        ``<a, f> + <b, g> - eps (sum P - sum a sum b)``, where a marginal relaxed by
+        ``rho`` contributes ``-rho <a, exp(-f / rho) - 1>`` instead of ``<a, f>``: equal
+        to ``value`` at the optimum, and the more accurate estimate of the optimal value
+        before it (its error is second order in the marginal error, that of ``value``
+        first order).
     errors : list of tuple of (int, float)
         Short history ``(iteration, marginal error)``, recorded at each convergence check.
     extra : dict

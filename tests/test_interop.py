@@ -95,3 +95,32 @@ def test_lists_and_mixed_libraries(problem):
     assert isinstance(res_t.f, torch.Tensor)
     with pytest.raises(TypeError, match="one array library, got a from numpy; C from torch"):
         oc.sinkhorn(a, None, torch.from_numpy(C), eps=0.05)
+
+
+def test_a_list_cost_adopts_the_library_of_the_weights():
+    torch = pytest.importorskip("torch")
+    a = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    res = oc.sinkhorn(a, a, [[0, 1], [1, 0]], eps=0.1)
+    ref = oc.sinkhorn(None, None, np.array([[0.0, 1.0], [1.0, 0.0]]), eps=0.1)
+    assert isinstance(res.f, torch.Tensor)
+    assert_array_equal(res.f.numpy(), ref.f)
+
+
+def test_losses_take_lists_and_check_the_weights_library():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(14)
+    x, y = rng.normal(size=(6, 2)), rng.normal(size=(7, 2))
+    res = oc.sinkhorn_divergence(x.tolist(), y.tolist(), eps=0.5, return_grad=True)
+    ref = oc.sinkhorn_divergence(x, y, eps=0.5, return_grad=True)
+    assert res.converged
+    assert_array_equal(res.grad, ref.grad)
+    with pytest.raises(TypeError, match="a from torch"):
+        oc.sinkhorn_divergence(x, x, a=torch.ones(6, dtype=torch.float64), eps=0.5)
+    with pytest.raises(TypeError, match="a from torch"):
+        oc.monge_gap(x, x, a=torch.ones(6, dtype=torch.float64), eps=0.5)
+
+
+def test_tensors_on_unsupported_devices_are_refused():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"^C: torch arrays on a device that otcore cannot"):
+        oc.sinkhorn(None, None, torch.empty(3, 2, device="meta", dtype=torch.float64), 0.1)

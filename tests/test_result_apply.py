@@ -108,3 +108,12 @@ def test_apply_accepts_lists_and_casts_to_the_problem_dtype(rng):
     out = res.apply([1, 2, 3])
     assert out.dtype == np.float32
     assert_allclose(out, res.plan @ np.array([1.0, 2.0, 3.0], dtype=np.float32), rtol=1e-6)
+
+
+def test_sparse_plan_of_a_point_cloud_projects_onto_its_points(rng):
+    x, y = rng.normal(size=(12, 2)), rng.normal(size=(10, 2))
+    res = oc.cardinality_ot(None, None, oc.PointCloud(x, y), k=2, gamma=0.1)
+    P = res.plan.toarray()
+    rows = P.sum(axis=1)
+    proj = res.barycentric_projection()
+    assert_allclose(proj[rows > 0], (P @ y)[rows > 0] / rows[rows > 0, None], rtol=1e-12)

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .._array import Namespaces, float_bits, namespaces
 from .._validation import check_reg_m, check_same_mass, check_weights
 from ..backends import Backend, GeometryOps, get_backend
@@ -90,6 +92,8 @@ def make_problem(a: Any, b: Any, cost: Any, backend: Any = None, reg_m: Any = No
     tolerance). A relaxed marginal (finite ``rho``) accepts any masses.
     """
     rho = check_reg_m(reg_m)
+    if isinstance(cost, (list, tuple)):  # array_like adopts the library of the weights
+        cost = namespaces(a, b, cost, names=("a", "b", "C")).to_user(np.asarray(cost))
     geom = as_geometry(cost)
     ns = geom.namespaces
     given = [name for name, w in (("a", a), ("b", b))

@@ -41,6 +41,7 @@ from .._validation import (
     check_tol,
 )
 from ..backends._contract import TopK
+from ..geometry import PointCloud
 from ..result import OTResult, warn_not_converged
 from ._cardinality_rebuild import rebuild_k1
 from ._problem import Problem, make_problem
@@ -324,9 +325,10 @@ def cardinality_ot(
     OTResult
         ``f``, ``g``: the potentials of the plan formula above (for the semi-dual ``g`` is
         minus the simplex threshold of each column), arrays of the input's namespace.
-        ``plan``: a :class:`scipy.sparse.csr_matrix` for NumPy input, a
-        :class:`cupyx.scipy.sparse.csr_matrix` on the current device for CuPy input (a
-        dense array of the input namespace otherwise), in the dtype of ``C``; so is
+        ``plan``: a :class:`scipy.sparse.csr_matrix` for CPU data of any library (NumPy,
+        PyTorch, JAX, lists), a :class:`cupyx.scipy.sparse.csr_matrix` on the current
+        device for CUDA data (a dense array of the input namespace for other Array-API
+        libraries), in the dtype of ``C``; so is
         ``extra["sparse_plan"]``. ``value``: the maximized objective
         (``S(f)`` or ``D(f, g)``). ``cost``: ``<C, T>``. ``marginal_error``:
         ``|T 1 - a|_1 + |T^T 1 - b|_1``. ``n_iter``, ``converged``, and ``errors``: the
@@ -391,7 +393,7 @@ def cardinality_ot(
     are returned in float32.
 
     *Devices.* The cost is laid out once on the backend's device and every evaluation of
-    the objective runs there (:meth:`~otcore.backends.Backend.topk_groups`); L-BFGS-B
+    the objective runs there (``GeometryOps.topk`` of the kernel contract); L-BFGS-B
     runs on the host with SciPy, so with CuPy input each evaluation moves ``O(n + m)``
     numbers between host and device, never the cost. As for every CuPy input, work
     inside ``cupy.cuda.Device(i)`` for arrays on a device other than the current one.
@@ -503,7 +505,9 @@ def _sparse_result(prob: Problem, plan: sparse.csr_matrix, f: np.ndarray, g: np.
         cost=cost, marginal_error=row_error + col_error, backend=bk.name, eps=None,
         _plan=device_plan, _apply_fn=lambda V, axis: (device_plan @ V if axis == 1
                                                       else device_plan.T @ V),
-        _namespaces=ns, _shape=prob.geom.shape, _dtype=prob.dtype, **fields,
+        _namespaces=ns, _shape=prob.geom.shape, _dtype=prob.dtype,
+        _points=(prob.geom.x, prob.geom.y) if isinstance(prob.geom, PointCloud) else None,
+        **fields,
     )
 
 

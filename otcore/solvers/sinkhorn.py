@@ -21,7 +21,10 @@ from ._problem import Problem, default_tol, make_problem
 __all__ = ["non_finite_error", "sinkhorn", "sinkhorn_loop"]
 
 #: The advice of the non-convergence warning.
-_ADVICE = "Increase max_iter, use eps_scaling or a larger eps; in float32, a larger tol."
+_ADVICE = ("Increase max_iter, use eps_scaling or a larger eps; in float32, a larger tol; "
+           "for unbalanced problems, a smaller reg_m converges faster.")
+#: Largest reg_m / eps accepted (beyond, use inf: an exact marginal).
+_RHO_OVER_EPS = 1e12
 
 
 def _check_init(prob: Problem, init: Any) -> tuple[Any, Any]:
@@ -327,6 +330,12 @@ def sinkhorn(
     if eps_init is not None:
         eps_init = check_eps(eps_init, "eps_init")
     prob = make_problem(a, b, C, backend, reg_m)
+    if any(_RHO_OVER_EPS < r / eps < math.inf for r in prob.rho):
+        raise ValueError(
+            f"reg_m={reg_m!r} is more than {_RHO_OVER_EPS:.0e} times eps={eps:.3g}: the "
+            "potentials of unequal masses would grow like rho log(mass ratio) beyond what "
+            "the dtype resolves; use inf for an exact marginal"
+        )
     tol = default_tol(prob.xp, prob.dtype) if tol is None else tol
     f0, g0 = _check_init(prob, init)
 

@@ -231,3 +231,17 @@ def test_balanced_divergence_is_the_large_rho_limit():
     bal = oc.sinkhorn_divergence(x, y, eps=0.5).value
     unb = oc.sinkhorn_divergence(x, y, eps=0.5, reg_m=1e9).value
     assert unb == pytest.approx(bal, rel=1e-7)
+
+
+def test_divergence_needs_one_rho():
+    x = np.random.default_rng(13).normal(size=(6, 2))
+    with pytest.raises(ValueError, match="one rho for both marginals"):
+        oc.sinkhorn_divergence(x, x, eps=0.5, reg_m=(1.0, 2.0))
+    with pytest.raises(ValueError, match="one rho for both marginals"):
+        oc.sinkhorn_divergence(x, x, eps=0.5, reg_m=(INF, 1.0))
+
+
+def test_reg_m_beyond_what_the_dtype_resolves_is_refused():
+    a, b, C, _, _ = problem(5, 4)
+    with pytest.raises(ValueError, match=r"reg_m=1e\+300 is more than 1e\+12 times eps"):
+        oc.sinkhorn(a, b, C, 0.1, reg_m=1e300)

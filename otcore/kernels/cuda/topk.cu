@@ -1,4 +1,4 @@
-// Fused top-k kernels of cardinality-constrained OT (Backend.topk_groups).
+// Fused top-k kernels of cardinality-constrained OT (GeometryOps.topk of the contract).
 //
 // otc_topk_groups: one block of OTC_BLOCK = 256 threads per group j (a row of the
 // group-major cost K, m x n; grid-stride over the groups). The scores s_i = alpha_i - K_ji

@@ -1,6 +1,6 @@
 """Fused log-sum-exp (softmin) kernels and one-pass plan statistics.
 
-Conventions are those of :mod:`otcore.backends._base`: for shifted potentials ``h``,
+Conventions are those of :mod:`otcore.backends._contract`: for shifted potentials ``h``,
 ``softmin_rows`` computes ``out_i = -eps log sum_j exp((h_j - C_ij) / eps)`` and
 ``softmin_cols`` the same reduction over ``i``. Internally everything is in units of
 ``z = (h - C) / eps`` and the kernels return ``-eps * LSE(z)``.
