@@ -237,19 +237,20 @@ class _NumbaIterator(SinkhornIterator):
     For a float64 dense cost of at most :data:`GIBBS_CACHE_BYTES`, the iterator also
     caches the Gibbs kernel ``K = exp((f + g - C) / eps)`` that a fused sweep stores at
     its output (no extra exponential); the following steps are two matrix-vector products
-    with ``K`` (:func:`otcore.kernels.numba.gibbs.scaled_sweep`) as long as no potential
-    has moved more than ``GIBBS_WINDOW * eps`` from the potentials ``K`` was stored at.
-    Then the next log-domain sweep stores a fresh kernel. The iterates are those of the
-    log-domain iteration up to rounding; the cache costs one ``(n, m)`` array, freed with
-    the iterator. float32 stays on the log-domain path: its kernel entries would carry
-    the rounding of float32 exponents (~1e-4 at eps = 1e-3) into every later step.
+    with ``K`` (:func:`otcore.kernels.numba.gibbs.scaled_sweep`, balanced or with the
+    factors ``tau`` of unbalanced OT) as long as no potential has moved more than
+    ``GIBBS_WINDOW * eps`` from the potentials ``K`` was stored at. Then the next
+    log-domain sweep stores a fresh kernel. The iterates are those of the log-domain
+    iteration up to rounding; the cache costs one ``(n, m)`` array, freed with the
+    iterator. float32 stays on the log-domain path: its kernel entries would carry the
+    rounding of float32 exponents (~1e-4 at eps = 1e-3) into every later step.
     """
 
     def __init__(self, ops: _NumbaOps, log_a: Any, log_b: Any, eps: float,
                  symmetric: bool, tau: tuple[float, float]):
         super().__init__(ops, log_a, log_b, eps, symmetric, tau)
-        self.cached = (not symmetric and tau == (1.0, 1.0) and ops.kind == DENSE
-                       and ops.X.dtype == np.float64 and ops.X.nbytes <= GIBBS_CACHE_BYTES)
+        self.cached = (not symmetric and ops.kind == DENSE and ops.X.dtype == np.float64
+                       and ops.X.nbytes <= GIBBS_CACHE_BYTES)
         if self.cached:
             self.a = np.exp(log_a)
             self.b = np.exp(log_b)
@@ -273,15 +274,19 @@ class _NumbaIterator(SinkhornIterator):
             if np.all(np.abs(shift) <= GIBBS_WINDOW):
                 f_out, g_out = np.empty_like(f), np.empty_like(g)
                 with _threads(ops.nthreads):
-                    ok = _gibbs.scaled_sweep(self.K, self.b * np.exp(shift), self.a, self.f0,
-                                             self.g0, eps, GIBBS_WINDOW, f_out, g_out,
-                                             ops.nthreads)
+                    ok = _gibbs.scaled_sweep(self.K, self.b * np.exp(shift), self.a_eff,
+                                             self.f0, self.g0, eps, ta, tb, GIBBS_WINDOW,
+                                             f_out, g_out, ops.nthreads)
                 if ok:
                     return f_out, g_out
-        f_out, g_out = ops.fused_sweep(g + self.lb_eps, self.la_eps, f, g, eps, store=self.K)
-        # K is exp((f_out + g - C) / eps); usable while the columns stay in the window
-        fresh = np.all(np.abs(g_out - g) <= GIBBS_WINDOW * eps) and np.all(np.isfinite(g))
-        self.f0, self.g0 = (f_out, g.copy()) if fresh else (None, None)
+        f_out, g_out = ops.fused_sweep(g + self.lb_eps, self.la_eps, fh, gh, eps,
+                                       store=self.K, tau=self.tau)
+        # K is exp((f_out + gh - C) / eps); usable while the columns stay in the window
+        fresh = (np.all(np.abs(g_out / tb - gh) <= GIBBS_WINDOW * eps)
+                 and np.all(np.isfinite(gh)))
+        self.f0, self.g0 = (f_out, gh.copy()) if fresh else (None, None)
+        if fresh:  # the column weights' fixed factor a_i exp(-(1 - ta) f0_i / eps)
+            self.a_eff = self.a if ta == 1.0 else self.a * np.exp((ta - 1.0) * f_out / eps)
         return f_out, g_out
 
 

@@ -62,7 +62,7 @@ def test_scaled_sweep_equals_log_domain_sweep(setup, move):
     K, f0, _ = stored_kernel(C, a, b, np.zeros(C.shape[0]), g, eps)
     g_now = g + eps * rng.uniform(-move, move, size=g.shape)
     f_out, g_out = np.empty_like(f0), np.empty_like(g)
-    ok = gibbs.scaled_sweep(K, b * np.exp((g_now - g) / eps), a, f0, g, eps, 30.0, f_out,
+    ok = gibbs.scaled_sweep(K, b * np.exp((g_now - g) / eps), a, f0, g, eps, 1.0, 1.0, 30.0, f_out,
                             g_out, 1)
     assert ok
     f_ref, g_ref = log_sweep(C, a, b, g_now, eps)
@@ -75,7 +75,8 @@ def test_scaled_sweep_refuses_to_leave_the_window(setup):
     K, f0, _ = stored_kernel(C, a, b, np.zeros(C.shape[0]), g, eps)
     f_out, g_out = np.empty_like(f0), np.empty_like(g)
     # all columns 40 eps lower: every row sum is ~exp(-40), outside a window of 30
-    assert not gibbs.scaled_sweep(K, b * np.exp(-40.0), a, f0, g, eps, 30.0, f_out, g_out, 1)
+    assert not gibbs.scaled_sweep(K, b * np.exp(-40.0), a, f0, g, eps, 1.0, 1.0, 30.0, f_out,
+                                  g_out, 1)
 
 
 def counting(monkeypatch):

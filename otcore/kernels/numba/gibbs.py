@@ -52,12 +52,17 @@ def _add_scaled4(acc, r0, r1, r2, r3, w0, w1, w2, w3):
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def scaled_sweep(K, v, a, f0, g0, eps, window, f_out, g_out, nthreads):
+def scaled_sweep(K, v, a, f0, g0, eps, ta, tb, window, f_out, g_out, nthreads):
     """One alternating Sinkhorn iteration through the cached kernel ``K`` (module docs).
 
-    ``v`` holds ``b_j exp((g_j - g0_j) / eps)`` (float64) and ``a`` the source weights.
-    Returns False, with ``f_out``/``g_out`` incomplete, when some ``|log r_i|`` or
-    ``|log c_j|`` leaves ``window``: the caller then rebuilds the kernel.
+    ``v`` holds ``b_j exp((g_j - g0_j) / eps)`` (float64). ``ta``, ``tb`` are the factors
+    ``rho / (rho + eps)`` of unbalanced OT (1 for exact marginals): then
+    ``f'_i = ta (f0_i - eps log r_i)``, the column weights become
+    ``a_i exp((f'_i - f0_i) / eps) = a_i exp(-(1 - ta) f0_i / eps) r_i^(-ta)``, of which the
+    caller passes the first two factors as ``a`` (the source weights when ``ta = 1``), and
+    ``g'_j = tb (g0_j - eps log c_j)``. Returns False, with ``f_out``/``g_out``
+    incomplete, when some ``|log r_i|`` or ``|log c_j|`` leaves ``window``: the caller
+    then rebuilds the kernel.
     """
     n, m = K.shape
     lo, hi = np.exp(-window), np.exp(window)
@@ -75,8 +80,8 @@ def scaled_sweep(K, v, a, f0, g0, eps, window, f_out, g_out, nthreads):
                 if not lo < r < hi:
                     bad[b] = True
                     r = 1.0
-                f_out[i + k] = f0[i + k] - eps * np.log(r)
-                w[k] = a[i + k] / r
+                f_out[i + k] = ta * (f0[i + k] - eps * np.log(r))
+                w[k] = a[i + k] / r if ta == 1.0 else a[i + k] * np.exp(-ta * np.log(r))
             if rows == 4:
                 _add_scaled4(cs, K[i], K[i + 1], K[i + 2], K[i + 3], w[0], w[1], w[2], w[3])
             else:
@@ -90,5 +95,5 @@ def scaled_sweep(K, v, a, f0, g0, eps, window, f_out, g_out, nthreads):
             c += colsum[b, j]
         if not lo < c < hi:
             return False
-        g_out[j] = g0[j] - eps * np.log(c)
+        g_out[j] = tb * (g0[j] - eps * np.log(c))
     return True
