@@ -34,6 +34,7 @@ from .backends import get_backend
 from .geometry import DenseCost, PointCloud
 from .losses import monge_gap, sinkhorn_divergence
 from .result import ConvergenceWarning, LossResult, OTResult
+from .solvers._monitor import IterationInfo
 from .solvers.cardinality import cardinality_ot
 from .solvers.sinkhorn import sinkhorn
 from .solvers.sns import sinkhorn_newton_sparse
@@ -41,6 +42,7 @@ from .solvers.sns import sinkhorn_newton_sparse
 __all__ = [
     "ConvergenceWarning",
     "DenseCost",
+    "IterationInfo",
     "LossResult",
     "OTResult",
     "PointCloud",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from .._array import namespaces
@@ -16,6 +17,7 @@ from .._validation import (
 )
 from ..result import OTResult
 from ._finish import finish_entropic
+from ._monitor import IterationInfo, Monitor, make_monitor
 from ._problem import Problem, default_tol, make_problem
 
 __all__ = ["non_finite_error", "sinkhorn", "sinkhorn_loop"]
@@ -115,6 +117,7 @@ def sinkhorn_loop(
     eps_init: float | None = None,
     f: Any = None,
     g: Any = None,
+    monitor: Monitor | None = None,
 ) -> tuple[Any, Any, int, bool, list]:
     """Run Sinkhorn iterations on a validated problem; return ``f, g, n_iter, converged,
     errors``. Shared by :func:`sinkhorn` and the warm-up of other solvers."""
@@ -161,6 +164,8 @@ def sinkhorn_loop(
                 break
             if not math.isfinite(err):
                 raise non_finite_error(prob, eps, "Sinkhorn produced a non-finite error")
+            if monitor is not None and monitor.active and monitor.check(n_iter, err):
+                break
         if symmetric:
             f, g = 0.5 * (f + f_new), 0.5 * (g + g_new)
         else:
@@ -183,6 +188,9 @@ def sinkhorn(
     eps_init: float | None = None,
     reg_m: float | tuple[float, float] | None = None,
     init: tuple[Any, Any] | None = None,
+    callback: Callable[[IterationInfo], Any] | None = None,
+    verbose: bool = False,
+    time_limit: float | None = None,
     backend: Any = None,
 ) -> OTResult:
     r"""Entropic optimal transport, balanced or unbalanced, by log-domain Sinkhorn
@@ -268,6 +276,18 @@ def sinkhorn(
         marginal error when both are exact).
     init : pair (f, g) of arrays, optional
         Warm-start potentials (either may be ``None``).
+    callback : callable, optional
+        Called at each convergence check (every ``check_every`` iterations) with an
+        ``IterationInfo`` (``n_iter``, ``error``, ``elapsed``, ``method``); returning
+        ``True`` stops the solve, which returns the potentials after ``n_iter``
+        iterations, with ``converged`` decided from their exact error and
+        ``extra["stopped"] = "callback"``.
+    verbose : bool, default False
+        Show progress at the convergence checks: a tqdm bar when tqdm is installed,
+        otherwise a line on stderr every 2 seconds at most.
+    time_limit : float, optional
+        Seconds after which the solve stops at its next convergence check
+        (``extra["stopped"] = "time_limit"``).
     backend : {"numba_cpu", "array_api", "cupy_gpu"} or Backend, optional
         Force a backend; by default it follows the array type.
 
@@ -338,10 +358,17 @@ def sinkhorn(
         )
     tol = default_tol(prob.xp, prob.dtype) if tol is None else tol
     f0, g0 = _check_init(prob, init)
+    monitor = make_monitor("sinkhorn", callback, verbose, time_limit, tol)
 
-    f, g, n_iter, estimate_met, errors = sinkhorn_loop(
-        prob, eps, tol=tol, max_iter=max_iter, check_every=check_every,
-        symmetric=symmetric, eps_scaling=eps_scaling, eps_init=eps_init, f=f0, g=g0,
-    )
+    try:
+        f, g, n_iter, estimate_met, errors = sinkhorn_loop(
+            prob, eps, tol=tol, max_iter=max_iter, check_every=check_every,
+            symmetric=symmetric, eps_scaling=eps_scaling, eps_init=eps_init, f=f0, g=g0,
+            monitor=monitor,
+        )
+    finally:
+        monitor.close()
+    extra = {"stopped": monitor.stopped} if monitor.stopped else {}
     return finish_entropic(prob, f, g, eps, n_iter=n_iter, errors=errors, tol=tol,
-                           method="sinkhorn", estimate_met=estimate_met, advice=_ADVICE)
+                           method="sinkhorn", estimate_met=estimate_met,
+                           advice=monitor.reason() or _ADVICE, extra=extra)

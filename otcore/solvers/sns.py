@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -34,6 +35,7 @@ from .._validation import (
 from ..backends import Backend
 from ..result import OTResult
 from ._finish import finish_entropic
+from ._monitor import IterationInfo, Monitor, make_monitor
 from ._problem import Problem, default_tol, make_problem
 from .sinkhorn import non_finite_error, sinkhorn_loop
 
@@ -230,6 +232,9 @@ def sinkhorn_newton_sparse(
     warmup_iter: int = 500,
     cg_rtol: float = 1e-2,
     cg_maxiter: int | None = None,
+    callback: Callable[[IterationInfo], Any] | None = None,
+    verbose: bool = False,
+    time_limit: float | None = None,
     backend: Any = None,
 ) -> OTResult:
     r"""Entropic optimal transport by Sinkhorn-Newton-Sparse (SNS).
@@ -280,6 +285,9 @@ def sinkhorn_newton_sparse(
         Relative residual at which the conjugate gradient solve stops.
     cg_maxiter : int, optional
         Maximum CG iterations per Newton step; default ``min(n, m)``.
+    callback, verbose, time_limit
+        As in :func:`otcore.sinkhorn`, checked at every warm-up iteration and before
+        every Newton step (``n_iter`` counts both).
     backend : {"numba_cpu", "cupy_gpu", "array_api"} or Backend, optional
         Force a backend; by default it follows the array type. The Newton stage uses the
         sparse CG of SciPy (NumPy arrays) or of CuPy (``cupyx.scipy.sparse.linalg``, CuPy
@@ -387,17 +395,25 @@ def sinkhorn_newton_sparse(
     cg_maxiter = min(n, m) if cg_maxiter is None else check_positive_int(cg_maxiter,
                                                                          "cg_maxiter")
 
+    monitor = make_monitor("sinkhorn_newton_sparse", callback, verbose, time_limit, tol)
     mass = bk.to_float(prob.xp.sum(prob.a))
-    f, g, n_sk, _, errors = sinkhorn_loop(
-        prob, eps, tol=max(tol, warmup_tol * mass), max_iter=warmup_iter, check_every=1)
-    x, stage = _newton_stage(prob, eps, f, g, tol=tol, max_iter=max_iter, density=density,
-                             cg_rtol=cg_rtol, cg_maxiter=cg_maxiter, n_sk=n_sk,
-                             errors=errors)
+    try:
+        f, g, n_sk, _, errors = sinkhorn_loop(
+            prob, eps, tol=max(tol, warmup_tol * mass), max_iter=warmup_iter, check_every=1,
+            monitor=monitor)
+        x, stage = _newton_stage(prob, eps, f, g, tol=tol, max_iter=max_iter,
+                                 density=density, cg_rtol=cg_rtol, cg_maxiter=cg_maxiter,
+                                 n_sk=n_sk, errors=errors, monitor=monitor)
+    finally:
+        monitor.close()
     extra = {"sinkhorn_iter": stage.n_sk, "newton_iter": stage.n_newton,
              "fallbacks": stage.fallbacks, "history": stage.history}
+    if monitor.stopped:
+        extra["stopped"] = monitor.stopped
     return finish_entropic(
         prob, x.f, x.g, eps, n_iter=stage.n_sk + stage.n_newton, errors=errors, tol=tol,
-        method="sinkhorn_newton_sparse", estimate_met=x.error < tol, advice=_ADVICE,
+        method="sinkhorn_newton_sparse", estimate_met=x.error < tol,
+        advice=monitor.reason() or _ADVICE,
         steps=(stage.n_newton, f"Newton steps (after {stage.n_sk} Sinkhorn iterations)"),
         extra=extra)
 
@@ -415,7 +431,7 @@ class _Stage:
 
 def _newton_stage(prob: Problem, eps: float, f: Any, g: Any, *, tol: float, max_iter: int,
                   density: float, cg_rtol: float, cg_maxiter: int, n_sk: int,
-                  errors: list) -> tuple[_State, _Stage]:
+                  errors: list, monitor: Monitor) -> tuple[_State, _Stage]:
     """Newton steps from the warm-up potentials ``(f, g)`` until the marginal error is
     below ``tol`` or ``max_iter`` steps were made; Sinkhorn fallbacks where Newton does
     not pay (:class:`_Policy`). Appends to ``errors``; returns the last state (never worse
@@ -431,7 +447,8 @@ def _newton_stage(prob: Problem, eps: float, f: Any, g: Any, *, tol: float, max_
             raise non_finite_error(prob, eps,
                                    "sinkhorn_newton_sparse reached non-finite potentials")
         errors.append((stage.n_sk + stage.n_newton, x.error))
-        if x.error < tol or stage.n_newton >= max_iter:
+        if x.error < tol or stage.n_newton >= max_iter or monitor.stopped or (
+                monitor.active and monitor.check(stage.n_sk + stage.n_newton, x.error)):
             return x, stage
         S = prob.ops.sparsify_plan(x.P, x.rows, x.cols,
                                    max(1, round(policy.density * n * m))).matrix

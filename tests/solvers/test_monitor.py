@@ -1,0 +1,112 @@
+"""Control of long solves: callback, time limit and progress display of ``sinkhorn``."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+import otcore as oc
+
+from ..problems import random_problem
+
+
+@pytest.fixture
+def slow_problem():
+    a, b, C, _, _ = random_problem(np.random.default_rng(1), 60, 50)
+    return a, b, C, 1e-3  # hundreds of iterations
+
+
+def test_callback_stops_with_an_honest_partial_result(slow_problem):
+    a, b, C, eps = slow_problem
+    seen = []
+
+    def stop_at_5(info):
+        seen.append((info.n_iter, info.error))
+        return info.n_iter == 5
+
+    with pytest.warns(oc.ConvergenceWarning, match="Stopped by the callback"):
+        res = oc.sinkhorn(a, b, C, eps, check_every=1, callback=stop_at_5)
+    assert res.n_iter == 5 and not res.converged
+    assert res.extra["stopped"] == "callback"
+    assert seen == res.errors  # the callback saw every check, with the recorded errors
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", oc.ConvergenceWarning)
+        ref = oc.sinkhorn(a, b, C, eps, max_iter=5)
+    assert_array_equal(res.f, ref.f)  # the potentials after 5 iterations
+    assert_array_equal(res.g, ref.g)
+    assert res.marginal_error == ref.marginal_error
+
+
+def test_callback_returning_none_changes_nothing(slow_problem):
+    a, b, C, _ = slow_problem
+    ref = oc.sinkhorn(a, b, C, 0.05)
+    res = oc.sinkhorn(a, b, C, 0.05, callback=lambda info: None)
+    assert res.n_iter == ref.n_iter and res.converged and "stopped" not in res.extra
+    assert_array_equal(res.f, ref.f)
+
+
+def test_time_limit_is_honoured_within_one_check(slow_problem):
+    a, b, C, eps = slow_problem
+    elapsed = []
+
+    def slow(info):  # each check takes 20 ms: the limit is reached after a few
+        elapsed.append(info.elapsed)
+        time.sleep(0.02)
+
+    with pytest.warns(oc.ConvergenceWarning, match="time limit of 0.1 s"):
+        res = oc.sinkhorn(a, b, C, eps, check_every=1, callback=slow, time_limit=0.1)
+    assert res.extra["stopped"] == "time_limit" and not res.converged
+    assert elapsed[-1] >= 0.1 > elapsed[-2]  # stopped at the first check past the limit
+    assert res.n_iter == len(elapsed) - 1
+
+
+def test_verbose_prints_progress_without_tqdm(slow_problem, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tqdm(name, *args, **kwargs):
+        if name.startswith("tqdm"):
+            raise ImportError("no tqdm here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tqdm)
+    a, b, C, _ = slow_problem
+    oc.sinkhorn(a, b, C, 0.05, verbose=True)
+    err = capsys.readouterr().err
+    assert err.startswith("sinkhorn: iteration 9, error ") and "(tol 1.0e-09)" in err
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"callback": 3}, TypeError, "callback must be callable"),
+        ({"verbose": 1}, TypeError, "verbose must be True or False"),
+        ({"time_limit": 0}, ValueError, "time_limit must be > 0"),
+        ({"time_limit": -1.0}, ValueError, "time_limit must be > 0"),
+        ({"time_limit": "1"}, TypeError, "time_limit must be a number"),
+    ],
+)
+def test_bad_monitoring_options(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        oc.sinkhorn(None, None, np.ones((2, 2)), 0.1, **kwargs)
+
+
+def test_sns_callback_in_the_warm_up_and_in_the_newton_stage(slow_problem):
+    a, b, C, eps = slow_problem
+    with pytest.warns(oc.ConvergenceWarning, match="Stopped by the callback"):
+        res = oc.sinkhorn_newton_sparse(a, b, C, eps, callback=lambda i: i.n_iter >= 3)
+    assert res.n_iter == 3 and not res.converged and res.extra["stopped"] == "callback"
+    assert res.extra["newton_iter"] == 0
+    full = oc.sinkhorn_newton_sparse(a, b, C, 0.05)
+    assert full.extra["newton_iter"] >= 2
+    with pytest.warns(oc.ConvergenceWarning, match="Stopped by the callback"):
+        part = oc.sinkhorn_newton_sparse(a, b, C, 0.05,
+                                         callback=lambda i: i.n_iter >= full.n_iter - 1)
+    assert part.extra["stopped"] == "callback" and part.n_iter == full.n_iter - 1
+    assert part.extra["newton_iter"] == full.extra["newton_iter"] - 1
+    assert part.marginal_error > full.marginal_error
