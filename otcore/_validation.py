@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._array import dtype_kind, float_bits
+from ._array import dtype_kind, float_bits, namespaces
 
 __all__ = [
     "as_array",
@@ -131,6 +131,16 @@ def check_reg_m(reg_m: Any) -> tuple[float, float]:
 
 
 def _real(value: Any, name: str) -> float:
+    """A real number: Python and NumPy scalars, and 0-d arrays of any library with a real
+    or integer dtype (bools and complex numbers are refused)."""
+    if (not isinstance(value, numbers.Number) and hasattr(value, "dtype")
+            and tuple(getattr(value, "shape", (1,))) == ()):
+        try:
+            xp = namespaces(value).user
+        except (TypeError, ValueError):
+            xp = None
+        if xp is not None and dtype_kind(xp, value.dtype) in ("f", "i", "u"):
+            return float(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     return float(value)

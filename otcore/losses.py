@@ -61,7 +61,11 @@ class _Options:
     """The validated options shared by every solve of a loss."""
 
     def __init__(self, method: str, eps: Any, tol: Any, max_iter: Any, online: Any,
-                 return_grad: Any, backend: Any):
+                 return_grad: Any, backend: Any, init: Any = None):
+        if init is not None and not (isinstance(init, LossResult) and init.method == method):
+            raise TypeError(f"init must be a LossResult of {method}, got "
+                            f"{type(init).__name__}")
+        self.init = init
         self.method = method
         self.eps = check_eps(eps)
         self.tol = None if tol is None else check_tol(tol)
@@ -77,7 +81,7 @@ def _entropy(xp: Any, w: Any) -> Any:
 
 
 def _solve(a: Any, b: Any, cloud: PointCloud, opts: _Options, self_transport: bool = False,
-           reg_m: Any = None) -> tuple[OTResult, Any, Any, Any]:
+           reg_m: Any = None, role: str = "xy") -> tuple[OTResult, Any, Any, Any]:
     """Entropic OT between the two clouds of ``cloud`` with :func:`otcore.sinkhorn`.
 
     The losses use the result's ``dual_value``, accurate to second order in the marginal
@@ -96,7 +100,13 @@ def _solve(a: Any, b: Any, cloud: PointCloud, opts: _Options, self_transport: bo
     ops = bk.bind(cloud)
     cost = cloud if online else DenseCost(ns.to_user(ops.cost_matrix()))
     init = None
-    if self_transport:
+    if opts.init is not None:  # a warm start from the same role of an earlier call
+        prev = opts.init.solves[role]
+        if tuple(prev.f.shape) != (n,) or tuple(prev.g.shape) != (m,):
+            raise ValueError(f"init comes from clouds of other sizes: its {role} solve has "
+                             f"shape ({prev.f.shape[0]}, {prev.g.shape[0]}), this one {(n, m)}")
+        init = (prev.f, prev.g)
+    elif self_transport:
         zero = ns.to_user(bk.xp.zeros((n,), dtype=cloud.dtype))
         init = (zero, zero)
     with warnings.catch_warnings(record=True) as caught:
@@ -116,14 +126,15 @@ def _solve(a: Any, b: Any, cloud: PointCloud, opts: _Options, self_transport: bo
 def monge_gap(
     x: Any,
     Tx: Any | Callable[[Any], Any],
+    eps: float,
     *,
     a: Any = None,
     cost: Any = "sqeuclidean",
-    eps: float,
     tol: float | None = None,
     max_iter: int = 10_000,
     return_grad: bool = False,
     online: bool | None = None,
+    init: LossResult | None = None,
     backend: Any = None,
 ) -> LossResult:
     r"""Entropic Monge gap of a map, estimated from samples.
@@ -168,6 +179,10 @@ def monge_gap(
         Maximum number of Sinkhorn iterations.
     return_grad : bool, default False
         Also return the gradient with respect to the images ``Tx``.
+    init : LossResult, optional
+        A previous result of this function on clouds of the same sizes (an earlier step of
+        a fit, say): its potentials start the solves (warm start), which then take far
+        fewer iterations when the points moved little.
     online : bool, optional
         Evaluate the cost on the fly in every iteration (``O(n d)`` memory) instead of
         materializing the ``n x n`` matrix once (then each iteration reads it, which is
@@ -246,7 +261,7 @@ def monge_gap(
     >>> res.grad.shape
     (200, 2)
     """
-    opts = _Options("monge_gap", eps, tol, max_iter, online, return_grad, backend)
+    opts = _Options("monge_gap", eps, tol, max_iter, online, return_grad, backend, init)
     if callable(Tx):
         namespaces(x, a, names=("x", "a"))
         Tx, name = Tx(x), "T(x)"
@@ -287,16 +302,17 @@ def _cloud(x: Any, y: Any, cost: Any, names: tuple[str, str]) -> PointCloud:
 def sinkhorn_divergence(
     x: Any,
     y: Any,
+    eps: float,
     *,
     a: Any = None,
     b: Any = None,
     cost: Any = "sqeuclidean",
-    eps: float,
     tol: float | None = None,
     max_iter: int = 10_000,
     return_grad: bool = False,
     online: bool | None = None,
     reg_m: float | tuple[float, float] | None = None,
+    init: LossResult | None = None,
     backend: Any = None,
 ) -> LossResult:
     r"""Debiased Sinkhorn divergence between two weighted point clouds, balanced or
@@ -343,6 +359,8 @@ def sinkhorn_divergence(
         Also return the gradient with respect to ``y``.
     online : bool, optional
         As in :func:`monge_gap`.
+    init : LossResult, optional
+        As in :func:`monge_gap`: a previous divergence between clouds of the same sizes.
     reg_m : float, optional
         The KL penalty ``rho`` on the marginals, as in :func:`otcore.sinkhorn`, the same
         on both sides (a pair of equal values is accepted): with two different values the
@@ -389,7 +407,8 @@ def sinkhorn_divergence(
     >>> abs(oc.sinkhorn_divergence(x, x, eps=0.5).value) < 1e-12
     True
     """
-    opts = _Options("sinkhorn_divergence", eps, tol, max_iter, online, return_grad, backend)
+    opts = _Options("sinkhorn_divergence", eps, tol, max_iter, online, return_grad, backend,
+                    init)
     rho_a, rho_b = check_reg_m(reg_m)
     if rho_a != rho_b:
         raise ValueError(f"sinkhorn_divergence needs one rho for both marginals to be "
@@ -404,9 +423,9 @@ def sinkhorn_divergence(
 
     res_xy, hf, hg, ops_xy = _solve(a, b, cloud, opts, reg_m=reg_m)
     res_xx = _solve(a, a, PointCloud(x2, x2, cost), opts, self_transport=True,
-                    reg_m=reg_m)[0]
+                    reg_m=reg_m, role="xx")[0]
     res_yy, hf_y, hg_y, ops_yy = _solve(b, b, PointCloud(y2, y2, cost), opts,
-                                        self_transport=True, reg_m=reg_m)
+                                        self_transport=True, reg_m=reg_m, role="yy")
     div = res_xy.dual_value - 0.5 * (res_xx.dual_value + res_yy.dual_value)
     if reg_m is not None:
         div += 0.5 * opts.eps * (float(xp.sum(a)) - float(xp.sum(b))) ** 2

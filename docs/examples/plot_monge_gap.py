@@ -71,10 +71,11 @@ def fit(lam, steps=150, lr=0.03):
     m = {k: np.zeros_like(v) for k, v in p.items()}
     v = {k: np.zeros_like(w) for k, w in p.items()}
     history = []
+    div = gap = None  # each step warm-starts from the potentials of the previous one
     for t in range(1, steps + 1):
         Tx, h = forward(p, x)
-        div = oc.sinkhorn_divergence(y, Tx, eps=eps, tol=1e-4, return_grad=True)
-        gap = oc.monge_gap(x, Tx, eps=eps, tol=1e-4, return_grad=True)
+        div = oc.sinkhorn_divergence(y, Tx, eps=eps, tol=1e-4, return_grad=True, init=div)
+        gap = oc.monge_gap(x, Tx, eps=eps, tol=1e-4, return_grad=True, init=gap)
         history.append((div.value, gap.value))
         grads = backward(p, x, h, div.grad + lam * gap.grad)
         for k in p:  # Adam

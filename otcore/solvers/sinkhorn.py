@@ -20,7 +20,7 @@ from ._finish import finish_entropic
 from ._monitor import IterationInfo, Monitor, make_monitor
 from ._problem import Problem, default_tol, make_problem
 
-__all__ = ["non_finite_error", "sinkhorn", "sinkhorn_loop"]
+__all__ = ["check_init", "non_finite_error", "sinkhorn", "sinkhorn_loop"]
 
 #: The advice of the non-convergence warning.
 _ADVICE = ("Increase max_iter, use eps_scaling or a larger eps; in float32, a larger tol; "
@@ -29,7 +29,7 @@ _ADVICE = ("Increase max_iter, use eps_scaling or a larger eps; in float32, a la
 _RHO_OVER_EPS = 1e12
 
 
-def _check_init(prob: Problem, init: Any) -> tuple[Any, Any]:
+def check_init(prob: Problem, init: Any) -> tuple[Any, Any]:
     """Validate a warm start ``(f, g)``; either entry may be ``None``."""
     if init is None:
         return None, None
@@ -357,7 +357,7 @@ def sinkhorn(
             "the dtype resolves; use inf for an exact marginal"
         )
     tol = default_tol(prob.xp, prob.dtype) if tol is None else tol
-    f0, g0 = _check_init(prob, init)
+    f0, g0 = check_init(prob, init)
     monitor = make_monitor("sinkhorn", callback, verbose, time_limit, tol)
 
     try:

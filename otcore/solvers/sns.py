@@ -37,7 +37,7 @@ from ..result import OTResult
 from ._finish import finish_entropic
 from ._monitor import IterationInfo, Monitor, make_monitor
 from ._problem import Problem, default_tol, make_problem
-from .sinkhorn import non_finite_error, sinkhorn_loop
+from .sinkhorn import check_init, non_finite_error, sinkhorn_loop
 
 __all__ = ["sinkhorn_newton_sparse"]
 
@@ -232,6 +232,7 @@ def sinkhorn_newton_sparse(
     warmup_iter: int = 500,
     cg_rtol: float = 1e-2,
     cg_maxiter: int | None = None,
+    init: tuple[Any, Any] | None = None,
     callback: Callable[[IterationInfo], Any] | None = None,
     verbose: bool = False,
     time_limit: float | None = None,
@@ -285,6 +286,10 @@ def sinkhorn_newton_sparse(
         Relative residual at which the conjugate gradient solve stops.
     cg_maxiter : int, optional
         Maximum CG iterations per Newton step; default ``min(n, m)``.
+    init : pair (f, g) of arrays, optional
+        Warm-start potentials (either may be ``None``), as in :func:`otcore.sinkhorn`: the
+        warm-up starts from them, and stops at once if they are already within
+        ``warmup_tol``.
     callback, verbose, time_limit
         As in :func:`otcore.sinkhorn`, checked at every warm-up iteration and before
         every Newton step (``n_iter`` counts both).
@@ -396,11 +401,12 @@ def sinkhorn_newton_sparse(
                                                                          "cg_maxiter")
 
     monitor = make_monitor("sinkhorn_newton_sparse", callback, verbose, time_limit, tol)
+    f0, g0 = check_init(prob, init)
     mass = bk.to_float(prob.xp.sum(prob.a))
     try:
         f, g, n_sk, _, errors = sinkhorn_loop(
             prob, eps, tol=max(tol, warmup_tol * mass), max_iter=warmup_iter, check_every=1,
-            monitor=monitor)
+            f=f0, g=g0, monitor=monitor)
         x, stage = _newton_stage(prob, eps, f, g, tol=tol, max_iter=max_iter,
                                  density=density, cg_rtol=cg_rtol, cg_maxiter=cg_maxiter,
                                  n_sk=n_sk, errors=errors, monitor=monitor)

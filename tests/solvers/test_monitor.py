@@ -110,3 +110,60 @@ def test_sns_callback_in_the_warm_up_and_in_the_newton_stage(slow_problem):
     assert part.extra["stopped"] == "callback" and part.n_iter == full.n_iter - 1
     assert part.extra["newton_iter"] == full.extra["newton_iter"] - 1
     assert part.marginal_error > full.marginal_error
+
+
+def test_warm_starts_take_fewer_iterations():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(80, 2))
+    y = x @ np.array([[0.0, -1.0], [1.0, 0.0]]) + 0.3 * rng.normal(size=(80, 2))
+    cold = oc.monge_gap(x, y, 0.2)
+    y2 = y + 1e-3 * rng.normal(size=y.shape)  # one small step of a fit
+    fresh = oc.monge_gap(x, y2, 0.2)
+    warm = oc.monge_gap(x, y2, 0.2, init=cold)
+    assert cold.converged and fresh.converged and warm.converged
+    assert warm.value == pytest.approx(fresh.value, rel=1e-8)
+    assert warm.solves["xy"].n_iter < 0.7 * fresh.solves["xy"].n_iter
+    div_cold = oc.sinkhorn_divergence(x, y, 0.2)
+    div_fresh = oc.sinkhorn_divergence(x, y2, 0.2)
+    div_warm = oc.sinkhorn_divergence(x, y2, 0.2, init=div_cold)
+    assert div_warm.value == pytest.approx(div_fresh.value, rel=1e-7, abs=1e-10)
+    assert (sum(r.n_iter for r in div_warm.solves.values())
+            < sum(r.n_iter for r in div_fresh.solves.values()))
+    C = ((x[:, None] - y2[None]) ** 2).sum(-1)
+    C /= C.max()
+    sns = oc.sinkhorn_newton_sparse(None, None, C, 1e-3)
+    sns_warm = oc.sinkhorn_newton_sparse(None, None, C, 1e-3, init=(sns.f, sns.g))
+    assert sns_warm.n_iter < sns.n_iter
+    np.testing.assert_allclose(sns_warm.plan, sns.plan, rtol=1e-6, atol=1e-12)
+
+
+def test_bad_warm_starts():
+    x = np.random.default_rng(4).normal(size=(10, 2))
+    prev = oc.monge_gap(x, x + 1, 0.5)
+    with pytest.raises(ValueError, match="init comes from clouds of other sizes"):
+        oc.monge_gap(x[:5], x[:5] + 1, 0.5, init=prev)
+    with pytest.raises(TypeError, match="init must be a LossResult of sinkhorn_divergence"):
+        oc.sinkhorn_divergence(x, x + 1, 0.5, init=prev)
+
+
+@pytest.mark.parametrize("make", [np.array, lambda v: np.float32(v)])
+def test_scalars_may_be_0d_arrays(make):
+    C = np.random.default_rng(5).random((6, 5))
+    ref = oc.sinkhorn(None, None, C, 0.1)
+    res = oc.sinkhorn(None, None, C, make(0.1), tol=make(1e-9))
+    assert res.eps == pytest.approx(0.1, rel=1e-7) and res.converged
+    np.testing.assert_allclose(res.f, ref.f, rtol=1e-6)
+    with pytest.raises(TypeError, match="eps must be a real number"):
+        oc.sinkhorn(None, None, C, np.array([0.1]))
+    with pytest.raises(TypeError, match="eps must be a real number"):
+        oc.sinkhorn(None, None, C, np.array(True))
+
+
+def test_eps_is_passed_the_same_way_everywhere():
+    x = np.random.default_rng(6).normal(size=(8, 2))
+    y = x + 0.5
+    C = ((x[:, None] - y[None]) ** 2).sum(-1)
+    assert oc.sinkhorn(None, None, C, 0.5).eps == oc.sinkhorn(None, None, C, eps=0.5).eps
+    assert oc.monge_gap(x, y, 0.5).value == oc.monge_gap(x, y, eps=0.5).value
+    assert (oc.sinkhorn_divergence(x, y, 0.5).value
+            == oc.sinkhorn_divergence(x, y, eps=0.5).value)
