@@ -27,6 +27,7 @@ contract, :mod:`otcore.backends._contract`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from ..backends._contract import TopK
 from ..geometry import PointCloud
 from ..result import OTResult, warn_not_converged
 from ._cardinality_rebuild import rebuild_k1
+from ._monitor import IterationInfo, Monitor, make_monitor
 from ._problem import Problem, make_problem
 
 __all__ = ["cardinality_ot"]
@@ -141,7 +143,8 @@ class _Objective:
         return -self.scale * value, -self.scale * grad
 
 
-def _maximize(obj: _Objective, x0: np.ndarray, tol: float, max_iter: int, errors: list):
+def _maximize(obj: _Objective, x0: np.ndarray, tol: float, max_iter: int, errors: list,
+              monitor: Monitor | None = None):
     """Maximize ``obj`` from ``x0`` with L-BFGS-B.
 
     The objective is scaled by ``1 / |objective(x0)|`` so that SciPy's ``ftol`` test (a
@@ -164,6 +167,8 @@ def _maximize(obj: _Objective, x0: np.ndarray, tol: float, max_iter: int, errors
         n_iter += 1
         if obj.last is not None and np.array_equal(obj.last[0], intermediate_result.x):
             errors.append((start + n_iter, obj.last[1]))
+            if monitor is not None and monitor.active and monitor.check(*errors[-1]):
+                raise StopIteration  # SciPy ends the run with the last iterate
 
     value0 = obj.evaluate(x0)[0]
     obj.scale = 1.0 / abs(value0) if value0 != 0 else 1.0
@@ -181,12 +186,14 @@ def _maximize(obj: _Objective, x0: np.ndarray, tol: float, max_iter: int, errors
         if run == 0 or improved:  # a restart that did not improve keeps the last status
             status, message = res.status, str(res.message)
         if (not improved or n_iter >= max_iter or res.status == 1
+                or (monitor is not None and monitor.stopped)
                 or np.max(np.abs(res.jac)) <= gtol):
             break
     return x, n_iter, status == 0, message
 
 
-def _warm_start(obj: _Objective, tol: float, max_iter: int, errors: list):
+def _warm_start(obj: _Objective, tol: float, max_iter: int, errors: list,
+                monitor: Monitor | None = None):
     """Semi-dual potentials of quadratically regularized OT (no sparsity constraint; a
     smooth problem), solved by continuation in its regularization: for ``gamma * 10**s``,
     ``s`` in ``_STAGES``, each stage started from the previous one and given at most
@@ -201,8 +208,10 @@ def _warm_start(obj: _Objective, tol: float, max_iter: int, errors: list):
     stages = _STAGES_K1 if obj.k == 1 else _STAGES[:-1] if obj.k >= n_other else _STAGES
     for s in stages:
         stage = obj.variant(obj.gamma * 10.0**s, n_other, True)
-        f, it, _, _ = _maximize(stage, f, tol, max_iter, errors)
+        f, it, _, _ = _maximize(stage, f, tol, max_iter, errors, monitor)
         used += it
+        if monitor is not None and monitor.stopped:
+            break
     theta = _topk(obj, f, obj.zeros_dev, obj.gamma, obj.k, True).theta
     return f, theta, used
 
@@ -241,6 +250,9 @@ def cardinality_ot(
     max_iter: int = 1000,
     warm_start: bool = True,
     rebuild_plan: bool = False,
+    callback: Callable[[IterationInfo], Any] | None = None,
+    verbose: bool = False,
+    time_limit: float | None = None,
     backend: Any = None,
 ) -> OTResult:
     r"""Optimal transport with at most ``k`` nonzeros per column of the plan.
@@ -317,6 +329,10 @@ def cardinality_ot(
         plan rebuilt from the potentials on their tight support and fitted to both
         marginals (an exact unregularized OT plan; not 1-sparse in general). The 1-sparse
         plan is then kept in ``extra["sparse_plan"]``.
+    callback, verbose, time_limit
+        As in :func:`otcore.sinkhorn`, checked at every L-BFGS-B iteration (warm-start
+        stages included; ``IterationInfo.error`` is the L1 marginal error of the kernel
+        plan, ``n_iter`` counts every iteration so far).
     backend : {"numba_cpu", "cupy_gpu", "array_api"} or Backend, optional
         Force a backend; by default it follows the array type.
 
@@ -435,6 +451,8 @@ def cardinality_ot(
             "rebuild_plan=True needs k=1 and formulation='semi-dual' (the plan is rebuilt "
             f"from exact OT potentials); got k={k}, formulation={formulation!r}"
         )
+    monitor = make_monitor(f"cardinality_ot ({formulation})", callback, verbose, time_limit,
+                           tol)
     prob = make_problem(a, b, C, backend)
     axis = 0 if constrain == "columns" else 1
     simplex = formulation == "semi-dual"
@@ -444,12 +462,23 @@ def cardinality_ot(
 
     errors: list = []
     extra: dict = {"warm_start_iter": 0}
-    if warm_start:
-        f0, theta0, extra["warm_start_iter"] = _warm_start(obj, tol, max_iter, errors)
-        x0 = f0 if simplex else np.concatenate([f0, -theta0])
-    else:
-        x0 = np.zeros(p.shape[0] + (0 if simplex else q.shape[0]))
-    x, n_iter, converged, message = _maximize(obj, x0, tol, max_iter, errors)
+    try:
+        if warm_start:
+            f0, theta0, extra["warm_start_iter"] = _warm_start(obj, tol, max_iter, errors,
+                                                               monitor)
+            x0 = f0 if simplex else np.concatenate([f0, -theta0])
+        else:
+            x0 = np.zeros(p.shape[0] + (0 if simplex else q.shape[0]))
+        if monitor.stopped:  # during the warm start: no run on the target objective
+            x, n_iter, converged, message = x0, 0, False, monitor.reason()
+        else:
+            x, n_iter, converged, message = _maximize(obj, x0, tol, max_iter, errors,
+                                                      monitor)
+    finally:
+        monitor.close()
+    if monitor.stopped:
+        extra["stopped"] = monitor.stopped
+        converged, message = False, monitor.reason()
     value, grad, _, out = obj.evaluate(x, width=None)
     pot_other = x[: p.shape[0]]
     pot_group = -out.theta if simplex else x[p.shape[0]:]
@@ -458,7 +487,10 @@ def cardinality_ot(
                         host_dtype(prob.xp, prob.dtype))
     if rebuild_plan:
         plan = _rebuild(obj, plan, pot_other, extra)
-    if not converged:
+    if monitor.stopped:
+        warn_not_converged(f"cardinality_ot ({formulation})", n_iter,
+                           float(np.max(np.abs(grad))), tol, monitor.reason())
+    elif not converged:
         _warn_not_converged(formulation, n_iter, float(np.max(np.abs(grad))), tol, message)
     f, g = (pot_other, pot_group) if axis == 0 else (pot_group, pot_other)
     return _sparse_result(prob, plan, f, g, gamma, value=value, n_iter=n_iter,

@@ -167,3 +167,19 @@ def test_eps_is_passed_the_same_way_everywhere():
     assert oc.monge_gap(x, y, 0.5).value == oc.monge_gap(x, y, eps=0.5).value
     assert (oc.sinkhorn_divergence(x, y, 0.5).value
             == oc.sinkhorn_divergence(x, y, eps=0.5).value)
+
+
+def test_cardinality_callback_stops_lbfgsb():
+    a, b, C, _, _ = random_problem(np.random.default_rng(7), 30, 20)
+    full = oc.cardinality_ot(a, b, C, 2, 0.1)
+    seen = []
+
+    def stop(info):
+        seen.append(info.n_iter)
+        return info.n_iter >= 5
+
+    with pytest.warns(oc.ConvergenceWarning, match="Stopped by the callback"):
+        res = oc.cardinality_ot(a, b, C, 2, 0.1, callback=stop)
+    assert res.extra["stopped"] == "callback" and not res.converged
+    assert seen[-1] >= 5 > max(seen[:-1]) and len(seen) < len(full.errors)
+    assert int(np.diff(res.plan.tocsc().indptr).max()) <= 2  # still a valid 2-sparse plan
