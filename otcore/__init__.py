@@ -2,6 +2,8 @@
 
 Public API
 ----------
+solve
+    Picks the method from the problem (and says why), in the spirit of POT's ``ot.solve``.
 sinkhorn
     Log-domain Sinkhorn (entropic OT) on a dense cost or online from point clouds.
 sinkhorn_newton_sparse
@@ -25,12 +27,13 @@ Inputs may be NumPy, CuPy, PyTorch or JAX arrays, other Array-API arrays, or lis
 results come back in the caller's library.
 
 Layers, each importing only from those below it: this package and :mod:`otcore.losses`;
-:mod:`otcore.solvers`; :mod:`otcore.backends`; :mod:`otcore.kernels`;
+:mod:`otcore.entry_point`; :mod:`otcore.solvers`; :mod:`otcore.backends`; :mod:`otcore.kernels`;
 :mod:`otcore.geometry`, :mod:`otcore.result`, :mod:`otcore._validation`,
 :mod:`otcore.costs`; :mod:`otcore._array` at the bottom.
 """
 
 from .backends import get_backend
+from .entry_point import solve
 from .geometry import DenseCost, PointCloud
 from .losses import monge_gap, sinkhorn_divergence
 from .result import ConvergenceWarning, LossResult, OTResult
@@ -52,6 +55,7 @@ __all__ = [
     "sinkhorn",
     "sinkhorn_divergence",
     "sinkhorn_newton_sparse",
+    "solve",
 ]
 
 __version__ = "0.1.0.dev0"

@@ -23,7 +23,7 @@ LAYERS = [
     ("otcore.kernels",),
     ("otcore.backends",),
     ("otcore.solvers",),
-    ("otcore.losses",),
+    ("otcore.losses", "otcore.entry_point"),
 ]
 
 
