@@ -348,3 +348,30 @@ def test_bad_inputs():
     xp_C = array_api_strict.asarray(C)
     with pytest.raises(TypeError, match="NumPy"):
         oc.sinkhorn_newton_sparse(None, None, xp_C, 0.1)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("eps", [1e-3, 1e-4])
+def test_defaults_reach_1e9_at_small_eps(d, eps):
+    # the annealed warm-up: no tuning of warmup_tol or warmup_iter needed
+    rng = np.random.default_rng(40 + d)
+    x, y = rng.normal(size=(1000, d)), 0.5 * rng.normal(size=(1000, d)) + 1.0
+    C = ((x[:, None] - y[None]) ** 2).sum(-1)
+    C /= C.max()
+    res = oc.sinkhorn_newton_sparse(None, None, C, eps)
+    assert res.converged and res.marginal_error <= 1e-9
+    P = res.plan
+    assert abs(P.sum(axis=1) - 1 / 1000).sum() + abs(P.sum(axis=0) - 1 / 1000).sum() < 1e-9
+
+
+def test_the_newton_stage_never_ends_worse_than_its_warm_up():
+    # too few Newton steps with a hopeless density: whatever the steps do, the result is
+    # at least as good as the warm-up's potentials
+    rng = np.random.default_rng(44)
+    C = rng.random((300, 200))
+    with pytest.warns(oc.ConvergenceWarning):
+        res = oc.sinkhorn_newton_sparse(None, None, C, 1e-4, max_iter=3, density=1e-4,
+                                        warmup_scaling=None, warmup_iter=5)
+    warm_up_error = res.errors[res.extra["sinkhorn_iter"]][1]
+    assert res.marginal_error <= warm_up_error * (1 + 1e-9)
+    assert min(e for _, e in res.errors) == pytest.approx(res.marginal_error, rel=1e-6)
