@@ -51,18 +51,24 @@ def float_dtype(xp: Any, x: Any, name: str) -> Any:
     )
 
 
-def as_array(xp: Any, x: Any, name: str, *, dtype: Any, ndim: int) -> Any:
-    """Convert ``x`` to a finite, non-empty array of ``dtype`` with ``ndim`` dimensions."""
+def as_array(xp: Any, x: Any, name: str, *, dtype: Any, ndim: int,
+             allow_posinf: bool = False) -> Any:
+    """Convert ``x`` to a finite (or, with ``allow_posinf``, NaN-free and ``-inf``-free),
+    non-empty array of ``dtype`` with ``ndim`` dimensions."""
     float_dtype(xp, x, name)  # rejects bool/complex/... before casting hides them
     if x.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got an array of shape {tuple(x.shape)}")
     if any(s == 0 for s in x.shape):
         raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
     if dtype_kind(xp, x.dtype) == "f":  # integers are finite, and fit in float64
-        if not bool(xp.all(xp.isfinite(x))):
-            raise ValueError(f"{name} contains NaN or infinite values")
+        finite = xp.isfinite(x)
+        if not bool(xp.all(finite)):
+            if not allow_posinf:
+                raise ValueError(f"{name} contains NaN or infinite values")
+            if not bool(xp.all(finite | (x == xp.inf))):
+                raise ValueError(f"{name} contains NaN or -inf values (+inf forbids a pair)")
         if x.dtype != dtype:  # float64 -> float32 may overflow
-            peak = float(xp.max(xp.abs(x)))
+            peak = float(xp.max(xp.where(finite, xp.abs(x), 0)))
             if peak > float(xp.finfo(dtype).max):
                 raise ValueError(f"{name} has values beyond the range of {dtype} (up to "
                                  f"{peak:.3g}), the dtype of this problem")

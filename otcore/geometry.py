@@ -25,8 +25,9 @@ class DenseCost:
     Parameters
     ----------
     C : array_like of shape (n, m)
-        Finite cost matrix, of any supported array library. Integer dtypes are promoted
-        to float64.
+        Cost matrix, of any supported array library. Integer dtypes are promoted to
+        float64. ``+inf`` forbids a pair: the plan is exactly zero there (every row and
+        column needs a finite entry); NaN and ``-inf`` are refused.
 
     Examples
     --------
@@ -39,7 +40,17 @@ class DenseCost:
         ns = namespaces(C, names=("C",))
         xp = ns.compute
         C = ns.to_compute(C)
-        self.C = as_array(xp, C, "C", dtype=float_dtype(xp, C, "C"), ndim=2)
+        self.C = as_array(xp, C, "C", dtype=float_dtype(xp, C, "C"), ndim=2,
+                          allow_posinf=True)
+        self.forbidden = not bool(xp.all(xp.isfinite(self.C)))
+        if self.forbidden:
+            finite = xp.isfinite(self.C)
+            for axis, what in ((1, "row"), (0, "column")):
+                empty = ~xp.any(finite, axis=axis)
+                if bool(xp.any(empty)):
+                    first = int(xp.argmax(xp.astype(empty, xp.int8)))
+                    raise ValueError(f"C: {what} {first} has no finite entry (+inf forbids "
+                                     "every pair there: no plan can meet the marginals)")
         self.xp = xp
         self.namespaces: Namespaces = ns
 

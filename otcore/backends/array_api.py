@@ -97,7 +97,7 @@ class _ArrayAPIOps(GeometryOps):
             P = xp.exp((hf[start:stop, None] + hg[None, :] - C) / eps)
             rows.append(xp.sum(P, axis=1))
             cols = cols + xp.sum(P, axis=0)
-            cost += float(xp.sum(C * P))
+            cost += float(xp.sum(xp.where(P > 0, C, 0) * P))  # +inf costs: P = 0
         return PlanStats(concat(xp, rows), cols, cost)
 
     def apply(self, hf: Any, hg: Any, eps: float, V: Any, axis: int) -> Any:
@@ -116,8 +116,8 @@ class _ArrayAPIOps(GeometryOps):
 
     def cost_scale(self) -> float:
         xp, g = self.xp, self.geom
-        if isinstance(g, DenseCost):
-            return float(xp.max(xp.abs(g.C)))
+        if isinstance(g, DenseCost):  # over the finite entries (+inf forbids a pair)
+            return float(xp.max(xp.where(xp.isfinite(g.C), xp.abs(g.C), 0)))
         both = concat(xp, [g.x, g.y], axis=0)
         lo, hi = xp.min(both, axis=0), xp.max(both, axis=0)
         return float(g.pairwise(lo[None, :], hi[None, :])[0, 0])

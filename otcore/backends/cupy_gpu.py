@@ -360,8 +360,9 @@ class _CupyOps(GeometryOps):
     def cost_scale(self) -> float:
         cp = _cupy()
         with self.device:
-            if self.kind == DENSE:
-                return self.backend.to_float(cp.abs(self.X).max())
+            if self.kind == DENSE:  # over the finite entries (+inf forbids a pair)
+                return self.backend.to_float(
+                    cp.where(cp.isfinite(self.X), cp.abs(self.X), 0).max())
             both = cp.concatenate([self.X, self.Y])
             lo, hi = both.min(axis=0), both.max(axis=0)
             return self.backend.to_float(self.geom.pairwise(lo[None], hi[None])[0, 0])

@@ -174,7 +174,9 @@ class _NumbaOps(GeometryOps):
                                    np.empty(self.geom.shape, dtype=self.X.dtype)).plan
 
     def cost_scale(self) -> float:
-        if self.kind == DENSE:
+        if self.kind == DENSE:  # over the finite entries (+inf forbids a pair)
+            if self.geom.forbidden:
+                return float(np.abs(self.X[np.isfinite(self.X)]).max())
             return float(np.abs(self.X).max())
         both = np.concatenate([self.X, self.Y])
         lo, hi = both.min(axis=0), both.max(axis=0)

@@ -454,6 +454,9 @@ def cardinality_ot(
     monitor = make_monitor(f"cardinality_ot ({formulation})", callback, verbose, time_limit,
                            tol)
     prob = make_problem(a, b, C, backend)
+    if getattr(prob.geom, "forbidden", False):
+        raise ValueError("C: cardinality_ot does not take +inf costs (forbidden pairs); "
+                         "use a large finite cost instead")
     axis = 0 if constrain == "columns" else 1
     simplex = formulation == "semi-dual"
     a64, b64 = (prob.backend.to_numpy(w).astype(np.float64) for w in (prob.a, prob.b))

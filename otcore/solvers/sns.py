@@ -301,8 +301,9 @@ def sinkhorn_newton_sparse(
         warm-up starts from them, and stops at once if they are already within
         ``warmup_tol``.
     callback, verbose, time_limit
-        As in :func:`otcore.sinkhorn`, checked at every warm-up iteration and before
-        every Newton step (``n_iter`` counts both).
+        As in :func:`otcore.sinkhorn`, checked at every warm-up iteration at ``eps`` (not
+        during the annealing, one pass per level) and before every Newton step
+        (``n_iter`` counts all of them).
     backend : {"numba_cpu", "cupy_gpu", "array_api"} or Backend, optional
         Force a backend; by default it follows the array type. The Newton stage uses the
         sparse CG of SciPy (NumPy arrays) or of CuPy (``cupyx.scipy.sparse.linalg``, CuPy

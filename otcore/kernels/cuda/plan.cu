@@ -44,7 +44,7 @@ __device__ void otc_plan_pass(const T* __restrict__ X, const T* __restrict__ YT,
                 if (PLAN) {
                     P[i * m + j] = e;
                 } else {
-                    cp += (double)cij * pij;
+                    cp += pij > 0.0 ? (double)cij * pij : 0.0;  // forbidden pairs: 0 * inf
                 }
             }
         }

@@ -86,11 +86,12 @@ def _tile_plan_stats(col, hf_i, hg, c, inv_eps):
     """Add the plan entries of one row tile to ``col``; return their sum and ``<c, P>``."""
     row = 0.0
     cost = 0.0
+    big = np.finfo(c.dtype).max  # +inf costs (forbidden pairs) have pij = 0: no 0 * inf
     for j in range(c.shape[0]):
         pij = vexp((hf_i + hg[j] - c[j]) * inv_eps)
         row += pij
         col[j] += pij
-        cost += c[j] * pij
+        cost += min(c[j], big) * pij
     return row, cost
 
 
@@ -235,7 +236,8 @@ def softmin_cols(C, h, eps, hint, out):
                     out[j0 + jj] = -eps * (sigma[jj] + np.log(s[jj]))
                 continue
             s[:] = 0.0
-        mx = np.full(w, -np.inf, dtype=out.dtype)
+        # the most negative finite start: -inf entries (+inf costs) then add exactly 0
+        mx = np.full(w, np.finfo(out.dtype).min, dtype=out.dtype)
         for i in range(n):
             hi = h[i] * inv_eps
             if hi == -np.inf:
