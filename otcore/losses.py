@@ -48,6 +48,7 @@ from ._validation import (
 from .backends import get_backend
 from .geometry import DenseCost, PointCloud
 from .result import ConvergenceWarning, LossResult, OTResult, warn_outside
+from .solvers._monitor import IterationInfo
 from .solvers.sinkhorn import sinkhorn
 
 __all__ = ["monge_gap", "sinkhorn_divergence"]
@@ -61,7 +62,9 @@ class _Options:
     """The validated options shared by every solve of a loss."""
 
     def __init__(self, method: str, eps: Any, tol: Any, max_iter: Any, online: Any,
-                 return_grad: Any, backend: Any, init: Any = None):
+                 return_grad: Any, backend: Any, init: Any = None,
+                 control: dict | None = None):
+        self.control = control or {}
         if init is not None and not (isinstance(init, LossResult) and init.method == method):
             raise TypeError(f"init must be a LossResult of {method}, got "
                             f"{type(init).__name__}")
@@ -113,7 +116,7 @@ def _solve(a: Any, b: Any, cloud: PointCloud, opts: _Options, self_transport: bo
         warnings.simplefilter("always", ConvergenceWarning)
         res = sinkhorn(ns.to_user(a), ns.to_user(b), cost, opts.eps, tol=opts.tol,
                        max_iter=opts.max_iter, symmetric=self_transport, reg_m=reg_m,
-                       init=init, backend=bk)
+                       init=init, backend=bk, **opts.control)
     for w in caught:  # said again, in the loss's name, at the caller's line
         warn_outside(f"{opts.method}: {w.message}", w.category)
     xp = bk.xp
@@ -135,6 +138,9 @@ def monge_gap(
     return_grad: bool = False,
     online: bool | None = None,
     init: LossResult | None = None,
+    callback: Callable[[IterationInfo], Any] | None = None,
+    verbose: bool = False,
+    time_limit: float | None = None,
     backend: Any = None,
 ) -> LossResult:
     r"""Entropic Monge gap of a map, estimated from samples.
@@ -183,6 +189,9 @@ def monge_gap(
         A previous result of this function on clouds of the same sizes (an earlier step of
         a fit, say): its potentials start the solves (warm start), which then take far
         fewer iterations when the points moved little.
+    callback, verbose, time_limit
+        Passed to each underlying :func:`otcore.sinkhorn` solve (the time limit applies
+        to each solve).
     online : bool, optional
         Evaluate the cost on the fly in every iteration (``O(n d)`` memory) instead of
         materializing the ``n x n`` matrix once (then each iteration reads it, which is
@@ -261,7 +270,8 @@ def monge_gap(
     >>> res.grad.shape
     (200, 2)
     """
-    opts = _Options("monge_gap", eps, tol, max_iter, online, return_grad, backend, init)
+    opts = _Options("monge_gap", eps, tol, max_iter, online, return_grad, backend, init,
+                    {"callback": callback, "verbose": verbose, "time_limit": time_limit})
     if callable(Tx):
         namespaces(x, a, names=("x", "a"))
         Tx, name = Tx(x), "T(x)"
@@ -313,6 +323,9 @@ def sinkhorn_divergence(
     online: bool | None = None,
     reg_m: float | tuple[float, float] | None = None,
     init: LossResult | None = None,
+    callback: Callable[[IterationInfo], Any] | None = None,
+    verbose: bool = False,
+    time_limit: float | None = None,
     backend: Any = None,
 ) -> LossResult:
     r"""Debiased Sinkhorn divergence between two weighted point clouds, balanced or
@@ -361,6 +374,8 @@ def sinkhorn_divergence(
         As in :func:`monge_gap`.
     init : LossResult, optional
         As in :func:`monge_gap`: a previous divergence between clouds of the same sizes.
+    callback, verbose, time_limit
+        As in :func:`monge_gap`.
     reg_m : float, optional
         The KL penalty ``rho`` on the marginals, as in :func:`otcore.sinkhorn`, the same
         on both sides (a pair of equal values is accepted): with two different values the
@@ -408,7 +423,7 @@ def sinkhorn_divergence(
     True
     """
     opts = _Options("sinkhorn_divergence", eps, tol, max_iter, online, return_grad, backend,
-                    init)
+                    init, {"callback": callback, "verbose": verbose, "time_limit": time_limit})
     rho_a, rho_b = check_reg_m(reg_m)
     if rho_a != rho_b:
         raise ValueError(f"sinkhorn_divergence needs one rho for both marginals to be "

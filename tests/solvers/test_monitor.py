@@ -185,3 +185,14 @@ def test_cardinality_callback_stops_lbfgsb():
     assert res.extra["stopped"] == "callback" and not res.converged
     assert seen[-1] >= 5 > max(seen[:-1]) and len(seen) < len(full.errors)
     assert int(np.diff(res.plan.tocsc().indptr).max()) <= 2  # still a valid 2-sparse plan
+
+
+def test_losses_pass_the_callback_to_their_solves():
+    x = np.random.default_rng(8).normal(size=(20, 2))
+    seen = []
+    res = oc.sinkhorn_divergence(x, x + 0.5, 0.5, callback=lambda i: seen.append(i.method))
+    assert res.converged and seen and set(seen) == {"sinkhorn"}
+    with pytest.warns(oc.ConvergenceWarning, match="monge_gap: sinkhorn did not converge"):
+        gap = oc.monge_gap(x, x @ np.array([[0.0, -1.0], [1.0, 0.0]]), 0.1,
+                           callback=lambda i: True)
+    assert gap.solves["xy"].extra["stopped"] == "callback"
