@@ -345,3 +345,13 @@ def test_pointcloud_weights_length(backend):
     x, y = backend.asarray(np.zeros((3, 2))), backend.asarray(np.zeros((4, 2)))
     with pytest.raises(ValueError, match=r"^b has length 3, but the cost has 4"):
         solve(None, backend.asarray(np.full(3, 1 / 3)), oc.PointCloud(x, y))
+
+
+@pytest.mark.parametrize("arg", ["a", "C"])
+def test_masked_arrays_are_refused_by_name(arg):
+    C = np.random.default_rng(9).random((4, 3))
+    args = {"a": None, "b": None, "C": C}
+    args[arg] = np.ma.masked_array(np.full(4, 0.25) if arg == "a" else C,
+                                   mask=np.zeros(4 if arg == "a" else (4, 3), dtype=bool))
+    with pytest.raises(ValueError, match=rf"^{arg}: masked arrays are not supported"):
+        oc.sinkhorn(args["a"], args["b"], args["C"], 0.1)
