@@ -63,6 +63,8 @@ _TAU_MIN, _TAU_MAX, _TAU_GROWTH = 1e-3, 1.0, 10.0
 _MAX_STALLED = 15
 #: Initial number of kept plan entries per row and column, when ``density`` is not given.
 _ENTRIES_PER_LINE = 4
+#: Below this eps (relative to the cost scale) the automatic warm-up anneals more slowly.
+_SLOW_ANNEAL_BELOW = 3e-4
 #: The advice of the non-convergence warning.
 _ADVICE = ("Increase max_iter (Newton steps), or warmup_iter with a smaller warmup_tol so "
            "that Newton starts closer to the solution; in float32, a larger tol.")
@@ -230,7 +232,7 @@ def sinkhorn_newton_sparse(
     density: float | None = None,
     warmup_tol: float = 0.1,
     warmup_iter: int = 500,
-    warmup_scaling: float | None = 0.9,
+    warmup_scaling: float | str | None = "auto",
     cg_rtol: float = 1e-2,
     cg_maxiter: int | None = None,
     init: tuple[Any, Any] | None = None,
@@ -283,15 +285,16 @@ def sinkhorn_newton_sparse(
         Relative L1 marginal error (divided by ``sum(a)``) that ends the warm-up.
     warmup_iter : int, default 500
         Maximum number of warm-up Sinkhorn iterations (0 skips the warm-up).
-    warmup_scaling : float in (0, 1) or None, default 0.9
-        The warm-up anneals eps: one Sinkhorn iteration at each of ``s, 0.9 s, 0.81 s,
-        ...`` down to ``eps``, ``s`` the cost scale (``log(eps / s) / log(0.9)``
-        iterations: 88 for ``eps = 1e-4 s``), then iterations at ``eps`` until
-        ``warmup_tol``. At small eps this starts Newton near the solution: on 2000 colour
-        pixels at ``eps = 1e-4`` of the cost scale it turns a failure (L1 error 0.97 after
-        100 Newton steps without annealing) into convergence to 1e-9 in about 2 s.
-        ``None`` warms up at ``eps`` from zero potentials; so does a warm start
-        (``init``).
+    warmup_scaling : float in (0, 1), "auto" or None, default "auto"
+        The warm-up anneals eps: one Sinkhorn iteration at each of ``s, r s, r^2 s, ...``
+        down to ``eps`` (``s`` the cost scale, ``r`` this factor), then iterations at
+        ``eps`` until ``warmup_tol``. ``"auto"`` takes ``r = 0.8``, and ``r = 0.9`` (a
+        slower anneal) below ``eps = 3e-4 s``: the best settings measured on colour
+        clouds (``bench/results/sns_defaults.md``). At small eps this starts Newton near
+        the solution: on 2000 colour pixels at ``eps = 1e-4`` of the cost scale it turns a
+        failure (L1 error 0.5-0.97 after 100 Newton steps without annealing) into
+        convergence to 1e-9 in about 2 s. ``None`` warms up at ``eps`` from zero
+        potentials; so does a warm start (``init``).
     cg_rtol : float in (0, 1), default 1e-2
         Relative residual at which the conjugate gradient solve stops.
     cg_maxiter : int, optional
@@ -407,7 +410,10 @@ def sinkhorn_newton_sparse(
                else check_density(density))
     warmup_tol = check_eps(warmup_tol, "warmup_tol")
     warmup_iter = check_positive_int(warmup_iter, "warmup_iter", minimum=0)
-    if warmup_scaling is not None:
+    if warmup_scaling == "auto":
+        scale = prob.ops.cost_scale()
+        warmup_scaling = 0.9 if eps < _SLOW_ANNEAL_BELOW * scale else 0.8
+    elif warmup_scaling is not None:
         warmup_scaling = check_fraction(warmup_scaling, "warmup_scaling")
     cg_rtol = check_fraction(cg_rtol, "cg_rtol")
     cg_maxiter = min(n, m) if cg_maxiter is None else check_positive_int(cg_maxiter,
