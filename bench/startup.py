@@ -31,7 +31,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from ._common import RESULTS_DIR, ROOT, command_line, machine_info, markdown_table, write_text
+from ._common import (
+    RESULTS_DIR,
+    ROOT,
+    _git_revision,
+    command_line,
+    machine_info,
+    markdown_table,
+    write_text,
+)
 
 NAME = "startup"
 PACKAGES = ("otcore", "numpy", "scipy", "numba")
@@ -104,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     t_start = time.perf_counter()
+    commit = _git_revision()  # the code that runs, not the one at the end
     results: dict[str, dict[str, list[dict]]] = {}
     files: dict[str, int] = {}
     for name, (setup, call) in CASES.items():
@@ -145,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         f"- {n}: import + first call {cold[n]:.2f} s with an empty cache, {warm[n]:.2f} s "
         f"with a filled one ({cold[n] / warm[n]:.1f}x)." for n in results)
     info = machine_info(PACKAGES)
+    info["otcore commit"] = commit
     text = "\n\n".join([
         "# Numba start-up time",
         f"Command: `{command_line(f'bench.{NAME}')}` (total {total / 60:.1f} min)",
