@@ -45,6 +45,7 @@ __all__ = [
     "host_dtype",
     "is_cupy",
     "namespaces",
+    "safe_log",
 ]
 
 
@@ -287,3 +288,8 @@ def concat(xp: Any, arrays: list, axis: int = 0) -> Any:
     """Join arrays along ``axis`` (``concat`` of the Array API, ``concatenate`` before)."""
     join = getattr(xp, "concat", None) or xp.concatenate
     return join(arrays, axis=axis)
+
+
+def safe_log(xp: Any, w: Any) -> Any:
+    """``log w`` with ``-inf`` where ``w = 0`` (zero weights), without a warning."""
+    return xp.where(w > 0, xp.log(xp.where(w > 0, w, 1)), -xp.inf)

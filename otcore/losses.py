@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ._array import namespaces
+from ._array import namespaces, safe_log
 from ._validation import (
     check_bool,
     check_eps,
@@ -120,7 +120,7 @@ def _solve(a: Any, b: Any, cloud: PointCloud, opts: _Options, self_transport: bo
     for w in caught:  # said again, in the loss's name, at the caller's line
         warn_outside(f"{opts.method}: {w.message}", w.category)
     xp = bk.xp
-    log = [xp.where(w > 0, xp.log(xp.where(w > 0, w, 1)), -xp.inf) for w in (a, b)]
+    log = [safe_log(xp, w) for w in (a, b)]
     hf = ns.to_compute(res.f) + opts.eps * log[0]
     hg = ns.to_compute(res.g) + opts.eps * log[1]
     return res, hf, hg, ops

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import Namespaces, float_bits, namespaces
+from .._array import Namespaces, float_bits, namespaces, safe_log
 from .._validation import check_reg_m, check_same_mass, check_weights
 from ..backends import Backend, GeometryOps, get_backend
 from ..geometry import DenseCost, PointCloud
@@ -52,12 +52,7 @@ class Problem:
 
     def log_weights(self) -> tuple[Any, Any]:
         """``log a`` and ``log b`` with ``-inf`` for zero weights (no warning)."""
-        xp = self.xp
-
-        def safe_log(w):
-            return xp.where(w > 0, xp.log(xp.where(w > 0, w, 1)), -xp.inf)
-
-        return safe_log(self.a), safe_log(self.b)
+        return safe_log(self.xp, self.a), safe_log(self.xp, self.b)
 
 
 def default_tol(xp: Any, dtype: Any) -> float:
