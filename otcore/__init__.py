@@ -16,9 +16,10 @@ monge_gap, sinkhorn_divergence
     Monge-gap estimators and the Sinkhorn divergence, with their gradients.
 PointCloud, DenseCost
     Geometries: what the cost is.
-OTResult, LossResult, ConvergenceWarning
-    The result of every solver (with ``apply`` and ``barycentric_projection``), of the
-    losses, and the warning for non-convergence.
+OTResult, BatchResult, LossResult, ConvergenceWarning
+    The result of every solver (with ``apply`` and ``barycentric_projection``), of a
+    batch of problems solved in one call, of the losses, and the warning for
+    non-convergence.
 get_backend
     The dispatch layer (CPU data -> Numba, CUDA data -> CuPy kernels, other Array-API
     arrays -> the reference).
@@ -36,13 +37,14 @@ from .backends import get_backend
 from .entry_point import solve
 from .geometry import DenseCost, PointCloud
 from .losses import monge_gap, sinkhorn_divergence
-from .result import ConvergenceWarning, LossResult, OTResult
+from .result import BatchResult, ConvergenceWarning, LossResult, OTResult
 from .solvers._monitor import IterationInfo
 from .solvers.cardinality import cardinality_ot
 from .solvers.sinkhorn import sinkhorn
 from .solvers.sns import sinkhorn_newton_sparse
 
 __all__ = [
+    "BatchResult",
     "ConvergenceWarning",
     "DenseCost",
     "IterationInfo",

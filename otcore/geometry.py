@@ -83,11 +83,12 @@ class PointCloud:
 
     Parameters
     ----------
-    x : array_like of shape (n, d) or (n,)
+    x : array_like of shape (n, d), (n,) or (B, n, d)
         Source points, of any supported array library (a 1-D array is read as ``n``
-        points in dimension 1).
-    y : array_like of shape (m, d) or (m,)
-        Target points, same library and dimension as ``x``.
+        points in dimension 1). A 3-D array stacks the sources of ``B`` problems, which
+        the solvers that accept batches solve in one call.
+    y : array_like of shape (m, d), (m,) or (B, m, d)
+        Target points, same library and dimension as ``x`` (3-D when ``x`` is).
     cost : {"sqeuclidean", "euclidean"} or ("pnorm", p), default "sqeuclidean"
         ``|x - y|^2``, ``|x - y|`` or ``|x - y|_p^p / p``.
     scale : float, optional
@@ -108,13 +109,29 @@ class PointCloud:
         xp = ns.compute
         x, y = ns.to_compute(x), ns.to_compute(y)
         dtype = xp.result_type(float_dtype(xp, x, "x"), float_dtype(xp, y, "y"))
-        self.x = as_points(xp, x, "x", dtype=dtype)
-        self.y = as_points(xp, y, "y", dtype=dtype)
-        if self.x.shape[1] != self.y.shape[1]:
+        stacked = len(x.shape) == 3 or len(y.shape) == 3
+        if stacked and len(x.shape) != len(y.shape) and min(len(x.shape), len(y.shape)) < 3:
+            raise ValueError(f"x is {len(x.shape)}-D but y is {len(y.shape)}-D: stacked "
+                             "clouds (many problems) are (B, n, d) and (B, m, d)")
+        if stacked:
+            self.x = as_array(xp, x, "x", dtype=dtype, ndim=3)
+            self.y = as_array(xp, y, "y", dtype=dtype, ndim=3)
+            if self.x.shape[0] != self.y.shape[0]:
+                raise ValueError(
+                    f"mismatched batch sizes: x holds {self.x.shape[0]} clouds and y "
+                    f"{self.y.shape[0]}"
+                )
+        else:
+            self.x = as_points(xp, x, "x", dtype=dtype)
+            self.y = as_points(xp, y, "y", dtype=dtype)
+        if self.x.shape[-1] != self.y.shape[-1]:
             raise ValueError(
                 f"x and y must have the same dimension, got x: {tuple(self.x.shape)} and "
                 f"y: {tuple(self.y.shape)}"
             )
+        self.batch_size: int | None = int(self.x.shape[0]) if stacked else None
+        """``B`` for stacked clouds ``(B, n, d)``, ``(B, m, d)`` (many problems); else
+        ``None``."""
         self.ground: GroundCost = parse_cost(cost)
         self.scale = check_eps(scale, "scale")
         self.xp = xp
@@ -138,7 +155,7 @@ class PointCloud:
     @property
     def shape(self) -> tuple[int, int]:
         """``(n, m)``: number of source and target points."""
-        return (self.x.shape[0], self.y.shape[0])
+        return (self.x.shape[-2], self.y.shape[-2])
 
     @property
     def dtype(self) -> Any:

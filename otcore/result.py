@@ -15,9 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ._array import Namespaces, astype, concat, namespaces
 
-__all__ = ["ConvergenceWarning", "LossResult", "OTResult", "warn_not_converged", "warn_outside"]
+__all__ = ["BatchResult", "ConvergenceWarning", "LossResult", "OTResult", "warn_not_converged",
+           "warn_outside"]
 
 
 class ConvergenceWarning(UserWarning):
@@ -323,3 +326,91 @@ class LossResult:
         return (f"LossResult(method={self.method!r}, value={self.value:.6g}, "
                 f"grad_shape={grad}, converged={self.converged}, "
                 f"solves={sorted(self.solves)})")
+
+
+@dataclass(repr=False)
+class BatchResult:
+    """Solutions of ``B`` problems solved in one call (a batch, see
+    :mod:`otcore.collection`).
+
+    Fields are those of :class:`OTResult` with the batch first; ``res[k]`` is the
+    :class:`OTResult` of problem ``k`` (with its plan, ``apply`` and barycentric
+    projection), built on demand.
+
+    Attributes
+    ----------
+    f, g : array of shape (B, n) and (B, m), or lists of B arrays
+        Potentials, in the caller's library; lists for a ragged batch (each cut to its
+        problem's size).
+    cost, value, marginal_error, dual_value : ndarray of shape (B,)
+        Per problem, as in :class:`OTResult` (NumPy arrays on the host).
+    n_iter : ndarray of int, shape (B,)
+        Iterations of each problem: each stops on its own tolerance.
+    converged : ndarray of bool, shape (B,)
+        Whether each returned plan's exact marginal error is within the tolerance.
+    errors : list of B lists
+        The error history of each problem.
+    backend, method, eps
+        As in :class:`OTResult`.
+    extra : dict
+        Diagnostics; ``"path"`` names the kernels that ran (for example ``"gibbs"``, the
+        matrix-product iteration of a shared cost, or ``"log"``).
+
+    Examples
+    --------
+    >>> import numpy as np, otcore as oc
+    >>> C = np.array([[0.0, 1.0], [1.0, 0.0]])
+    >>> A = np.array([[0.5, 0.5], [0.9, 0.1]])
+    >>> res = oc.sinkhorn(A, None, C, eps=0.1)   # two problems, one shared cost
+    >>> len(res), res.f.shape, bool(res.converged.all())
+    (2, (2, 2), True)
+    >>> res[1].plan.sum(axis=1).round(9)
+    array([0.9, 0.1])
+    """
+
+    f: Any
+    g: Any
+    cost: np.ndarray
+    value: np.ndarray
+    marginal_error: np.ndarray
+    dual_value: np.ndarray
+    n_iter: np.ndarray
+    converged: np.ndarray
+    backend: str
+    method: str
+    eps: float
+    errors: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+    _item_fn: Callable[[int], OTResult] | None = None
+
+    def __len__(self) -> int:
+        return int(self.n_iter.shape[0])
+
+    def __getitem__(self, k: int) -> OTResult:
+        """The :class:`OTResult` of problem ``k`` (negative indices count from the end)."""
+        B = len(self)
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
+            raise TypeError(f"a BatchResult is indexed by an integer, got {type(k).__name__}")
+        if not -B <= k < B:
+            raise IndexError(f"problem {k} is out of range for a batch of {B}")
+        return self._item_fn(int(k) % B)
+
+    def __iter__(self):
+        return (self[k] for k in range(len(self)))
+
+    @property
+    def plan(self) -> Any:
+        """The plans, stacked ``(B, n, m)`` (a list for a ragged batch); formed on access."""
+        plans = [r.plan for r in self]
+        if isinstance(self.f, list):
+            return plans
+        ns = self[0]._namespaces
+        xp = ns.user if ns is not None else np
+        return xp.stack(plans)
+
+    def __repr__(self) -> str:
+        return (f"BatchResult(B={len(self)}, method={self.method!r}, "
+                f"converged={int(self.converged.sum())}/{len(self)}, "
+                f"n_iter={int(self.n_iter.min())}..{int(self.n_iter.max())}, "
+                f"max marginal_error={float(self.marginal_error.max()):.3e}, "
+                f"backend={self.backend!r})")

@@ -19,7 +19,7 @@ ROOT = Path(otcore.__file__).parent
 LAYERS = [
     ("otcore._array",),
     ("otcore.costs", "otcore._validation"),
-    ("otcore.geometry", "otcore.result"),
+    ("otcore.geometry", "otcore.result", "otcore.collection"),
     ("otcore.kernels",),
     ("otcore.backends",),
     ("otcore.solvers",),

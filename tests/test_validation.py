@@ -112,8 +112,11 @@ def test_weights_length_mismatch(backend, abC, which, length):
 
 @pytest.mark.parametrize("which", ["a", "b"])
 def test_weights_not_1d(backend, abC, which):
-    with pytest.raises(ValueError, match=f"^{which} must be 1-D"):
+    # 2-D weights stack a batch (one histogram per row): a column vector does not fit
+    with pytest.raises(ValueError, match=rf"^{which} has shape \(\d+, 1\), expected"):
         solve_with(backend, abC, which, lambda w: w[:, None])
+    with pytest.raises(ValueError, match=f"^{which} must be 1-D"):
+        solve_with(backend, abC, which, lambda w: w[:, None, None])
 
 
 def test_weights_empty(backend, abC):
@@ -137,7 +140,7 @@ def test_cost_empty(backend, shape):
         solve(None, None, backend.asarray(np.zeros(shape)))
 
 
-@pytest.mark.parametrize("shape", [(), (N,), (N, M, 2)])
+@pytest.mark.parametrize("shape", [(), (N,), (N, M, 2, 2)])  # (B, n, m) is a batch
 def test_cost_not_2d(backend, shape):
     with pytest.raises(ValueError, match=r"^C must be 2-D"):
         solve(None, None, backend.asarray(np.ones(shape)))
@@ -302,7 +305,8 @@ def test_pointcloud_dimension_mismatch(backend):
         ("y", np.full((3, 2), np.inf), ValueError, "^y contains NaN or infinite values"),
         ("x", np.zeros((0, 2)), ValueError, "^x must not be empty"),
         ("y", np.zeros((3, 0)), ValueError, "^y must not be empty"),
-        ("x", np.zeros((3, 2, 1)), ValueError, "^x must be 2-D"),
+        ("x", np.zeros((3, 2, 1, 1)), ValueError, "^x must be 2-D"),
+        ("x", np.zeros((3, 2, 1)), ValueError, "^x is 3-D but y is 2-D"),
         ("y", np.zeros((3, 2), dtype=np.complex128), TypeError, "^y has unsupported dtype"),
         ("x", np.zeros((3, 2), dtype=bool), TypeError, "^x has unsupported dtype"),
     ],

@@ -36,6 +36,9 @@ Newton (SNS)           :meth:`~GeometryOps.plan_marginals`,
                        :meth:`~GeometryOps.sparsify_plan`, :meth:`Backend.sparse_linalg`
 top-k (cardinality)    :meth:`~GeometryOps.topk`, returning a :class:`TopKEvaluator`
 cost gradient          :meth:`~GeometryOps.cost_grad` (Monge gap, divergence gradients)
+batches                :meth:`Backend.bind_batch`, returning a :class:`BatchOps` bound to
+                       ``B`` problems (:mod:`otcore.collection`): batched softmin, a
+                       batched iterator, batched plan statistics
 =====================  ===============================================================
 
 Optional groups raise :class:`NotImplementedError` where a backend lacks them; the
@@ -51,6 +54,8 @@ import numpy as np
 
 __all__ = [
     "Backend",
+    "BatchIterator",
+    "BatchOps",
     "GeometryOps",
     "PlanMarginals",
     "PlanStats",
@@ -284,6 +289,11 @@ class Backend(ABC):
         """Prepare ``geom`` (a :class:`~otcore.DenseCost` or :class:`~otcore.PointCloud`)
         for repeated kernel calls; done once per solve."""
 
+    def bind_batch(self, batch: Any) -> BatchOps:
+        """Prepare a :class:`~otcore.collection.Batch` of problems for repeated kernel
+        calls (the optional group "batches")."""
+        raise NotImplementedError(f"{type(self).__name__} has no batch kernels")
+
     def to_float(self, value: Any) -> float:
         """A 0-d array (or scalar) as a Python float; on a GPU this synchronizes."""
         return float(value)
@@ -305,3 +315,58 @@ class Backend(ABC):
 
     def __repr__(self) -> str:
         return f"<otcore backend {self.name!r}>"
+
+
+class BatchOps(ABC):
+    """Kernels bound to a batch of ``B`` problems of padded size ``(n, m)``.
+
+    Arrays carry the batch first: potentials ``(B, n)`` and ``(B, m)``. ``active`` is an
+    integer array of the problems to compute; rows of the others are left untouched, so
+    that converged problems leave the loop. The conventions of :class:`GeometryOps`
+    apply to each problem.
+    """
+
+    @abstractmethod
+    def softmin(self, H: Any, eps: float, axis: int, active: Any, out: Any) -> Any:
+        """``out[k] = softmin(H[k], eps, axis)`` of problem ``k``'s cost, for ``k`` in
+        ``active``; returns ``out``. The current rows of ``out`` are estimates of the
+        result that a backend may use as log-sum-exp shifts (the result does not depend
+        on them beyond rounding)."""
+
+    def iterator(self, log_a: Any, log_b: Any, eps: float) -> BatchIterator:
+        """A :class:`BatchIterator` for one loop (``log_a``, ``log_b`` of shape
+        ``(B, n)``, ``(B, m)``)."""
+        return BatchIterator(self, log_a, log_b, eps)
+
+    @abstractmethod
+    def plan_stats(self, hf: Any, hg: Any, eps: float) -> PlanStats:
+        """Both marginals ``(B, n)``, ``(B, m)`` and ``<C, P>`` ``(B,)`` of every plan."""
+
+    @abstractmethod
+    def cost_scale(self) -> float:
+        """An upper bound of ``max |C|`` over the finite entries of all problems."""
+
+
+class BatchIterator:
+    """Alternating Sinkhorn updates of a batch at fixed ``eps``; the reference, two
+    :meth:`BatchOps.softmin` calls a step. Backends may keep state (a shared Gibbs
+    kernel) in a subclass; results must equal the reference's up to rounding."""
+
+    def __init__(self, ops: BatchOps, log_a: Any, log_b: Any, eps: float):
+        self.ops, self.eps = ops, eps
+        self.la_eps, self.lb_eps = eps * log_a, eps * log_b
+
+    def step(self, f: Any, g: Any, active: Any) -> tuple[Any, Any]:
+        """``f' = softmin(g + eps log b, axis=1)``, then ``g' = softmin(f' + eps log a,
+        axis=0)``, for the problems in ``active``; returns new arrays (other rows are
+        copies of ``f``, ``g``)."""
+        f_new = self.ops.softmin(g + self.lb_eps, self.eps, 1, active, f + 0.0)
+        g_new = self.ops.softmin(f_new + self.la_eps, self.eps, 0, active, g + 0.0)
+        return f_new, g_new
+
+    def advance(self, f: Any, g: Any, active: Any, count: int) -> tuple[Any, Any]:
+        """``count`` steps, whose intermediate potentials nobody reads (a backend may
+        skip forming them)."""
+        for _ in range(count):
+            f, g = self.step(f, g, active)
+        return f, g

@@ -250,6 +250,11 @@ class ArrayAPIBackend(Backend):
     def bind(self, geom: DenseCost | PointCloud) -> GeometryOps:
         return _ArrayAPIOps(self.xp, geom)
 
+    def bind_batch(self, batch: Any) -> Any:
+        from .array_api_batch import ArrayAPIBatchOps
+
+        return ArrayAPIBatchOps(self.xp, batch)
+
     def sparse_linalg(self) -> Any:
         """:mod:`scipy.sparse.linalg` over NumPy arrays; ``None`` for other namespaces."""
         if self.xp is not np:

@@ -394,6 +394,13 @@ class CupyBackend(Backend):
     def bind(self, geom: DenseCost | PointCloud) -> GeometryOps:
         return _CupyOps(self, geom)
 
+    def bind_batch(self, batch: Any) -> Any:
+        """The reference batch kernels over CuPy arrays (Array-API code on the device;
+        a fused CUDA batch kernel is not written yet)."""
+        from .array_api_batch import ArrayAPIBatchOps
+
+        return ArrayAPIBatchOps(self.xp, batch)
+
     def to_float(self, value: Any) -> float:
         """A 0-d device array (or scalar) as a Python float; synchronizes with the device."""
         return float(value.get()) if hasattr(value, "get") else float(value)

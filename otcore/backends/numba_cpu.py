@@ -330,6 +330,11 @@ class NumbaBackend(Backend):
     def bind(self, geom: DenseCost | PointCloud) -> GeometryOps:
         return _NumbaOps(geom)
 
+    def bind_batch(self, batch: Any) -> Any:
+        from .numba_batch import NumbaBatchOps  # that module builds on this one
+
+        return NumbaBatchOps(batch)
+
     def sparse_linalg(self) -> Any:
         """:mod:`scipy.sparse.linalg`."""
         import scipy.sparse.linalg

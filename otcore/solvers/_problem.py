@@ -90,6 +90,12 @@ def make_problem(a: Any, b: Any, cost: Any, backend: Any = None, reg_m: Any = No
     if isinstance(cost, (list, tuple)):  # array_like adopts the library of the weights
         cost = namespaces(a, b, cost, names=("a", "b", "C")).to_user(np.asarray(cost))
     geom = as_geometry(cost)
+    if isinstance(geom, PointCloud) and geom.batch_size is not None:
+        raise ValueError(
+            f"C stacks {geom.batch_size} point clouds (many problems), which this solver "
+            "takes one at a time: pass C[k] for each problem, or use oc.sinkhorn, which "
+            "solves batches"
+        )
     ns = geom.namespaces
     given = [name for name, w in (("a", a), ("b", b))
              if w is not None and not isinstance(w, (list, tuple))]

@@ -15,10 +15,12 @@ from .._validation import (
     check_positive_int,
     check_tol,
 )
-from ..result import OTResult
+from ..collection import as_batch, is_batch
+from ..result import BatchResult, OTResult
 from ._finish import finish_entropic
 from ._monitor import IterationInfo, Monitor, make_monitor
 from ._problem import Problem, default_tol, make_problem
+from .batch import sinkhorn_batch
 
 __all__ = ["check_init", "non_finite_error", "sinkhorn", "sinkhorn_loop"]
 
@@ -192,9 +194,9 @@ def sinkhorn(
     verbose: bool = False,
     time_limit: float | None = None,
     backend: Any = None,
-) -> OTResult:
+) -> OTResult | BatchResult:
     r"""Entropic optimal transport, balanced or unbalanced, by log-domain Sinkhorn
-    iterations.
+    iterations, for one problem or a batch of problems.
 
     Solves
 
@@ -349,6 +351,22 @@ def sinkhorn(
         eps_scaling = check_fraction(eps_scaling, "eps_scaling")
     if eps_init is not None:
         eps_init = check_eps(eps_init, "eps_init")
+    if is_batch(a, b, C):
+        extras = {"symmetric": symmetric, "eps_scaling": eps_scaling, "eps_init": eps_init,
+                  "reg_m": reg_m, "init": init}
+        unsupported = [k for k, v in extras.items() if v not in (None, False)]
+        if unsupported:
+            raise ValueError(f"{', '.join(unsupported)} is not supported for a batch of "
+                             "problems yet; solve the problems one at a time")
+        bt = as_batch(a, b, C)
+        tol = default_tol(bt.xp, bt.dtype) if tol is None else tol
+        monitor = make_monitor("sinkhorn", callback, verbose, time_limit, tol)
+        try:
+            return sinkhorn_batch(bt, eps, tol=tol, max_iter=max_iter,
+                                  check_every=check_every, backend=backend, monitor=monitor,
+                                  advice=monitor.reason() or _ADVICE)
+        finally:
+            monitor.close()
     prob = make_problem(a, b, C, backend, reg_m)
     if any(_RHO_OVER_EPS < r / eps < math.inf for r in prob.rho):
         raise ValueError(

@@ -1,0 +1,212 @@
+"""CPU batch kernels: the Numba batch softmin for stacked costs and clouds, and the
+matrix-product iteration for many histograms on one shared cost.
+
+Many histograms on one cost (the shared-cost form of :mod:`otcore.collection`) are
+solved in the scaling domain with BLAS: with absorbed potentials ``alpha`` (n,) and
+``beta`` (m,) shared by the whole batch, the kernel ``K = exp((alpha_i + beta_j - C_ij) /
+eps)`` is formed once, and a row update of every problem is one matrix product,
+
+    f_k = alpha - eps log(K (b_k * exp((g_k - beta) / eps))),
+
+(the column update likewise with ``K^T``). This is exact arithmetic, not an
+approximation: only the split of the exponent between ``K`` and the scalings changes.
+It stays accurate while the scalings' exponents ``(g_k - beta) / eps`` lie in
+``[-SPREAD, GROWTH]``, which keeps every term that matters representable. When they
+leave that window, ``alpha`` and ``beta`` are re-absorbed (the batch maxima of the
+potentials). When a fresh absorption does not fit either (``eps`` small compared with
+the spread of the potentials across problems, or a kernel that would overflow), the loop
+continues in the log domain, from the same potentials, to its end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import get_num_threads
+
+from ..collection import Batch
+from ..costs import EUCLIDEAN, PNORM
+from ..kernels.numba import SERIAL_BELOW
+from ..kernels.numba import batch as _kb
+from ..kernels.numba.cost import DENSE
+from ._contract import BatchIterator, BatchOps, PlanStats
+from .numba_cpu import _threads
+
+__all__ = ["NumbaBatchOps"]
+
+#: Largest spread (in units of eps) of the scalings' exponents below the absorbed maxima.
+SPREAD = 200.0
+#: Largest growth (in units of eps) of the potentials above the absorbed maxima.
+GROWTH = 30.0
+#: Largest exponent of the absorbed kernel K.
+K_EXPONENT = 600.0
+
+
+
+def _degree(ground: Any) -> float:
+    """Homogeneity degree of the ground cost: ``c(x / s^(1/q), y / s^(1/q)) = c(x, y) / s``."""
+    if ground.code == EUCLIDEAN:
+        return 1.0
+    return ground.p if ground.code == PNORM else 2.0
+
+
+class NumbaBatchOps(BatchOps):
+    """:class:`BatchOps` on the CPU for a :class:`~otcore.collection.Batch` of NumPy
+    arrays. Clouds divided by ``scale`` are rescaled once (the costs are homogeneous),
+    so the kernels see costs in the user's units."""
+
+    def __init__(self, batch: Batch):
+        self.batch = batch
+        n, m = batch.shape
+        data = batch.C if batch.C is not None else batch.x
+        entries = data.shape[0] * n * m if batch.C is not None else batch.size * n * m
+        self.nthreads = 1 if entries < SERIAL_BELOW else get_num_threads()
+        if batch.C is not None:
+            self.kind, self.p = DENSE, 0.0
+            self.X = np.ascontiguousarray(batch.C)
+            self.Xs = np.ascontiguousarray(batch.C.transpose(0, 2, 1))
+            self.YT = self.XT = np.empty((batch.C.shape[0], 0, 0), dtype=batch.C.dtype)
+        else:
+            self.kind, self.p = batch.ground.code, batch.ground.p
+            s = batch.scale ** (1.0 / _degree(batch.ground))
+            x, y = (batch.x / s, batch.y / s) if batch.scale != 1.0 else (batch.x, batch.y)
+            self.X, self.Xs = np.ascontiguousarray(x), np.ascontiguousarray(y)
+            self.YT = np.ascontiguousarray(y.transpose(0, 2, 1))
+            self.XT = np.ascontiguousarray(x.transpose(0, 2, 1))
+
+    def softmin(self, H: Any, eps: float, axis: int, active: Any, out: Any) -> np.ndarray:
+        src, srcT = (self.X, self.YT) if axis == 1 else (self.Xs, self.XT)
+        with _threads(self.nthreads):
+            _kb.batch_softmin_rows(src, srcT, self.kind, self.p, np.ascontiguousarray(H),
+                                   eps, out, np.ascontiguousarray(active, dtype=np.int64),
+                                   out, self.nthreads)
+        return out
+
+    def iterator(self, log_a: Any, log_b: Any, eps: float) -> BatchIterator:
+        if self.kind == DENSE and self.X.shape[0] == 1 and self.X.dtype == np.float64:
+            return _GibbsBatchIterator(self, log_a, log_b, eps)
+        return BatchIterator(self, log_a, log_b, eps)
+
+    def plan_stats(self, hf: Any, hg: Any, eps: float) -> PlanStats:
+        B, (n, m) = self.batch.size, self.batch.shape
+        rows = np.empty((B, n), dtype=self.X.dtype)
+        cols = np.empty((B, m), dtype=self.X.dtype)
+        cost = np.empty(B, dtype=np.float64)
+        with _threads(get_num_threads() if B > 1 else self.nthreads):
+            _kb.batch_plan_stats(self.X, self.YT, self.kind, self.p,
+                                 np.ascontiguousarray(hf), np.ascontiguousarray(hg), eps,
+                                 rows, cols, cost)
+        return PlanStats(rows, cols, cost)
+
+    def cost_scale(self) -> float:
+        if self.kind == DENSE:
+            finite = np.isfinite(self.X)
+            return float(np.abs(self.X if finite.all() else self.X[finite]).max())
+        both = np.concatenate([self.X.reshape(-1, self.X.shape[-1]),
+                               self.Xs.reshape(-1, self.Xs.shape[-1])])
+        lo, hi = both.min(axis=0), both.max(axis=0)
+        return float(self.batch.ground.pairwise(np, lo[None], hi[None])[0, 0])
+
+
+def _masked_max(pot: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Column maxima of ``pot`` over the problems where the weight is positive (over all
+    problems where none is)."""
+    top = np.where(w > 0, pot, -np.inf).max(axis=0)
+    return np.where(np.isfinite(top), top, pot.max(axis=0))
+
+
+class _GibbsBatchIterator(BatchIterator):
+    """The matrix-product iteration of the module docstring (float64, one shared dense
+    cost); its iterates equal the log-domain ones up to rounding.
+
+    Between two reads of the potentials it runs in the scaling domain: with
+    ``S_f = V K^T``, ``U = a / S_f``, ``S_g = U K``, ``V = b / S_g`` an iteration is two
+    matrix products and two divisions, and the potentials are ``f = alpha - eps log S_f``,
+    ``g = beta - eps log S_g``. Every iteration checks that ``S_f`` and ``S_g`` stay in
+    ``[exp(-GROWTH), exp(SPREAD)]`` where the weights are positive; outside, the last
+    good state is re-absorbed.
+    """
+
+    def __init__(self, ops: NumbaBatchOps, log_a: Any, log_b: Any, eps: float):
+        super().__init__(ops, log_a, log_b, eps)
+        self.C = ops.X[0]
+        self.a, self.b = np.exp(log_a), np.exp(log_b)
+        self.K = self.alpha = self.beta = None
+        self.log_domain = False
+        self.lo, self.hi = np.exp(-GROWTH), np.exp(SPREAD)
+
+    def _absorb(self, f: np.ndarray, g: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
+        alpha, beta = _masked_max(f, a), _masked_max(g, b)
+        expo = (alpha[:, None] + beta[None, :] - self.C) / self.eps
+        if not (np.all(np.isfinite(alpha)) and np.all(np.isfinite(beta))
+                and expo.max() <= K_EXPONENT):
+            return False
+        self.K, self.alpha, self.beta = np.exp(expo, out=expo), alpha, beta
+        return True
+
+    def _fits(self, S: np.ndarray, live: np.ndarray) -> bool:
+        return bool(S.min(where=live, initial=np.inf) >= self.lo
+                    and S.max(where=live, initial=0.0) <= self.hi)
+
+    def _potential(self, shift: np.ndarray, S: np.ndarray) -> np.ndarray:
+        return shift - self.eps * np.log(np.clip(S, 1e-300, 1e300))
+
+    def _run(self, f: np.ndarray, g: np.ndarray, a: np.ndarray, b: np.ndarray,
+             count: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Up to ``count`` iterations on the problems' rows ``f, g``; returns the
+        potentials and the number of iterations done (fewer when no absorption fits)."""
+        live_a, live_b = a > 0, b > 0
+        done, fresh = 0, self.K is None
+        while done < count:
+            if fresh and not self._absorb(f, g, a, b):
+                break
+            E = np.minimum((g - self.beta) / self.eps, GROWTH)
+            V = b * np.exp(E)
+            if not self._fits(np.exp(-E), live_b):
+                if fresh:
+                    break
+                fresh = True
+                continue
+            start, Sf, Sg = done, None, None
+            KT = self.K.T
+            while done < count:
+                sf = V @ KT
+                if not self._fits(sf, live_a):
+                    break
+                sg = (a / sf) @ self.K
+                if not self._fits(sg, live_b):
+                    break
+                Sf, Sg, V = sf, sg, b / sg
+                done += 1
+            if Sf is not None:
+                f, g = self._potential(self.alpha, Sf), self._potential(self.beta, Sg)
+            if done < count and done == start and fresh:
+                break  # a fresh absorption made no progress: no shared one fits
+            fresh = True
+        return f, g, done
+
+    def _log_advance(self, f: Any, g: Any, active: Any, count: int) -> tuple[Any, Any]:
+        for _ in range(count):
+            f, g = BatchIterator.step(self, f, g, active)
+        return f, g
+
+    def advance(self, f: Any, g: Any, active: Any, count: int) -> tuple[Any, Any]:
+        if self.log_domain:
+            return self._log_advance(f, g, active, count)
+        full = len(active) == f.shape[0]
+        fa, ga = (f, g) if full else (f[active], g[active])
+        a, b = (self.a, self.b) if full else (self.a[active], self.b[active])
+        fa, ga, done = self._run(fa, ga, a, b, count)
+        if full:
+            f, g = fa, ga
+        else:
+            f, g = f.copy(), g.copy()
+            f[active], g[active] = fa, ga
+        if done < count:  # no shared absorption fits this batch at this eps
+            self.log_domain = True
+            return self._log_advance(f, g, active, count - done)
+        return f, g
+
+    def step(self, f: Any, g: Any, active: Any) -> tuple[Any, Any]:
+        return self.advance(f, g, active, 1)

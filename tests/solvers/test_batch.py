@@ -1,0 +1,229 @@
+"""Batches of problems in one call: every form equals the loop over single problems."""
+
+from __future__ import annotations
+
+import numpy as np
+import ot
+import pytest
+
+import otcore as oc
+from otcore import ConvergenceWarning
+
+from ..problems import gaussian_clouds, ground_cost, histogram
+
+EPS = 0.05
+
+
+def _close(x, y, tol=1e-12):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=tol)
+
+
+def _check_against_loop(backend, res, singles, tol=1e-12):
+    """Batch result ``res`` against the list of single results."""
+    assert len(res) == len(singles)
+    for k, single in enumerate(singles):
+        f = res.f[k] if isinstance(res.f, list) else res.f[k, :]
+        g = res.g[k] if isinstance(res.g, list) else res.g[k, :]
+        _close(backend.to_numpy(f), backend.to_numpy(single.f), tol)
+        _close(backend.to_numpy(g), backend.to_numpy(single.g), tol)
+        assert res.n_iter[k] == single.n_iter
+        assert res.converged[k] == single.converged
+        assert res.value[k] == pytest.approx(single.value, abs=tol)
+        assert res.cost[k] == pytest.approx(single.cost, abs=tol)
+        assert res.marginal_error[k] == pytest.approx(single.marginal_error, abs=1e-14)
+
+
+def test_shared_cost_many_histograms(backend, rng):
+    n, m, B = 30, 25, 6
+    x, y = gaussian_clouds(rng, n, m)
+    C = ground_cost(x, y)
+    C /= C.max()
+    A = np.stack([histogram(rng, n, zeros=k % 3) for k in range(B)])
+    Bw = np.stack([histogram(rng, m) for _ in range(B)])
+    res = oc.sinkhorn(backend.asarray(A), backend.asarray(Bw), backend.asarray(C), EPS)
+    backend.check_array(res.f, np.float64, (B, n))
+    singles = [oc.sinkhorn(backend.asarray(A[k]), backend.asarray(Bw[k]),
+                           backend.asarray(C), EPS) for k in range(B)]
+    _check_against_loop(backend, res, singles)
+    if backend.name == "numba_cpu":
+        assert res.extra["path"] == "gibbs"
+
+
+def test_shared_cost_matches_pot_sinkhorn2(rng):
+    """POT's many-targets convention: b of shape (m, B) is otcore's (B, m)."""
+    n, m, B = 20, 15, 5
+    x, y = gaussian_clouds(rng, n, m)
+    C = ground_cost(x, y)
+    C /= C.max()
+    a = histogram(rng, n)
+    Bw = np.stack([histogram(rng, m) for _ in range(B)], axis=1)  # POT: (m, B)
+    ref = ot.sinkhorn2(a, Bw, C, EPS, method="sinkhorn_log", stopThr=1e-13,
+                       numItermax=100_000)
+    res = oc.sinkhorn(a, Bw.T, C, EPS)
+    _close(res.cost, ref, 1e-9)
+
+
+def test_gibbs_path_equals_log_domain(rng):
+    n, m, B = 40, 35, 8
+    x, y = gaussian_clouds(rng, n, m)
+    C = ground_cost(x, y)
+    C /= C.max()
+    A = np.stack([histogram(rng, n) for _ in range(B)])
+    res = oc.sinkhorn(A, None, C, 0.02)
+    ref = oc.sinkhorn(A, None, C, 0.02, backend="array_api")
+    assert res.extra["path"] == "gibbs" and ref.extra["path"] == "log"
+    _close(res.f, ref.f, 1e-11)
+    _close(res.g, ref.g, 1e-11)
+    assert np.all(res.converged) and np.all(res.marginal_error <= 1e-9)
+
+
+def test_stacked_costs(backend, rng):
+    B, n, m = 4, 12, 9
+    Cs = np.stack([ground_cost(*gaussian_clouds(rng, n, m)) for _ in range(B)])
+    Cs /= Cs.max()
+    a = histogram(rng, n)
+    res = oc.sinkhorn(backend.asarray(a), None, backend.asarray(Cs), EPS)
+    singles = [oc.sinkhorn(backend.asarray(a), None, backend.asarray(Cs[k]), EPS)
+               for k in range(B)]
+    _check_against_loop(backend, res, singles)
+    P = backend.to_numpy(res.plan)
+    assert P.shape == (B, n, m)
+    _close(P.sum(axis=2), np.broadcast_to(a, (B, n)), 1e-9)
+
+
+def test_stacked_clouds(backend, rng):
+    B, n, m, d = 3, 15, 11, 3
+    xs = rng.normal(size=(B, n, d))
+    ys = rng.normal(size=(B, m, d)) + 0.5
+    geom = oc.PointCloud(backend.asarray(xs), backend.asarray(ys), scale=4.0)
+    assert geom.batch_size == B and geom.shape == (n, m)
+    res = oc.sinkhorn(None, None, geom, EPS)
+    singles = [oc.sinkhorn(None, None, oc.PointCloud(backend.asarray(xs[k]),
+                                                     backend.asarray(ys[k]), scale=4.0), EPS)
+               for k in range(B)]
+    _check_against_loop(backend, res, singles)
+    # the online batch equals the dense batch of the same costs
+    dense = oc.sinkhorn(None, None, backend.asarray(np.stack(
+        [ground_cost(xs[k], ys[k]) / 4.0 for k in range(B)])), EPS)
+    _close(backend.to_numpy(res.f), backend.to_numpy(dense.f), 1e-12)
+
+
+def test_ragged_costs_and_clouds(backend, rng):
+    sizes = [(8, 5), (13, 17), (4, 9)]
+    clouds = [gaussian_clouds(rng, n, m) for n, m in sizes]
+    a = [histogram(rng, n) for n, _ in sizes]
+    b = [None, histogram(rng, 17), histogram(rng, 9, zeros=2)]
+    costs = [ground_cost(x, y) / 10 for x, y in clouds]
+    res = oc.sinkhorn([backend.asarray(w) for w in a],
+                      [None if w is None else backend.asarray(w) for w in b],
+                      [backend.asarray(c) for c in costs], EPS)
+    assert [len(backend.to_numpy(f)) for f in res.f] == [n for n, _ in sizes]
+    singles = [oc.sinkhorn(backend.asarray(a[k]), backend.asarray(b[k]),
+                           backend.asarray(costs[k]), EPS) for k in range(3)]
+    _check_against_loop(backend, res, singles)
+    geoms = [oc.PointCloud(backend.asarray(x), backend.asarray(y), scale=10.0)
+             for x, y in clouds]
+    res_pc = oc.sinkhorn([backend.asarray(w) for w in a],
+                         [None if w is None else backend.asarray(w) for w in b], geoms, EPS)
+    _check_against_loop(backend, res_pc, singles)
+    assert isinstance(res.plan, list) and res.plan[1].shape == (13, 17)
+
+
+def test_each_problem_stops_on_its_own(backend, rng):
+    """A problem that needs many more iterations does not hold the others back."""
+    B, n = 4, 10
+    Cs = np.stack([ground_cost(*gaussian_clouds(rng, n, n)) for _ in range(B)])
+    Cs /= Cs.max()
+    Cs[2] *= 10.0  # eps relatively 10 times smaller: many more iterations
+    res = oc.sinkhorn(None, None, backend.asarray(Cs), EPS, max_iter=100_000)
+    others = np.delete(res.n_iter, 2)
+    assert res.n_iter[2] >= 10 * others.max()
+    for k in (0, 1, 3):
+        single = oc.sinkhorn(None, None, backend.asarray(Cs[k]), EPS)
+        assert res.n_iter[k] == single.n_iter
+        assert res.errors[k][-1][0] == single.n_iter
+    assert np.all(res.converged)
+
+
+def test_small_eps_in_a_batch_is_finite_and_honest(backend, rng):
+    n, B = 12, 3
+    x, y = gaussian_clouds(rng, n, n)
+    C = ground_cost(x, y)
+    C /= C.max()
+    A = np.stack([histogram(rng, n) for _ in range(B)])
+    with pytest.warns(ConvergenceWarning, match="did not converge on"):
+        res = oc.sinkhorn(backend.asarray(A), None, backend.asarray(C), 1e-4, max_iter=300)
+    f = backend.to_numpy(res.f)
+    assert np.all(np.isfinite(f)) and np.all(np.isfinite(res.value))
+    np.testing.assert_array_equal(res.converged, res.marginal_error <= 1e-9)
+    assert not res.converged.all()
+    if backend.name == "numba_cpu":
+        assert res.extra["path"] == "log"  # no shared absorption fits at this eps
+    # longer runs converge, still finite, and agree with the single solves
+    res = oc.sinkhorn(backend.asarray(A), None, backend.asarray(C), 1e-4, max_iter=50_000)
+    single = oc.sinkhorn(backend.asarray(A[1]), None, backend.asarray(C), 1e-4,
+                         max_iter=50_000)
+    assert res.converged[1] == single.converged
+    _close(backend.to_numpy(res.f)[1], backend.to_numpy(single.f), 1e-10)
+
+
+def test_items_are_results(rng):
+    n, B = 10, 3
+    C = ground_cost(*gaussian_clouds(rng, n, n))
+    A = np.stack([histogram(rng, n) for _ in range(B)])
+    res = oc.sinkhorn(A, None, C / C.max(), EPS)
+    item = res[-1]
+    assert isinstance(item, oc.OTResult)
+    _close(item.f, res.f[2])
+    _close(item.plan.sum(axis=1), A[2], 1e-9)
+    _close(item.apply(np.ones(n)), A[2], 1e-9)
+    assert [r.n_iter for r in res] == list(res.n_iter)
+    with pytest.raises(IndexError, match="out of range"):
+        res[3]
+    assert "B=3" in repr(res)
+
+
+def test_torch_batch_comes_back_as_torch(rng):
+    torch = pytest.importorskip("torch")
+    n, B = 8, 2
+    C = ground_cost(*gaussian_clouds(rng, n, n))
+    A = np.stack([histogram(rng, n) for _ in range(B)])
+    res = oc.sinkhorn(torch.asarray(A), None, torch.asarray(C / C.max()), EPS)
+    assert isinstance(res.f, torch.Tensor) and tuple(res.f.shape) == (B, n)
+    ref = oc.sinkhorn(A, None, C / C.max(), EPS)
+    _close(res.f.numpy(), ref.f, 1e-13)
+    assert isinstance(res[0].f, torch.Tensor)
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (lambda r: (np.full((3, 4), 0.25), np.full((2, 5), 0.2), np.ones((4, 5))),
+     "mismatched batch sizes: a has 3 problems, b has 2"),
+    (lambda r: (None, None, np.ones((0, 4, 5))), "B = 0"),
+    (lambda r: (None, None, []), "B = 0"),
+    (lambda r: (np.full((2, 4), 0.25), None, np.ones((3, 4, 5))),
+     "mismatched batch sizes: C has 3 problems, a has 2"),
+    (lambda r: (np.full((2, 3), 1 / 3), None, np.ones((4, 5))),
+     r"a has shape \(2, 3\), expected \(2, 4\)"),
+    (lambda r: ([np.full(4, 0.25)], None, [np.ones((4, 5)), np.ones((3, 3))]),
+     "a must be None or a list of 2"),
+    (lambda r: ([np.full(4, 0.25), np.full(4, 0.25)], None,
+                [np.ones((4, 5)), np.ones((3, 3))]), r"a\[1\] has length 4"),
+    (lambda r: (np.array([[0.5, 0.5], [1.0, 1.0]]), None, np.ones((2, 2))),
+     "problem 1 of the batch"),
+    (lambda r: (np.array([[0.5, 0.5], [-1.0, 2.0]]), None, np.ones((2, 2))),
+     "negative"),
+])
+def test_bad_batches(rng, args, match):
+    a, b, C = args(rng)
+    with pytest.raises(ValueError, match=match):
+        oc.sinkhorn(a, b, C, EPS)
+
+
+def test_bad_batch_options_and_clouds(rng):
+    with pytest.raises(ValueError, match="mismatched batch sizes: x holds 3 clouds and y 2"):
+        oc.PointCloud(np.ones((3, 4, 2)), np.ones((2, 4, 2)))
+    with pytest.raises(ValueError, match="reg_m is not supported for a batch"):
+        oc.sinkhorn(np.full((2, 2), 0.5), None, np.eye(2), EPS, reg_m=1.0)
+    with pytest.raises(ValueError, match="stacks 2 point clouds"):
+        oc.sinkhorn_newton_sparse(None, None, oc.PointCloud(np.ones((2, 3, 1)),
+                                                            np.ones((2, 3, 1))), EPS)
