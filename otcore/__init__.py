@@ -14,6 +14,9 @@ cardinality_ot
     and semi-dual).
 monge_gap, sinkhorn_divergence
     Monge-gap estimators and the Sinkhorn divergence, with their gradients.
+cdist, pdist
+    Entropic OT (or Sinkhorn divergences) between every pair of two collections of
+    histograms or point clouds, as SciPy's functions of the same names; Dask optional.
 PointCloud, DenseCost
     Geometries: what the cost is.
 OTResult, BatchResult, LossResult, ConvergenceWarning
@@ -37,6 +40,7 @@ from .backends import get_backend
 from .entry_point import solve
 from .geometry import DenseCost, PointCloud
 from .losses import monge_gap, sinkhorn_divergence
+from .pairwise import cdist, pdist
 from .result import BatchResult, ConvergenceWarning, LossResult, OTResult
 from .solvers._monitor import IterationInfo
 from .solvers.cardinality import cardinality_ot
@@ -52,8 +56,10 @@ __all__ = [
     "OTResult",
     "PointCloud",
     "cardinality_ot",
+    "cdist",
     "get_backend",
     "monge_gap",
+    "pdist",
     "sinkhorn",
     "sinkhorn_divergence",
     "sinkhorn_newton_sparse",

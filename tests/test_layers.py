@@ -23,7 +23,7 @@ LAYERS = [
     ("otcore.kernels",),
     ("otcore.backends",),
     ("otcore.solvers",),
-    ("otcore.losses", "otcore.entry_point"),
+    ("otcore.losses", "otcore.entry_point", "otcore.pairwise", "otcore._dask"),
 ]
 
 

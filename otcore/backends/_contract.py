@@ -333,10 +333,11 @@ class BatchOps(ABC):
         result that a backend may use as log-sum-exp shifts (the result does not depend
         on them beyond rounding)."""
 
-    def iterator(self, log_a: Any, log_b: Any, eps: float) -> BatchIterator:
+    def iterator(self, log_a: Any, log_b: Any, eps: float,
+                 symmetric: bool = False) -> BatchIterator:
         """A :class:`BatchIterator` for one loop (``log_a``, ``log_b`` of shape
         ``(B, n)``, ``(B, m)``)."""
-        return BatchIterator(self, log_a, log_b, eps)
+        return BatchIterator(self, log_a, log_b, eps, symmetric)
 
     @abstractmethod
     def plan_stats(self, hf: Any, hg: Any, eps: float) -> PlanStats:
@@ -352,15 +353,21 @@ class BatchIterator:
     :meth:`BatchOps.softmin` calls a step. Backends may keep state (a shared Gibbs
     kernel) in a subclass; results must equal the reference's up to rounding."""
 
-    def __init__(self, ops: BatchOps, log_a: Any, log_b: Any, eps: float):
-        self.ops, self.eps = ops, eps
+    def __init__(self, ops: BatchOps, log_a: Any, log_b: Any, eps: float,
+                 symmetric: bool = False):
+        self.ops, self.eps, self.symmetric = ops, eps, symmetric
         self.la_eps, self.lb_eps = eps * log_a, eps * log_b
 
     def step(self, f: Any, g: Any, active: Any) -> tuple[Any, Any]:
         """``f' = softmin(g + eps log b, axis=1)``, then ``g' = softmin(f' + eps log a,
         axis=0)``, for the problems in ``active``; returns new arrays (other rows are
-        copies of ``f``, ``g``)."""
+        copies of ``f``, ``g``). Symmetric: ``g' = softmin(f + eps log a, axis=0)`` from
+        the same state, and the step returns the averages ``(f + f') / 2``,
+        ``(g + g') / 2``."""
         f_new = self.ops.softmin(g + self.lb_eps, self.eps, 1, active, f + 0.0)
+        if self.symmetric:
+            g_new = self.ops.softmin(f + self.la_eps, self.eps, 0, active, g + 0.0)
+            return 0.5 * (f + f_new), 0.5 * (g + g_new)
         g_new = self.ops.softmin(f_new + self.la_eps, self.eps, 0, active, g + 0.0)
         return f_new, g_new
 

@@ -83,10 +83,12 @@ class NumbaBatchOps(BatchOps):
                                    out, self.nthreads)
         return out
 
-    def iterator(self, log_a: Any, log_b: Any, eps: float) -> BatchIterator:
-        if self.kind == DENSE and self.X.shape[0] == 1 and self.X.dtype == np.float64:
+    def iterator(self, log_a: Any, log_b: Any, eps: float,
+                 symmetric: bool = False) -> BatchIterator:
+        if (not symmetric and self.kind == DENSE and self.X.shape[0] == 1
+                and self.X.dtype == np.float64):
             return _GibbsBatchIterator(self, log_a, log_b, eps)
-        return BatchIterator(self, log_a, log_b, eps)
+        return BatchIterator(self, log_a, log_b, eps, symmetric)
 
     def plan_stats(self, hf: Any, hg: Any, eps: float) -> PlanStats:
         B, (n, m) = self.batch.size, self.batch.shape

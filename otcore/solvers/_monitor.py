@@ -120,3 +120,34 @@ def make_monitor(method: str, callback: Any, verbose: Any, time_limit: Any,
             raise ValueError(f"time_limit must be > 0 seconds, got {time_limit}")
         time_limit = float(time_limit)
     return Monitor(method, callback, verbose, time_limit, tol)
+
+
+class ProgressBar:
+    """Progress over a known number of steps: a tqdm bar when tqdm is installed,
+    otherwise a line on stderr every 2 seconds at most."""
+
+    def __init__(self, desc: str, total: int, unit: str):
+        self.desc, self.total, self.unit = desc, total, unit
+        self.done = 0
+        self.start = self._last_line = time.perf_counter()
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            tqdm = None
+        self._bar = tqdm(desc=desc, total=total, unit=unit) if tqdm is not None else None
+
+    def update(self, count: int = 1) -> None:
+        self.done += count
+        if self._bar is not None:
+            self._bar.update(count)
+            return
+        now = time.perf_counter()
+        if now - self._last_line >= _LINE_EVERY or self.done == self.total:
+            self._last_line = now
+            print(f"{self.desc}: {self.done}/{self.total} {self.unit}s, "
+                  f"{now - self.start:.1f} s", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -28,16 +28,19 @@ def _row_errors(xp: Any, w: Any, f: Any, f_next: Any, eps: float) -> Any:
 
 
 def _loop(ops: Any, bt: Batch, eps: float, tol: float, max_iter: int, check_every: int,
-          monitor: Monitor | None, to_host: Any) -> tuple[Any, Any, np.ndarray, list, str]:
-    """Alternating Sinkhorn on every problem of ``bt``; returns ``f, g, n_iter, errors``
-    and the path that ran."""
+          symmetric: bool, monitor: Monitor | None, to_host: Any
+          ) -> tuple[Any, Any, np.ndarray, list, str]:
+    """Alternating (or symmetric, from ``f = g = 0``) Sinkhorn on every problem of
+    ``bt``; returns ``f, g, n_iter, errors`` and the path that ran."""
     xp, B = bt.xp, bt.size
     n, m = bt.shape
     log_a, log_b = safe_log(xp, bt.a), safe_log(xp, bt.b)
     active = np.arange(B, dtype=np.int64)
     f = xp.zeros((B, n), dtype=bt.dtype)
-    g = ops.softmin(f + eps * log_a, eps, 0, active, xp.zeros((B, m), dtype=bt.dtype))
-    it = ops.iterator(log_a, log_b, eps)
+    g = xp.zeros((B, m), dtype=bt.dtype)
+    if not symmetric:
+        g = ops.softmin(f + eps * log_a, eps, 0, active, g)
+    it = ops.iterator(log_a, log_b, eps, symmetric)
     n_iter = np.full(B, max_iter, dtype=np.int64)
     errors: list = [[] for _ in range(B)]
     k = 0
@@ -48,7 +51,12 @@ def _loop(ops: Any, bt: Batch, eps: float, tol: float, max_iter: int, check_ever
             f, g = it.advance(f, g, active, k_check - k)
             k = k_check
         f_new, g_new = it.step(f, g, active)
-        err = np.asarray(to_host(_row_errors(xp, bt.a, f, f_new, eps)), dtype=np.float64)
+        if symmetric:  # the step averaged: T(g) = 2 f_new - f, T(f) = 2 g_new - g
+            err = (_row_errors(xp, bt.a, f, 2 * f_new - f, eps)
+                   + _row_errors(xp, bt.b, g, 2 * g_new - g, eps))
+        else:
+            err = _row_errors(xp, bt.a, f, f_new, eps)
+        err = np.asarray(to_host(err), dtype=np.float64)
         for q in active:
             errors[q].append((k, float(err[q])))
         if not np.all(np.isfinite(err[active])):
@@ -75,14 +83,15 @@ def _mask(xp: Any, B: int, active: np.ndarray) -> Any:
 
 
 def sinkhorn_batch(bt: Batch, eps: float, *, tol: float, max_iter: int, check_every: int,
-                   backend: Any, monitor: Monitor, advice: str) -> BatchResult:
+                   symmetric: bool, backend: Any, monitor: Monitor, advice: str
+                   ) -> BatchResult:
     """Solve every problem of ``bt`` (see :func:`otcore.sinkhorn` for the options)."""
     xp, ns = bt.xp, bt.namespaces
     arrays = [v for v in (bt.a, bt.b, bt.C, bt.x, bt.y) if v is not None]
     bk = get_backend(*arrays, backend=backend)
     ops = bk.bind_batch(bt)
-    f, g, n_iter, errors, path = _loop(ops, bt, eps, tol, max_iter, check_every, monitor,
-                                       bk.to_numpy)
+    f, g, n_iter, errors, path = _loop(ops, bt, eps, tol, max_iter, check_every, symmetric,
+                                       monitor, bk.to_numpy)
 
     log_a, log_b = safe_log(xp, bt.a), safe_log(xp, bt.b)
     stats = ops.plan_stats(f + eps * log_a, g + eps * log_b, eps)

@@ -352,8 +352,8 @@ def sinkhorn(
     if eps_init is not None:
         eps_init = check_eps(eps_init, "eps_init")
     if is_batch(a, b, C):
-        extras = {"symmetric": symmetric, "eps_scaling": eps_scaling, "eps_init": eps_init,
-                  "reg_m": reg_m, "init": init}
+        extras = {"eps_scaling": eps_scaling, "eps_init": eps_init, "reg_m": reg_m,
+                  "init": init}
         unsupported = [k for k, v in extras.items() if v not in (None, False)]
         if unsupported:
             raise ValueError(f"{', '.join(unsupported)} is not supported for a batch of "
@@ -363,7 +363,8 @@ def sinkhorn(
         monitor = make_monitor("sinkhorn", callback, verbose, time_limit, tol)
         try:
             return sinkhorn_batch(bt, eps, tol=tol, max_iter=max_iter,
-                                  check_every=check_every, backend=backend, monitor=monitor,
+                                  check_every=check_every, symmetric=symmetric,
+                                  backend=backend, monitor=monitor,
                                   advice=monitor.reason() or _ADVICE)
         finally:
             monitor.close()
