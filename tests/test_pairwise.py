@@ -9,7 +9,7 @@ from scipy.spatial.distance import squareform
 
 import otcore as oc
 
-from .problems import ground_cost, histogram
+from .problems import histogram
 
 EPS = 0.05
 
@@ -150,8 +150,9 @@ def test_cluster_equals_in_process(client, hists, clouds):
     remote = oc.pdist(H, C=C, eps=EPS, client=client, tile_size=4)
     np.testing.assert_allclose(remote, local, rtol=0, atol=1e-13)
     pts, w = clouds
-    np.testing.assert_allclose(oc.cdist(pts, pts[:2], eps=1.0, client=client),
-                               oc.cdist(pts, pts[:2], eps=1.0), rtol=0, atol=1e-13)
+    np.testing.assert_allclose(oc.cdist(pts, pts[:2], eps=1.0, weights_a=w, client=client),
+                               oc.cdist(pts, pts[:2], eps=1.0, weights_a=w), rtol=0,
+                               atol=1e-13)
 
 
 def test_cluster_survives_a_killed_worker(client, rng):
