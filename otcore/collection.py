@@ -83,6 +83,21 @@ class Batch:
     def xp(self) -> Any:
         return self.namespaces.compute
 
+    def take(self, idx: np.ndarray) -> Batch:
+        """The problems ``idx`` as a batch of their own (a shared cost stays shared)."""
+        xp = self.xp
+        pick = xp.asarray(np.asarray(idx, dtype=np.int64))
+
+        def rows(x: Any) -> Any:
+            if x is None or x.shape[0] == 1:
+                return x
+            return xp.take(x, pick, axis=0)
+
+        return Batch(a=rows(self.a), b=rows(self.b), C=rows(self.C), x=rows(self.x),
+                     y=rows(self.y), ground=self.ground, scale=self.scale,
+                     sizes=None if self.sizes is None else self.sizes[idx],
+                     namespaces=self.namespaces)
+
     def problem_size(self, k: int) -> tuple[int, int]:
         """``(n_k, m_k)`` of problem ``k`` without padding."""
         if self.sizes is None:

@@ -47,7 +47,7 @@ from ._validation import (
 )
 from .backends import get_backend
 from .geometry import DenseCost, PointCloud
-from .result import ConvergenceWarning, LossResult, OTResult, warn_outside
+from .result import BatchResult, ConvergenceWarning, LossResult, OTResult, warn_outside
 from .solvers._monitor import IterationInfo
 from .solvers.sinkhorn import sinkhorn
 
@@ -164,7 +164,9 @@ def monge_gap(
     Parameters
     ----------
     x : array of shape (n, d) or (n,)
-        Reference points (a 1-D array is ``n`` points in dimension 1).
+        Reference points (a 1-D array is ``n`` points in dimension 1). Stacked points
+        ``(B, n, d)`` (with ``Tx`` of the same shape and ``a`` of shape ``(n,)`` or
+        ``(B, n)``) give a batch of ``B`` gaps, computed one after the other.
     Tx : array of shape (n, d) or (n,), or callable
         The images ``T(x_i)``, row by row; or the map ``T`` itself, called once as
         ``T(x)``.
@@ -270,6 +272,17 @@ def monge_gap(
     >>> res.grad.shape
     (200, 2)
     """
+    if _stacked(x):
+        if callable(Tx) or not _stacked(Tx) or Tx.shape[0] != x.shape[0]:
+            raise ValueError("a batch of Monge gaps needs Tx as an array of the shape of x "
+                             f"{tuple(x.shape)}")
+        B = x.shape[0]
+        return _each_loss(
+            monge_gap, "monge_gap", [(x[k, ...], Tx[k, ...], eps) for k in range(B)],
+            [{"a": w} for w in _batch_weights(a, B, "a")],
+            {"cost": cost, "tol": tol, "max_iter": max_iter, "return_grad": return_grad,
+             "online": online, "init": init, "callback": callback, "verbose": verbose,
+             "time_limit": time_limit, "backend": backend})
     opts = _Options("monge_gap", eps, tol, max_iter, online, return_grad, backend, init,
                     {"callback": callback, "verbose": verbose, "time_limit": time_limit})
     if callable(Tx):
@@ -296,6 +309,44 @@ def monge_gap(
                                                                                   opts.eps)
         grad = ns.to_user(xp.reshape(grad, tuple(np.shape(Tx))))
     return LossResult(gap, grad, {"xy": res}, "monge_gap")
+
+
+def _stacked(x: Any) -> bool:
+    """Points stacked ``(B, n, d)``: a batch of losses."""
+    return not isinstance(x, (list, tuple)) and len(getattr(x, "shape", ())) == 3
+
+
+def _each_loss(loss: Callable[..., LossResult], method: str, args: list[tuple],
+               weights: list[tuple], kwargs: dict) -> LossResult:
+    """``loss(*args[k], **weights[k], **kwargs)`` for each problem of a batch, one after
+    the other: values ``(B,)``, gradients stacked, solves as :class:`BatchResult`."""
+    if kwargs.get("init") is not None:
+        raise ValueError(f"{method}: init is not supported for a batch")
+    B = len(args)
+    results = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for k in range(B):
+            results.append(loss(*args[k], **weights[k], **kwargs))
+    grad = None
+    if results[0].grad is not None:
+        grad = namespaces(results[0].grad).user.stack([r.grad for r in results])
+    solves = {role: BatchResult.from_results([r.solves[role] for r in results])
+              for role in results[0].solves}
+    out = LossResult(np.array([r.value for r in results]), grad, solves, method)
+    if not out.converged:
+        warn_outside(f"{method}: some solves of the batch did not converge", ConvergenceWarning)
+    return out
+
+
+def _batch_weights(w: Any, B: int, name: str) -> list:
+    """Per-problem weights from ``None``, one vector for all, or ``(B, n)``."""
+    if w is None or len(getattr(w, "shape", (0,))) == 1:
+        return [w] * B
+    if w.shape[0] != B:
+        raise ValueError(f"mismatched batch sizes: {name} has {w.shape[0]} rows for a batch "
+                         f"of {B}")
+    return [w[k, ...] for k in range(B)]
 
 
 def _cloud(x: Any, y: Any, cost: Any, names: tuple[str, str]) -> PointCloud:
@@ -352,7 +403,9 @@ def sinkhorn_divergence(
     Parameters
     ----------
     x : array of shape (n, d) or (n,)
-        Source points.
+        Source points. Stacked points ``(B, n, d)`` and ``(B, m, d)`` (weights ``(n,)``
+        or ``(B, n)``) give a batch of ``B`` divergences, computed one after the other;
+        :func:`otcore.cdist` computes many divergences with batch solves.
     y : array of shape (m, d) or (m,)
         Target points (same dimension).
     a, b : arrays of shape (n,) and (m,), optional
@@ -422,6 +475,19 @@ def sinkhorn_divergence(
     >>> abs(oc.sinkhorn_divergence(x, x, eps=0.5).value) < 1e-12
     True
     """
+    if _stacked(x) or _stacked(y):
+        if not (_stacked(x) and _stacked(y) and x.shape[0] == y.shape[0]):
+            raise ValueError(f"a batch of divergences needs x (B, n, d) and y (B, m, d), got "
+                             f"shapes {tuple(np.shape(x))} and {tuple(np.shape(y))}")
+        B = x.shape[0]
+        return _each_loss(
+            sinkhorn_divergence, "sinkhorn_divergence",
+            [(x[k, ...], y[k, ...], eps) for k in range(B)],
+            [{"a": wa, "b": wb} for wa, wb in zip(_batch_weights(a, B, "a"),
+                                                  _batch_weights(b, B, "b"), strict=True)],
+            {"cost": cost, "tol": tol, "max_iter": max_iter, "return_grad": return_grad,
+             "online": online, "reg_m": reg_m, "init": init, "callback": callback,
+             "verbose": verbose, "time_limit": time_limit, "backend": backend})
     opts = _Options("sinkhorn_divergence", eps, tol, max_iter, online, return_grad, backend,
                     init, {"callback": callback, "verbose": verbose, "time_limit": time_limit})
     rho_a, rho_b = check_reg_m(reg_m)

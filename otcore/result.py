@@ -288,8 +288,9 @@ class LossResult:
 
     Attributes
     ----------
-    value : float
-        The loss.
+    value : float or ndarray
+        The loss; an array ``(B,)`` for a batch (stacked points), whose ``grad`` is then
+        stacked and whose ``solves`` are :class:`BatchResult`.
     grad : array or None
         Its gradient in the moving points (the images ``T(x)`` of the Monge gap, the
         points ``y`` of the divergence), in their array library; ``None`` unless asked for
@@ -316,14 +317,16 @@ class LossResult:
     @property
     def converged(self) -> bool:
         """Whether every underlying solve converged."""
-        return all(r.converged for r in self.solves.values())
+        return all(bool(np.all(r.converged)) for r in self.solves.values())
 
     def __float__(self) -> float:
         return float(self.value)
 
     def __repr__(self) -> str:
         grad = None if self.grad is None else tuple(self.grad.shape)
-        return (f"LossResult(method={self.method!r}, value={self.value:.6g}, "
+        value = (f"{self.value:.6g}" if np.ndim(self.value) == 0
+                 else f"array of shape {np.shape(self.value)}")
+        return (f"LossResult(method={self.method!r}, value={value}, "
                 f"grad_shape={grad}, converged={self.converged}, "
                 f"solves={sorted(self.solves)})")
 
@@ -382,6 +385,34 @@ class BatchResult:
     errors: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
     _item_fn: Callable[[int], OTResult] | None = None
+
+    @classmethod
+    def from_results(cls, results: list[OTResult], ragged: bool = False) -> BatchResult:
+        """A batch of single results (solved one by one): fields stacked in the results'
+        array library (lists when ``ragged``)."""
+        first = results[0]
+        ns = first._namespaces
+
+        def stack(name: str) -> Any:
+            items = [getattr(r, name) for r in results]
+            if ragged:
+                return items
+            xp = ns.user if ns is not None else np
+            return xp.stack(items)
+
+        def floats(name: str) -> np.ndarray:
+            return np.array([np.nan if getattr(r, name) is None else getattr(r, name)
+                             for r in results], dtype=np.float64)
+
+        return cls(
+            f=stack("f"), g=stack("g"), cost=floats("cost"), value=floats("value"),
+            marginal_error=floats("marginal_error"), dual_value=floats("dual_value"),
+            n_iter=np.array([r.n_iter for r in results], dtype=np.int64),
+            converged=np.array([r.converged for r in results], dtype=bool),
+            backend=first.backend, method=first.method, eps=first.eps,
+            errors=[r.errors for r in results], extra={"path": "loop"},
+            _item_fn=results.__getitem__,
+        )
 
     def __len__(self) -> int:
         return int(self.n_iter.shape[0])

@@ -4,6 +4,7 @@ whole batch, and an active set from which each problem leaves on its own toleran
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -82,17 +83,29 @@ def _mask(xp: Any, B: int, active: np.ndarray) -> Any:
     return xp.asarray(keep)
 
 
-def sinkhorn_batch(bt: Batch, eps: float, *, tol: float, max_iter: int, check_every: int,
-                   symmetric: bool, backend: Any, monitor: Monitor, advice: str
-                   ) -> BatchResult:
-    """Solve every problem of ``bt`` (see :func:`otcore.sinkhorn` for the options)."""
-    xp, ns = bt.xp, bt.namespaces
-    arrays = [v for v in (bt.a, bt.b, bt.C, bt.x, bt.y) if v is not None]
-    bk = get_backend(*arrays, backend=backend)
+@dataclass
+class _Solved:
+    """The numbers of a solved batch (potentials in the compute namespace)."""
+
+    f: Any
+    g: Any
+    n_iter: np.ndarray
+    errors: list
+    path: str
+    marginal_error: np.ndarray
+    value: np.ndarray
+    dual: np.ndarray
+    cost: np.ndarray
+
+
+def _solve(bt: Batch, eps: float, tol: float, max_iter: int, check_every: int,
+           symmetric: bool, backend: Any, monitor: Monitor | None) -> _Solved:
+    """The loop and the exact statistics of its potentials."""
+    xp = bt.xp
+    bk = _backend(bt, backend)
     ops = bk.bind_batch(bt)
     f, g, n_iter, errors, path = _loop(ops, bt, eps, tol, max_iter, check_every, symmetric,
                                        monitor, bk.to_numpy)
-
     log_a, log_b = safe_log(xp, bt.a), safe_log(xp, bt.b)
     stats = ops.plan_stats(f + eps * log_a, g + eps * log_b, eps)
     rows, cols = stats.rows, stats.cols
@@ -100,18 +113,74 @@ def sinkhorn_batch(bt: Batch, eps: float, *, tol: float, max_iter: int, check_ev
         xp.sum(xp.abs(rows - bt.a), axis=1) + xp.sum(xp.abs(cols - bt.b), axis=1),
         xp.sum(xp.where(rows > 0, f * rows, 0), axis=1)
         + xp.sum(xp.where(cols > 0, g * cols, 0), axis=1),
-        xp.sum(bt.a * f, axis=1) + xp.sum(bt.b * g, axis=1),
+        xp.sum(xp.where(bt.a > 0, bt.a * f, 0), axis=1)
+        + xp.sum(xp.where(bt.b > 0, bt.b * g, 0), axis=1),
         xp.sum(rows, axis=1), xp.sum(bt.a, axis=1) * xp.sum(bt.b, axis=1), stats.cost)]
     marginal_error, fp, dual, transported, mass, cost = host
-    value = fp - eps * (transported - mass)
-    dual = dual - eps * (transported - mass)
-    converged = marginal_error <= tol
+    return _Solved(f, g, n_iter, errors, path, marginal_error,
+                   fp - eps * (transported - mass), dual - eps * (transported - mass), cost)
+
+
+def _backend(bt: Batch, backend: Any) -> Any:
+    arrays = [v for v in (bt.a, bt.b, bt.C, bt.x, bt.y) if v is not None]
+    return get_backend(*arrays, backend=backend)
+
+
+def _solve_chunk(job: tuple, idx: np.ndarray) -> _Solved:
+    """A cluster task: the problems ``idx`` of the scattered batch."""
+    bt, options = job
+    return _solve(bt.take(idx), monitor=None, **options)
+
+
+def _solve_on_cluster(client: Any, bt: Batch, options: dict, verbose: bool) -> _Solved:
+    """Chunks of the batch as tasks of a Dask cluster (see :mod:`otcore._dask`)."""
+    from .._dask import map_tiles, total_threads
+    from ._monitor import ProgressBar
+
+    xp = bt.xp
+    size = max(1, -(-bt.size // (4 * total_threads(client))))
+    chunks = [np.arange(s, min(s + size, bt.size)) for s in range(0, bt.size, size)]
+    parts: list = [None] * len(chunks)
+    bar = ProgressBar("sinkhorn batch", len(chunks), "chunk") if verbose else None
+    try:
+        for k, part in map_tiles(client, _solve_chunk, (bt, options), chunks):
+            parts[k] = part
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    paths = {p.path for p in parts}
+    return _Solved(
+        xp.concat([xp.asarray(p.f) for p in parts]), xp.concat([xp.asarray(p.g) for p in parts]),
+        np.concatenate([p.n_iter for p in parts]), [e for p in parts for e in p.errors],
+        paths.pop() if len(paths) == 1 else "mixed",
+        *(np.concatenate([getattr(p, name) for p in parts])
+          for name in ("marginal_error", "value", "dual", "cost")))
+
+
+def sinkhorn_batch(bt: Batch, eps: float, *, tol: float, max_iter: int, check_every: int,
+                   symmetric: bool, backend: Any, monitor: Monitor, advice: str,
+                   client: Any = None) -> BatchResult:
+    """Solve every problem of ``bt`` (see :func:`otcore.sinkhorn` for the options), in
+    this process or, with a Dask ``client``, in chunks on its workers."""
+    ns = bt.namespaces
+    bk = _backend(bt, backend)
+    options = {"eps": eps, "tol": tol, "max_iter": max_iter, "check_every": check_every,
+               "symmetric": symmetric, "backend": backend}
+    if client is None:
+        out = _solve(bt, monitor=monitor, **options)
+    else:
+        out = _solve_on_cluster(client, bt, options, monitor.verbose)
+    f, g, n_iter, errors = out.f, out.g, out.n_iter, out.errors
+    converged = out.marginal_error <= tol
     if not converged.all():
         bad = np.flatnonzero(~converged)
         warn_outside(
             f"sinkhorn did not converge on {bad.size} of {bt.size} problems (first: "
             f"{bad[0]}, after {n_iter[bad[0]]} iterations, error "
-            f"{marginal_error[bad[0]]:.3e} > tol {tol:.3e}). {advice}", ConvergenceWarning)
+            f"{out.marginal_error[bad[0]]:.3e} > tol {tol:.3e}). {advice}",
+            ConvergenceWarning)
 
     def item(k: int) -> OTResult:
         n_k, m_k = bt.problem_size(k)
@@ -127,11 +196,11 @@ def sinkhorn_batch(bt: Batch, eps: float, *, tol: float, max_iter: int, check_ev
     else:
         f_out = [ns.to_user(f[k, :n]) for k, (n, _) in enumerate(bt.sizes)]
         g_out = [ns.to_user(g[k, :m]) for k, (_, m) in enumerate(bt.sizes)]
+    extra = {"path": out.path}
+    if monitor.stopped:
+        extra["stopped"] = monitor.stopped
     return BatchResult(
-        f=f_out, g=g_out, cost=cost, value=value, marginal_error=marginal_error,
-        dual_value=dual, n_iter=n_iter, converged=converged, backend=bk.name,
-        method="sinkhorn", eps=eps, errors=errors,
-        extra={"path": path, **({"stopped": monitor.stopped} if monitor.stopped else {})},
-        _item_fn=item,
+        f=f_out, g=g_out, cost=out.cost, value=out.value, marginal_error=out.marginal_error,
+        dual_value=out.dual, n_iter=n_iter, converged=converged, backend=bk.name,
+        method="sinkhorn", eps=eps, errors=errors, extra=extra, _item_fn=item,
     )
-

@@ -33,7 +33,9 @@ from .._validation import (
     check_tol,
 )
 from ..backends import Backend
-from ..result import OTResult
+from ..collection import is_batch
+from ..result import BatchResult, OTResult
+from ._each import solve_each
 from ._finish import finish_entropic
 from ._monitor import IterationInfo, Monitor, make_monitor
 from ._problem import Problem, default_tol, make_problem
@@ -240,7 +242,7 @@ def sinkhorn_newton_sparse(
     verbose: bool = False,
     time_limit: float | None = None,
     backend: Any = None,
-) -> OTResult:
+) -> OTResult | BatchResult:
     r"""Entropic optimal transport by Sinkhorn-Newton-Sparse (SNS).
 
     Solves the same problem as :func:`otcore.sinkhorn`,
@@ -266,7 +268,9 @@ def sinkhorn_newton_sparse(
         Target weights, same total mass as ``a``; ``None`` means uniform ``1/m``.
     C : array of shape (n, m), DenseCost or PointCloud
         The cost. For a :class:`~otcore.PointCloud` the warm-up runs online, but the
-        Newton stage forms the plan densely (see Notes on memory).
+        Newton stage forms the plan densely (see Notes on memory). Batches in the forms
+        of :func:`otcore.sinkhorn` are accepted and solved one problem after the other
+        (a :class:`~otcore.BatchResult`; no batch kernel yet).
     eps : float
         Entropic regularization, absolute (in the units of ``C``). SNS pays off for small
         ``eps`` (sharp, nearly sparse plans), where Sinkhorn needs many iterations.
@@ -395,6 +399,13 @@ def sinkhorn_newton_sparse(
     >>> res.extra["newton_iter"] < ref.n_iter
     True
     """
+    if is_batch(a, b, C):
+        return solve_each(
+            sinkhorn_newton_sparse, a, b, C, eps, tol=tol, max_iter=max_iter,
+            density=density, warmup_tol=warmup_tol, warmup_iter=warmup_iter,
+            warmup_scaling=warmup_scaling, cg_rtol=cg_rtol, cg_maxiter=cg_maxiter,
+            init=init, callback=callback, verbose=verbose, time_limit=time_limit,
+            backend=backend)
     prob = make_problem(a, b, C, backend)
     bk = prob.backend
     if bk.sparse_linalg() is None:

@@ -227,3 +227,32 @@ def test_bad_batch_options_and_clouds(rng):
     with pytest.raises(ValueError, match="stacks 2 point clouds"):
         oc.sinkhorn_newton_sparse(None, None, oc.PointCloud(np.ones((2, 3, 1)),
                                                             np.ones((2, 3, 1))), EPS)
+
+
+def test_sns_batch_is_a_loop(rng):
+    Cs = rng.random((3, 20, 15))
+    res = oc.sinkhorn_newton_sparse(None, None, Cs, 1e-2)
+    assert isinstance(res, oc.BatchResult) and res.extra["path"] == "loop"
+    for k in range(3):
+        single = oc.sinkhorn_newton_sparse(None, None, Cs[k], 1e-2)
+        _close(res.f[k], single.f)
+        assert res.n_iter[k] == single.n_iter
+
+
+def test_loss_batches(rng):
+    x = rng.normal(size=(3, 20, 2))
+    y = rng.normal(size=(3, 15, 2)) + 1.0
+    res = oc.sinkhorn_divergence(x, y, 0.5, return_grad=True)
+    assert res.value.shape == (3,) and res.grad.shape == (3, 15, 2) and res.converged
+    for k in range(3):
+        single = oc.sinkhorn_divergence(x[k], y[k], 0.5, return_grad=True)
+        assert res.value[k] == pytest.approx(single.value, abs=1e-13)
+        _close(res.grad[k], single.grad, 1e-13)
+    gaps = oc.monge_gap(x, x + 0.5, 0.5)
+    assert gaps.value[1] == pytest.approx(oc.monge_gap(x[1], x[1] + 0.5, 0.5).value,
+                                          abs=1e-13)
+    assert "array of shape (3,)" in repr(gaps)
+    with pytest.raises(ValueError, match="needs x"):
+        oc.sinkhorn_divergence(x, y[0], 0.5)
+    with pytest.raises(ValueError, match="mismatched batch sizes: a has 2 rows"):
+        oc.monge_gap(x, x, 0.5, a=np.full((2, 20), 0.05))

@@ -1,0 +1,260 @@
+"""Many problems at once: otcore's batches against POT and against a loop of otcore calls.
+
+Run from the repository root::
+
+    python -m bench.batch            # all cases (a few minutes)
+    python -m bench.batch --quick    # smaller collections, fewer repeats
+
+**Cases** (float64, eps absolute, every cost normalized to max 1):
+
+* ``digits, shared cost``: 1000 scikit-learn digit histograms (8 x 8 images, ``+ 1e-3``,
+  normalized) against one, on the 64-bin grid with the squared-distance cost, ``eps =
+  1e-2``. otcore: ``oc.sinkhorn(a, H, M, eps)`` (many histograms on one cost: the
+  matrix-product iteration); POT: ``ot.sinkhorn2(a, H.T, M, eps)`` (its many-targets
+  form, scaling iterations) and the same with ``method="sinkhorn_log"``.
+* ``500 problems 64 x 64``: independent problems with their own costs (2-D Gaussian
+  clouds), ``eps = 1e-2``. otcore: ``oc.sinkhorn(None, None, C_stack, eps)`` (the Numba
+  batch kernel); POT: ``ot.batch.solve_batch(M=C_stack, reg=eps, method=...)`` with the
+  log-domain and the scaling Sinkhorn.
+* ``5000 problems 8 x 8``: the same with tiny problems, where a loop is all overhead.
+* ``pdist digits``: the condensed matrix of Sinkhorn costs ``<C, P>`` between 200 (100
+  with ``--quick``) digit histograms, ``eps = 1e-2``: ``oc.pdist(H, C=M, eps=eps,
+  metric="sinkhorn_cost")`` against POT's ``ot.sinkhorn2(H[i], H[i+1:].T, M, eps)`` row
+  by row.
+
+Every solver stops at an L1 marginal error of 1e-9 by its own criterion (otcore: per
+problem; POT: ``stopThr``/``tol`` 1e-9 on its own error). The accuracy column reports,
+for every solver, the largest L1 marginal error over the problems, recomputed by this
+script from the potentials or plans it returned (POT's ``solve_batch`` returns plans;
+``sinkhorn2`` only values, so its row reports the largest difference of its values from
+otcore's). ``loop`` is one ``oc.sinkhorn`` call per problem. Times are medians of
+repeats with the spread in brackets; ratios are of medians, measured in the same run.
+
+Results are printed and written to ``bench/results/batch.md`` and ``batch.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._common import (
+    RESULTS_DIR,
+    Timing,
+    command_line,
+    machine_info,
+    markdown_table,
+    time_repeats,
+    write_text,
+)
+
+EPS = 1e-2
+TOL = 1e-9
+
+
+@dataclass
+class Row:
+    case: str
+    solver: str
+    timing: Timing
+    accuracy: str
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """Digit histograms ``(1797, 64)`` and the grid's squared-distance cost (max 1)."""
+    from sklearn.datasets import load_digits
+
+    H = load_digits().data + 1e-3
+    H /= H.sum(axis=1, keepdims=True)
+    g = np.stack(np.meshgrid(np.arange(8), np.arange(8), indexing="ij"), -1).reshape(-1, 2)
+    M = ((g[:, None, :] - g[None, :, :]) ** 2).sum(-1).astype(float)
+    return H, M / M.max()
+
+
+def plan_error(P: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Largest L1 marginal error of stacked plans ``(B, n, m)``."""
+    return float((np.abs(P.sum(2) - a).sum(1) + np.abs(P.sum(1) - b).sum(1)).max())
+
+
+def potential_error(C: np.ndarray, a: np.ndarray, b: np.ndarray, f: np.ndarray,
+                    g: np.ndarray) -> float:
+    """Largest L1 marginal error of the plans ``a b exp((f + g - C) / eps)``."""
+    P = a[..., :, None] * b[..., None, :] * np.exp((f[..., :, None] + g[..., None, :] - C)
+                                                   / EPS)
+    P = P if P.ndim == 3 else P[None]
+    return plan_error(P, np.broadcast_to(a, P.shape[:2]), np.broadcast_to(b, (P.shape[0],
+                                                                                P.shape[2])))
+
+
+def _time(fn: Callable[[], Any], repeats: int) -> tuple[Timing, Any]:
+    out = fn()  # warm-up (compilation), and the result that is checked
+    return time_repeats(fn, repeats=repeats, warmup=0), out
+
+
+def case_digits(repeats: int, count: int) -> list[Row]:
+    import ot
+
+    import otcore as oc
+
+    H, M = digits()
+    a, T = H[0], H[1:count + 1]
+    name = f"digits, shared cost ({count} x 64 x 64)"
+    _progress(name)
+    rows = []
+    t, res = _time(lambda: oc.sinkhorn(a, T, M, EPS, tol=TOL), repeats)
+    rows.append(Row(name, f"otcore batch ({res.extra['path']})", t,
+                    f"{potential_error(M, a, T, res.f, res.g):.1e}"))
+    t, _ = _time(lambda: [oc.sinkhorn(a, h, M, EPS, tol=TOL) for h in T], 1)
+    rows.append(Row(name, "otcore loop", t, "same"))
+    for method in ("sinkhorn", "sinkhorn_log"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t, v = _time(lambda m=method: ot.sinkhorn2(a, T.T, M, EPS, method=m,
+                                                       stopThr=TOL, numItermax=100_000), 1)
+        rows.append(Row(name, f"POT sinkhorn2 ({method})", t,
+                        f"|value - otcore| {np.abs(np.asarray(v) - res.cost).max():.1e}"))
+    return rows
+
+
+def _stacked(count: int, n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(count, n, 2))
+    y = rng.normal(size=(count, n, 2)) + 1.0
+    C = ((x[:, :, None, :] - y[:, None, :, :]) ** 2).sum(-1)
+    return C / C.max(axis=(1, 2), keepdims=True)
+
+
+def case_stacked(repeats: int, count: int, n: int, loop_repeats: int) -> list[Row]:
+    import ot
+    import ot.batch
+
+    import otcore as oc
+
+    C = _stacked(count, n)
+    u = np.full((count, n), 1.0 / n)
+    name = f"{count} problems {n} x {n}"
+    _progress(name)
+    rows = []
+    t, res = _time(lambda: oc.sinkhorn(None, None, C, EPS, tol=TOL), repeats)
+    rows.append(Row(name, "otcore batch", t, f"{potential_error(C, u, u, res.f, res.g):.1e}"))
+    t, _ = _time(lambda: [oc.sinkhorn(None, None, c, EPS, tol=TOL) for c in C], loop_repeats)
+    rows.append(Row(name, "otcore loop", t, "same"))
+    for method in ("log_sinkhorn", "sinkhorn"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t, out = _time(lambda m=method: ot.batch.solve_batch(
+                M=C, reg=EPS, a=u, b=u, method=m, tol=TOL, max_iter=100_000), 1)
+        rows.append(Row(name, f"POT solve_batch ({method})", t,
+                        f"{plan_error(np.asarray(out.plan), u, u):.1e}"))
+    return rows
+
+
+def case_pdist(repeats: int, count: int) -> list[Row]:
+    import ot
+
+    import otcore as oc
+
+    H, M = digits()
+    H = H[:count]
+    name = f"pdist digits ({count * (count - 1) // 2} pairs)"
+    _progress(name)
+    rows = []
+    t, d = _time(lambda: oc.pdist(H, C=M, eps=EPS, metric="sinkhorn_cost", tol=TOL),
+                 repeats)
+    rows.append(Row(name, "otcore pdist", t, "checked below"))
+
+    def pot_rows() -> np.ndarray:
+        return np.concatenate([np.atleast_1d(ot.sinkhorn2(H[i], H[i + 1:].T, M, EPS,
+                                                          stopThr=TOL, numItermax=100_000))
+                               for i in range(count - 1)])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t, ref = _time(pot_rows, 1)
+    rows.append(Row(name, "POT sinkhorn2 row by row", t,
+                    f"|value - otcore| {np.abs(ref - d).max():.1e}"))
+    return rows
+
+
+def ratios(rows: list[Row]) -> dict[str, float]:
+    """Per case, the best POT time over otcore's batch (or pdist) time."""
+    out = {}
+    for case in dict.fromkeys(r.case for r in rows):
+        mine = [r for r in rows if r.case == case and r.solver.startswith("otcore")
+                and "loop" not in r.solver]
+        pot = [r for r in rows if r.case == case and r.solver.startswith("POT")]
+        if mine and pot:
+            out[case] = min(r.timing.median for r in pot) / mine[0].timing.median
+    return out
+
+
+def report(rows: list[Row], quick: bool) -> str:
+    best = ratios(rows)
+    loop = {}
+    for case in dict.fromkeys(r.case for r in rows):
+        mine = [r for r in rows if r.case == case]
+        lo = [r for r in mine if "loop" in r.solver]
+        if lo:
+            loop[case] = lo[0].timing.median / mine[0].timing.median
+    table = markdown_table(
+        ["case", "solver", "time (median, spread)", "max L1 marginal error"],
+        [(r.case, r.solver, r.timing.format(), r.accuracy) for r in rows], "llrl")
+    summary = markdown_table(
+        ["case", "best POT / otcore", "otcore loop / otcore batch"],
+        [(c, f"{best.get(c, float('nan')):.1f}x", f"{loop[c]:.1f}x" if c in loop else "")
+         for c in dict.fromkeys(r.case for r in rows)], "lrr")
+    info = machine_info(["numpy", "numba", "pot", "scikit-learn"])
+    lines = ["# Many problems at once", "",
+             f"`{command_line('bench.batch')}`" + (" (quick)" if quick else ""), "",
+             summary, "", table, "", "Machine:", ""]
+    lines += [f"- {k}: {v}" for k, v in info.items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[Row], path: Any) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = list(dict.fromkeys(r.case for r in rows))
+    fig, axes = plt.subplots(1, len(cases), figsize=(4.2 * len(cases), 3.6))
+    for ax, case in zip(np.atleast_1d(axes), cases, strict=True):
+        mine = [r for r in rows if r.case == case]
+        colors = ["tab:blue" if r.solver.startswith("otcore") else "tab:orange" for r in mine]
+        ax.barh([r.solver for r in mine], [r.timing.median for r in mine], color=colors)
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds (median)")
+        ax.set_title(case, fontsize=9)
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    reps = 2 if args.quick else 3
+    rows = case_digits(reps, 300 if args.quick else 1000)
+    rows += case_stacked(reps, 100 if args.quick else 500, 64, 1)
+    rows += case_stacked(reps, 1000 if args.quick else 5000, 8, 1)
+    rows += case_pdist(1 if args.quick else 2, 100 if args.quick else 200)
+    text = report(rows, args.quick)
+    print(text)
+    write_text(RESULTS_DIR / "batch.md", text)
+    plot(rows, RESULTS_DIR / "batch.png")
+
+
+if __name__ == "__main__":
+    main()
