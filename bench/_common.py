@@ -412,7 +412,7 @@ def _git_revision() -> str:
 
 
 _THREAD_ENV = ("NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "OMP_NUM_THREADS",
-               "OMP_WAIT_POLICY", "XLA_FLAGS")
+               "OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS", "XLA_FLAGS")
 
 
 def machine_info(packages: Sequence[str]) -> dict[str, str]:

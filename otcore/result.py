@@ -356,8 +356,10 @@ class BatchResult:
     backend, method, eps
         As in :class:`OTResult`.
     extra : dict
-        Diagnostics; ``"path"`` names the kernels that ran (for example ``"gibbs"``, the
-        matrix-product iteration of a shared cost, or ``"log"``).
+        Diagnostics; ``"path"`` names the kernels that ran: ``"gibbs"`` (the
+        matrix-product iteration of a shared cost), ``"kernels"`` (stacked dense costs
+        through per-problem cached Gibbs kernels), ``"log"`` (the log-domain batch
+        kernel) or ``"loop"`` (one problem after another).
 
     Examples
     --------

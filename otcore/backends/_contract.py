@@ -353,6 +353,9 @@ class BatchIterator:
     :meth:`BatchOps.softmin` calls a step. Backends may keep state (a shared Gibbs
     kernel) in a subclass; results must equal the reference's up to rounding."""
 
+    #: The kernels the loop ran, reported in ``BatchResult.extra["path"]``.
+    path = "log"
+
     def __init__(self, ops: BatchOps, log_a: Any, log_b: Any, eps: float,
                  symmetric: bool = False):
         self.ops, self.eps, self.symmetric = ops, eps, symmetric

@@ -31,7 +31,7 @@ from ..kernels.numba import SERIAL_BELOW
 from ..kernels.numba import batch as _kb
 from ..kernels.numba.cost import DENSE
 from ._contract import BatchIterator, BatchOps, PlanStats
-from .numba_cpu import _threads
+from .numba_cpu import GIBBS_CACHE_BYTES, GIBBS_WINDOW, _threads
 
 __all__ = ["NumbaBatchOps"]
 
@@ -41,6 +41,8 @@ SPREAD = 200.0
 GROWTH = 30.0
 #: Largest exponent of the absorbed kernel K.
 K_EXPONENT = 600.0
+#: Iterations between two checks of the window in the matrix-product iteration.
+CHECK_EVERY = 8
 
 
 
@@ -85,9 +87,11 @@ class NumbaBatchOps(BatchOps):
 
     def iterator(self, log_a: Any, log_b: Any, eps: float,
                  symmetric: bool = False) -> BatchIterator:
-        if (not symmetric and self.kind == DENSE and self.X.shape[0] == 1
-                and self.X.dtype == np.float64):
-            return _GibbsBatchIterator(self, log_a, log_b, eps)
+        if not symmetric and self.kind == DENSE and self.X.dtype == np.float64:
+            if self.X.shape[0] == 1:
+                return _GibbsBatchIterator(self, log_a, log_b, eps)
+            if self.X.nbytes <= GIBBS_CACHE_BYTES:
+                return _CachedKernelsIterator(self, log_a, log_b, eps)
         return BatchIterator(self, log_a, log_b, eps, symmetric)
 
     def plan_stats(self, hf: Any, hg: Any, eps: float) -> PlanStats:
@@ -125,7 +129,8 @@ class _GibbsBatchIterator(BatchIterator):
     Between two reads of the potentials it runs in the scaling domain: with
     ``S_f = V K^T``, ``U = a / S_f``, ``S_g = U K``, ``V = b / S_g`` an iteration is two
     matrix products and two divisions, and the potentials are ``f = alpha - eps log S_f``,
-    ``g = beta - eps log S_g``. Every iteration checks that ``S_f`` and ``S_g`` stay in
+    ``g = beta - eps log S_g``. Every ``CHECK_EVERY`` iterations it checks that ``S_f`` and
+    ``S_g`` stay in
     ``[exp(-GROWTH), exp(SPREAD)]`` where the weights are positive; outside, the last
     good state is re-absorbed.
     """
@@ -137,6 +142,10 @@ class _GibbsBatchIterator(BatchIterator):
         self.K = self.alpha = self.beta = None
         self.log_domain = False
         self.lo, self.hi = np.exp(-GROWTH), np.exp(SPREAD)
+
+    @property
+    def path(self) -> str:
+        return "log" if self.log_domain else "gibbs"
 
     def _absorb(self, f: np.ndarray, g: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
         alpha, beta = _masked_max(f, a), _masked_max(g, b)
@@ -157,9 +166,13 @@ class _GibbsBatchIterator(BatchIterator):
     def _run(self, f: np.ndarray, g: np.ndarray, a: np.ndarray, b: np.ndarray,
              count: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Up to ``count`` iterations on the problems' rows ``f, g``; returns the
-        potentials and the number of iterations done (fewer when no absorption fits)."""
+        potentials and the number of iterations done (fewer when no absorption fits).
+
+        The window is checked every ``CHECK_EVERY`` iterations (every iteration after a
+        failed check, until one passes); a failed check rolls back to the last checked
+        state, whose potentials are re-absorbed."""
         live_a, live_b = a > 0, b > 0
-        done, fresh = 0, self.K is None
+        done, fresh, chunk = 0, self.K is None, CHECK_EVERY
         while done < count:
             if fresh and not self._absorb(f, g, a, b):
                 break
@@ -171,16 +184,25 @@ class _GibbsBatchIterator(BatchIterator):
                 fresh = True
                 continue
             start, Sf, Sg = done, None, None
-            KT = self.K.T
+            K, KT = self.K, self.K.T
+            sf = np.empty_like(f)
+            sg = np.empty_like(g)
             while done < count:
-                sf = V @ KT
-                if not self._fits(sf, live_a):
-                    break
-                sg = (a / sf) @ self.K
-                if not self._fits(sg, live_b):
-                    break
-                Sf, Sg, V = sf, sg, b / sg
-                done += 1
+                steps = min(chunk, count - done)
+                V0 = V
+                with np.errstate(all="ignore"):  # a blow-up fails the check below
+                    for _ in range(steps):
+                        np.matmul(V, KT, out=sf)
+                        np.matmul(np.divide(a, sf), K, out=sg)
+                        V = np.divide(b, sg)
+                if not (self._fits(sf, live_a) and self._fits(sg, live_b)):
+                    V = V0
+                    if chunk == 1:
+                        break
+                    chunk = 1
+                    continue
+                Sf, Sg, chunk = sf.copy(), sg.copy(), CHECK_EVERY
+                done += steps
             if Sf is not None:
                 f, g = self._potential(self.alpha, Sf), self._potential(self.beta, Sg)
             if done < count and done == start and fresh:
@@ -212,3 +234,46 @@ class _GibbsBatchIterator(BatchIterator):
 
     def step(self, f: Any, g: Any, active: Any) -> tuple[Any, Any]:
         return self.advance(f, g, active, 1)
+
+
+class _CachedKernelsIterator(BatchIterator):
+    """Stacked float64 dense costs: each problem caches its Gibbs kernel
+    ``exp((f0 + g0 - C) / eps)`` after a log-domain step, and steps through it (two
+    matrix-vector products, no exponential per entry; :func:`batch_scaled_sweep`) while
+    its potentials stay within ``GIBBS_WINDOW * eps`` of ``(f0, g0)``, as the
+    single-problem iterator of :mod:`otcore.backends.numba_cpu` does. The kernels take one
+    more array of the costs' size. Iterates equal the log-domain ones up to rounding."""
+
+    def __init__(self, ops: NumbaBatchOps, log_a: Any, log_b: Any, eps: float):
+        super().__init__(ops, log_a, log_b, eps)
+        self.C = ops.X
+        self.a, self.b = np.exp(log_a), np.exp(log_b)
+        self.K = np.empty_like(self.C)
+        self.F0, self.G0 = np.zeros_like(self.a), np.zeros_like(self.b)
+        self.valid = np.zeros(self.a.shape[0], dtype=bool)
+
+    path = "kernels"
+
+    def step(self, f: Any, g: Any, active: Any) -> tuple[Any, Any]:
+        eps = self.eps
+        cached = active[self.valid[active]]
+        if cached.size:  # within the window of the stored potentials?
+            drift = np.abs(g[cached] - self.G0[cached]).max(axis=1)
+            cached = cached[drift <= GIBBS_WINDOW * eps]
+        f_new, g_new = f.copy(), g.copy()
+        ok = np.zeros(self.a.shape[0], dtype=bool)
+        if cached.size:
+            V = np.zeros_like(self.b)
+            V[cached] = self.b[cached] * np.exp((g[cached] - self.G0[cached]) / eps)
+            with _threads(get_num_threads()):
+                _kb.batch_scaled_sweep(self.K, V, self.a, self.F0, self.G0, eps,
+                                       GIBBS_WINDOW, cached, f_new, g_new, ok)
+        redo = active[~ok[active]]
+        if redo.size:  # a log-domain step, then a fresh kernel for those problems
+            lf, lg = BatchIterator.step(self, f, g, redo)
+            f_new[redo], g_new[redo] = lf[redo], lg[redo]
+            expo = (lf[redo][:, :, None] + lg[redo][:, None, :] - self.C[redo]) / eps
+            self.K[redo] = np.exp(np.minimum(expo, 700.0))
+            self.F0[redo], self.G0[redo] = lf[redo], lg[redo]
+            self.valid[redo] = np.all(np.isfinite(lg[redo]), axis=1)
+        return f_new, g_new

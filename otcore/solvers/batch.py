@@ -73,7 +73,7 @@ def _loop(ops: Any, bt: Batch, eps: float, tol: float, max_iter: int, check_ever
             n_iter[active] = k + 1
             break
         k += 1
-    return f, g, n_iter, errors, "log" if getattr(it, "log_domain", True) else "gibbs"
+    return f, g, n_iter, errors, it.path
 
 
 def _mask(xp: Any, B: int, active: np.ndarray) -> Any:

@@ -18,9 +18,10 @@ import numpy as np
 from numba import njit, prange
 
 from .cost import DENSE, TILE, cost_row
+from .gibbs import _add_scaled, _row_dot
 from .softmin import _FASTMATH, _row_softmin, _tile_plan_stats
 
-__all__ = ["batch_plan_stats", "batch_softmin_rows"]
+__all__ = ["batch_plan_stats", "batch_scaled_sweep", "batch_softmin_rows"]
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
@@ -76,3 +77,34 @@ def batch_plan_stats(X, YT, kind, p, HF, HG, eps, rows, cols, cost):
                     acc_cost += s
             rows[k, i] = acc_row
         cost[k] = acc_cost
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def batch_scaled_sweep(K, V, A, F0, G0, eps, window, idx, F_out, G_out, ok):
+    """One alternating iteration of problems ``idx`` through their cached Gibbs kernels
+    ``K[k] = exp((F0[k, i] + G0[k, j] - C^k_ij) / eps)`` (see
+    :mod:`otcore.kernels.numba.gibbs`): ``r = K[k] V[k]``, ``F_out[k] = F0[k] - eps log r``,
+    ``c = K[k]^T (A[k] / r)``, ``G_out[k] = G0[k] - eps log c``, with ``V[k]`` holding
+    ``b exp((g - G0[k]) / eps)``. ``ok[k]`` is False, with the rows of ``k`` incomplete,
+    when some ``|log r_i|`` or ``|log c_j|`` leaves ``window``; one thread per problem."""
+    n, m = K.shape[1], K.shape[2]
+    lo, hi = np.exp(-window), np.exp(window)
+    for q in prange(idx.shape[0]):
+        k = idx[q]
+        Kk = K[k]
+        col = np.zeros(m, dtype=K.dtype)
+        good = True
+        for i in range(n):
+            r = _row_dot(Kk[i], V[k])
+            if not lo < r < hi:
+                good = False
+                break
+            F_out[k, i] = F0[k, i] - eps * np.log(r)
+            _add_scaled(col, Kk[i], A[k, i] / r)
+        if good:
+            for j in range(m):
+                if not lo < col[j] < hi:
+                    good = False
+                    break
+                G_out[k, j] = G0[k, j] - eps * np.log(col[j])
+        ok[k] = good
