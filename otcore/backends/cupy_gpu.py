@@ -39,12 +39,14 @@ from ._contract import (
     TopKEvaluator,
 )
 from .array_api import group_costs
+from .array_api_batch import ArrayAPIBatchOps
 
 __all__ = ["CupyBackend"]
 
 _SUFFIX = {"float32": "f32", "float64": "f64"}
 # The source file of each kernel family.
 _SOURCE_OF = {
+    "otc_batch": "batch.cu",
     "otc_softmin": "softmin.cu",
     "otc_lse": "softmin.cu",
     "otc_plan": "plan.cu",
@@ -395,11 +397,9 @@ class CupyBackend(Backend):
         return _CupyOps(self, geom)
 
     def bind_batch(self, batch: Any) -> Any:
-        """The reference batch kernels over CuPy arrays (Array-API code on the device;
-        a fused CUDA batch kernel is not written yet)."""
-        from .array_api_batch import ArrayAPIBatchOps
-
-        return ArrayAPIBatchOps(self.xp, batch)
+        """Dense batches: one launch of the CUDA batch softmin per half-step for the
+        whole batch; point clouds: the reference batch code on the device."""
+        return _CupyBatchOps(self.xp, batch)
 
     def to_float(self, value: Any) -> float:
         """A 0-d device array (or scalar) as a Python float; synchronizes with the device."""
@@ -474,3 +474,32 @@ class _CupyTopK(TopKEvaluator):
                 idx = cp.take_along_axis(idx, order, axis=1)
                 val = cp.take_along_axis(val, order, axis=1)
         return TopK(gval, gsum, theta, nnz, rows, idx, val)
+
+
+class _CupyBatchOps(ArrayAPIBatchOps):
+    """Batch kernels on the device: the softmin of dense batches in one launch of
+    ``otc_batch_softmin_rows`` (a warp per problem and row; the transposed costs for the
+    columns); everything else from the reference batch code, on CuPy arrays."""
+
+    def __init__(self, xp: Any, batch: Any):
+        super().__init__(xp, batch)
+        if batch.C is not None:
+            cp = _cupy()
+            self.dtype = np.dtype(batch.C.dtype)
+            self.C = cp.ascontiguousarray(batch.C)
+            self.CT = cp.ascontiguousarray(batch.C.transpose(0, 2, 1))
+
+    def softmin(self, H: Any, eps: float, axis: int, active: Any, out: Any) -> Any:
+        if self.batch.C is None:
+            return super().softmin(H, eps, axis, active, out)
+        cp = _cupy()
+        src = self.C if axis == 1 else self.CT
+        rows, cols = src.shape[1], src.shape[2]
+        idx = cp.asarray(np.ascontiguousarray(active, dtype=np.int64))
+        stride = 0 if src.shape[0] == 1 else rows * cols
+        real = self.dtype.type
+        args = (src, np.int64(stride), cp.ascontiguousarray(H, dtype=self.dtype), idx,
+                np.int64(idx.shape[0]), real(eps), np.int64(rows), np.int64(cols), out)
+        cfg = _launch.batch_softmin_rows(int(idx.shape[0]) * rows)
+        _kernel("otc_batch_softmin_rows", self.dtype.name)(cfg.grid, cfg.block, args)
+        return out

@@ -35,6 +35,7 @@ import otcore as oc
 from otcore.backends import cupy_gpu
 from otcore.backends._contract import PlanMarginals, PlanStats, SparsePlan, TopK
 from otcore.backends.numba_cpu import NumbaBackend
+from otcore.collection import Batch
 
 from ..problems import random_problem
 
@@ -440,6 +441,28 @@ class KernelContract:
         h = np.full(4, -np.inf, dtype=dtype)
         h[2] = 0.5
         device.check(ops.softmin(device.asarray(h, dtype), 1e-3, 1), C[:, 2] - 0.5, dtype)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("shared", [False, True])
+    def test_batch_softmin_matches_numba(self, device, dtype, shared, rng):
+        # stacked (or shared) dense costs; only the active problems are written
+        B, n, m = 5, 7, 40
+        C = rng.random((1 if shared else B, n, m)).astype(dtype)
+        batch = Batch(a=device.asarray(np.full((B, n), 1 / n), dtype),
+                      b=device.asarray(np.full((B, m), 1 / m), dtype),
+                      C=device.asarray(C, dtype), x=None, y=None, ground=None, scale=1.0,
+                      sizes=None, namespaces=None)
+        ops = cupy_gpu.CupyBackend().bind_batch(batch)
+        ref = NumbaBackend().bind_batch(dataclasses.replace(
+            batch, a=np.full((B, n), 1 / n, dtype), b=np.full((B, m), 1 / m, dtype), C=C))
+        active = np.array([0, 2, 3])
+        for axis, size, other in ((1, m, n), (0, n, m)):
+            H = _potential(rng, B * size, 1.0, dtype).reshape(B, size)
+            H[1, 3] = -np.inf  # a zero weight
+            out = ops.softmin(device.asarray(H, dtype), 0.05, axis, active,
+                              device.asarray(np.full((B, other), 7.0), dtype))
+            expected = ref.softmin(H, 0.05, axis, active, np.full((B, other), 7.0, dtype))
+            device.check(out, expected, dtype)
 
     @pytest.mark.parametrize("dtype", DTYPES)
     @pytest.mark.parametrize("cloud", [False, True])

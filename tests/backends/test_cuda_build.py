@@ -43,7 +43,7 @@ def test_sources_compile_with_nvcc(name, tmp_path):
 
 def test_sources_inline_their_headers():
     names = cuda.source_names()
-    assert names == ["cloud.cu", "plan.cu", "softmin.cu", "sparse.cu", "topk.cu"]
+    assert names == ["batch.cu", "cloud.cu", "plan.cu", "softmin.cu", "sparse.cu", "topk.cu"]
     for name in names:
         text = cuda.source(name)
         assert '#include "' not in text

@@ -13,6 +13,8 @@ sparse.cu      ``otc_sparse_hist``, ``otc_sparse_count``, ``otc_sparse_fill`` (t
                sparsification of a dense plan to CSR)
 topk.cu        ``otc_topk_groups``, ``otc_topk_rows``, ``otc_topk_merge``
                (cardinality-constrained OT)
+batch.cu       ``otc_batch_softmin_rows`` (a batch of dense costs, stacked or shared, in
+               one launch: a warp per problem and row)
 =============  =====================================================================
 
 Importing this package compiles nothing and needs neither CuPy nor a GPU; the backend

@@ -29,6 +29,7 @@ __all__ = [
     "TILE",
     "UNROLL",
     "Launch",
+    "batch_softmin_rows",
     "compile_options",
     "cost_grad",
     "merge",
@@ -160,6 +161,14 @@ def softmin_dense_rows(n: int, m: int, capacity: int) -> Launch:
     """Rows of a dense ``n x m`` cost: a warp per row, columns split across ``blockIdx.y``."""
     parts, chunk = split(m, 32 * n, capacity, 32 * UNROLL)
     return Launch((_cdiv(n, ROWS_PER_BLOCK), parts, 1), (32, ROWS_PER_BLOCK, 1), parts, chunk)
+
+
+def batch_softmin_rows(pairs: int) -> Launch:
+    """Rows of a batch of dense costs: a warp per (problem, row) pair, ``pairs`` of them."""
+    if not 0 < _cdiv(pairs, ROWS_PER_BLOCK) <= MAX_GRID_X:
+        raise ValueError(f"a batch softmin over {pairs} (problem, row) pairs does not fit "
+                         "one launch")
+    return Launch((_cdiv(pairs, ROWS_PER_BLOCK), 1, 1), (32, ROWS_PER_BLOCK, 1), 1, 0)
 
 
 def softmin_dense_cols(n: int, m: int, capacity: int) -> Launch:

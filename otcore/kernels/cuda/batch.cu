@@ -1,0 +1,51 @@
+// Softmin over a batch of dense costs, one launch for the whole batch.
+//
+// out[k, i] = -eps * log(sum_j exp((h[k, j] - C_k[i, j]) / eps)) for the problems k listed
+// in `active` (nact of them) and every row i < n. C_k starts at C + k * cstride (cstride
+// 0: one cost shared by the batch); h is (B, m) and out (B, n), row-major. One warp per
+// (problem, row): blockDim = (32, OTC_RY), warp w = blockIdx.x * OTC_RY + threadIdx.y
+// covers pair w of the nact * n; lanes stride over the m columns. Reductions over the
+// rows of C_k take the transposed costs. Every index is checked: no read out of bounds.
+#include "common.cuh"
+
+template <typename T>
+__device__ void otc_batch_softmin_rows(const T* __restrict__ C, otc_int cstride,
+                                       const T* __restrict__ h,
+                                       const otc_int* __restrict__ active, otc_int nact,
+                                       T eps, otc_int n, otc_int m, T* __restrict__ out) {
+    const otc_int w = (otc_int)blockIdx.x * blockDim.y + threadIdx.y;
+    if (w >= nact * n) return;  // the whole warp shares w
+    const otc_int q = w / n, i = w - q * n;
+    const otc_int k = active[q];
+    const int lane = threadIdx.x;
+    const T c2 = T(OTC_LOG2E) / eps;
+    const T* __restrict__ row = C + k * cstride + i * m;
+    const T* __restrict__ hk = h + k * m;
+    OtcLse<T> acc;
+    acc.init();
+    int step = 0;
+    for (otc_int jb = 0; jb < m; jb += 32 * OTC_UNROLL) {
+#pragma unroll
+        for (int u = 0; u < OTC_UNROLL; ++u) {
+            const otc_int j = jb + u * 32 + lane;
+            if (j < m) acc.push((hk[j] - row[j]) * c2);
+        }
+        if (++step == OTC_FOLD) {
+            acc.fold();
+            step = 0;
+        }
+    }
+    acc.fold();
+    acc.warp_merge();
+    if (lane == 0) out[k * n + i] = otc_lse_value(acc.M, acc.S, eps);
+}
+
+#define OTC_BATCH(T, SUF)                                                                  \
+    extern "C" __global__ void __launch_bounds__(OTC_BLOCK) otc_batch_softmin_rows_##SUF(  \
+        const T* C, otc_int cstride, const T* h, const otc_int* active, otc_int nact,      \
+        T eps, otc_int n, otc_int m, T* out) {                                             \
+        otc_batch_softmin_rows<T>(C, cstride, h, active, nact, eps, n, m, out);            \
+    }
+
+OTC_BATCH(float, f32)
+OTC_BATCH(double, f64)
