@@ -185,23 +185,27 @@ class _GibbsBatchIterator(BatchIterator):
                 continue
             start, Sf, Sg = done, None, None
             K, KT = self.K, self.K.T
-            sf = np.empty_like(f)
-            sg = np.empty_like(g)
+            # two sets of buffers: the one being written, and the last checked state
+            sf, sg, spare_f, spare_g = (np.empty_like(f), np.empty_like(g),
+                                        np.empty_like(f), np.empty_like(g))
+            U, V1 = np.empty_like(f), np.empty_like(g)
             while done < count:
                 steps = min(chunk, count - done)
-                V0 = V
+                V0 = V.copy()
                 with np.errstate(all="ignore"):  # a blow-up fails the check below
                     for _ in range(steps):
                         np.matmul(V, KT, out=sf)
-                        np.matmul(np.divide(a, sf), K, out=sg)
-                        V = np.divide(b, sg)
+                        np.divide(a, sf, out=U)
+                        np.matmul(U, K, out=sg)
+                        V = np.divide(b, sg, out=V1)
                 if not (self._fits(sf, live_a) and self._fits(sg, live_b)):
                     V = V0
                     if chunk == 1:
                         break
                     chunk = 1
                     continue
-                Sf, Sg, chunk = sf.copy(), sg.copy(), CHECK_EVERY
+                Sf, Sg, chunk = sf, sg, CHECK_EVERY
+                sf, sg, spare_f, spare_g = spare_f, spare_g, sf, sg
                 done += steps
             if Sf is not None:
                 f, g = self._potential(self.alpha, Sf), self._potential(self.beta, Sg)

@@ -52,12 +52,14 @@ def _loop(ops: Any, bt: Batch, eps: float, tol: float, max_iter: int, check_ever
             f, g = it.advance(f, g, active, k_check - k)
             k = k_check
         f_new, g_new = it.step(f, g, active)
+        rows = None if active.size == B else xp.asarray(active)
         if symmetric:  # the step averaged: T(g) = 2 f_new - f, T(f) = 2 g_new - g
-            err = (_row_errors(xp, bt.a, f, 2 * f_new - f, eps)
-                   + _row_errors(xp, bt.b, g, 2 * g_new - g, eps))
+            e = (_row_errors(xp, *_take(xp, rows, bt.a, f, 2 * f_new - f), eps)
+                 + _row_errors(xp, *_take(xp, rows, bt.b, g, 2 * g_new - g), eps))
         else:
-            err = _row_errors(xp, bt.a, f, f_new, eps)
-        err = np.asarray(to_host(err), dtype=np.float64)
+            e = _row_errors(xp, *_take(xp, rows, bt.a, f, f_new), eps)
+        err = np.full(B, np.nan)
+        err[active] = np.asarray(to_host(e), dtype=np.float64)
         for q in active:
             errors[q].append((k, float(err[q])))
         if not np.all(np.isfinite(err[active])):
@@ -74,6 +76,11 @@ def _loop(ops: Any, bt: Batch, eps: float, tol: float, max_iter: int, check_ever
             break
         k += 1
     return f, g, n_iter, errors, it.path
+
+
+def _take(xp: Any, rows: Any, *arrays: Any) -> list:
+    """The ``rows`` of each array (all of them when ``rows`` is None)."""
+    return [x if rows is None else xp.take(x, rows, axis=0) for x in arrays]
 
 
 def _mask(xp: Any, B: int, active: np.ndarray) -> Any:
