@@ -186,7 +186,8 @@ def sinkhorn_batch(bt: Batch, eps: float, *, tol: float, max_iter: int, check_ev
         warn_outside(
             f"sinkhorn did not converge on {bad.size} of {bt.size} problems (first: "
             f"{bad[0]}, after {n_iter[bad[0]]} iterations, error "
-            f"{out.marginal_error[bad[0]]:.3e} > tol {tol:.3e}). {advice}",
+            f"{out.marginal_error[bad[0]]:.3e} > tol {tol:.3e}). "
+            f"{monitor.reason() or advice}",
             ConvergenceWarning)
 
     def item(k: int) -> OTResult:

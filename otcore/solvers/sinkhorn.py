@@ -403,8 +403,8 @@ def sinkhorn(
         try:
             return sinkhorn_batch(bt, eps, tol=tol, max_iter=max_iter,
                                   check_every=check_every, symmetric=symmetric,
-                                  backend=backend, monitor=monitor,
-                                  advice=monitor.reason() or _ADVICE, client=client)
+                                  backend=backend, monitor=monitor, advice=_ADVICE,
+                                  client=client)
         finally:
             monitor.close()
     if client is not None:

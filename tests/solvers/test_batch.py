@@ -258,3 +258,34 @@ def test_loss_batches(rng):
         oc.sinkhorn_divergence(x, y[0], 0.5)
     with pytest.raises(ValueError, match="mismatched batch sizes: a has 2 rows"):
         oc.monge_gap(x, x, 0.5, a=np.full((2, 20), 0.05))
+
+
+def test_callback_stops_a_batch(rng):
+    Cs = np.stack([ground_cost(*gaussian_clouds(rng, 10, 10)) for _ in range(3)])
+    Cs /= Cs.max()
+    seen = []
+
+    def stop(info):
+        seen.append(info)
+        return True
+
+    with pytest.warns(ConvergenceWarning, match="Stopped by the callback"):
+        res = oc.sinkhorn(None, None, Cs, 0.01, callback=stop)
+    assert len(seen) == 1 and seen[0].n_iter == 9
+    assert res.extra["stopped"] == "callback"
+    np.testing.assert_array_equal(res.n_iter, 10)
+    np.testing.assert_array_equal(res.converged, res.marginal_error <= 1e-9)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_float32_batch_equals_loop(rng, shared):
+    n, B = 16, 4
+    Cs = np.stack([ground_cost(*gaussian_clouds(rng, n, n)) for _ in range(B)])
+    Cs = (Cs / Cs.max()).astype(np.float32)
+    A = np.stack([histogram(rng, n) for _ in range(B)]).astype(np.float32)
+    C = Cs[0] if shared else Cs
+    res = oc.sinkhorn(A, None, C, 0.05)
+    assert res.f.dtype == np.float32 and res.converged.all()
+    for k in range(B):
+        single = oc.sinkhorn(A[k], None, Cs[0] if shared else Cs[k], 0.05)
+        np.testing.assert_allclose(res.f[k], single.f, rtol=0, atol=1e-5)
