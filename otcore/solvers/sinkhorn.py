@@ -228,7 +228,7 @@ def sinkhorn(
         Source weights (nonnegative); ``None`` means uniform ``1/n``. Arrays may come from
         NumPy, CuPy, PyTorch, JAX or another Array-API library (all from one), or be
         lists; results come back in that library. A 2-D array stacks the weights of
-        ``B`` problems (see Batches below).
+        ``B`` problems (see Batches in the Notes).
     b : array_like of shape (m,), (B, m) or None
         Target weights, same total mass as ``a`` (to a relative 1e-6 in float64, 1e-4 in
         float32; within it ``b`` is rescaled to the mass of ``a``); ``None`` means uniform
@@ -331,24 +331,23 @@ def sinkhorn(
     --------
     otcore.PointCloud : online costs for large point clouds.
 
-    Batches
-    -------
-    ``B`` problems that share ``eps`` are solved in one call, in NumPy's stacked-array
-    convention: many histograms on one cost (``C`` 2-D, ``a`` or ``b`` 2-D), stacked
-    costs (``C`` of shape ``(B, n, m)``), stacked clouds, or a list of problems of
+    Notes
+    -----
+    **Batches.** ``B`` problems that share ``eps`` are solved in one call, in NumPy's
+    stacked-array convention: many histograms on one cost (``C`` 2-D, ``a`` or ``b``
+    2-D), stacked costs (``C`` of shape ``(B, n, m)``), stacked clouds, or a list of problems of
     different sizes (padded with zero weights, which take no part in the solve). Every
     problem stops on its own tolerance and leaves the loop (``n_iter`` per problem);
     the results equal those of a loop over single calls up to rounding. On the CPU, one
     cost shared by many histograms runs as matrix products (BLAS) in the scaling domain,
     with the potentials absorbed in the kernel so that no scaling overflows; where the
     potentials of the batch spread too far for that (small ``eps``), the iteration goes on
-    with the log-domain batch kernel (``res.extra["path"]`` says which ran). Other batches
-    run one parallel Numba kernel over all problems and rows. ``reg_m``, ``eps_scaling``
+    with the log-domain batch kernel (``res.extra["path"]`` says which ran). Stacked dense
+    costs step through per-problem cached Gibbs kernels, and point clouds run one
+    parallel Numba kernel over all problems and rows. ``reg_m``, ``eps_scaling``
     and ``init`` are not supported for batches yet; ``symmetric`` batches start from
     ``f = g = 0``. ``callback`` sees the largest error among the problems still running.
 
-    Notes
-    -----
     The error check uses the identity ``(P 1)_i = a_i exp((f_i - T(g)_i) / eps)``, where
     ``T(g)`` is the next row update, so it is free. With alternating updates the column
     marginal is exact after every iteration. On the CPU, float64 dense costs of at most
