@@ -236,7 +236,6 @@ def plot(rows: list[Row], path: Any) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import LogLocator, NullFormatter
 
     cases = list(dict.fromkeys(r.case for r in rows))
