@@ -333,11 +333,11 @@ class BatchOps(ABC):
         result that a backend may use as log-sum-exp shifts (the result does not depend
         on them beyond rounding)."""
 
-    def iterator(self, log_a: Any, log_b: Any, eps: float,
-                 symmetric: bool = False) -> BatchIterator:
+    def iterator(self, log_a: Any, log_b: Any, eps: float, symmetric: bool = False,
+                 tau: tuple[float, float] = (1.0, 1.0)) -> BatchIterator:
         """A :class:`BatchIterator` for one loop (``log_a``, ``log_b`` of shape
-        ``(B, n)``, ``(B, m)``)."""
-        return BatchIterator(self, log_a, log_b, eps, symmetric)
+        ``(B, n)``, ``(B, m)``; ``tau`` as in :class:`SinkhornIterator`)."""
+        return BatchIterator(self, log_a, log_b, eps, symmetric, tau)
 
     @abstractmethod
     def plan_stats(self, hf: Any, hg: Any, eps: float) -> PlanStats:
@@ -357,21 +357,27 @@ class BatchIterator:
     path = "log"
 
     def __init__(self, ops: BatchOps, log_a: Any, log_b: Any, eps: float,
-                 symmetric: bool = False):
+                 symmetric: bool = False, tau: tuple[float, float] = (1.0, 1.0)):
         self.ops, self.eps, self.symmetric = ops, eps, symmetric
         self.la_eps, self.lb_eps = eps * log_a, eps * log_b
+        self.tau = (float(tau[0]), float(tau[1]))
 
     def step(self, f: Any, g: Any, active: Any) -> tuple[Any, Any]:
-        """``f' = softmin(g + eps log b, axis=1)``, then ``g' = softmin(f' + eps log a,
-        axis=0)``, for the problems in ``active``; returns new arrays (other rows are
-        copies of ``f``, ``g``). Symmetric: ``g' = softmin(f + eps log a, axis=0)`` from
-        the same state, and the step returns the averages ``(f + f') / 2``,
-        ``(g + g') / 2``."""
-        f_new = self.ops.softmin(g + self.lb_eps, self.eps, 1, active, f + 0.0)
+        """``f' = tau_a softmin(g + eps log b, axis=1)``, then
+        ``g' = tau_b softmin(f' + eps log a, axis=0)``, for the problems in ``active``;
+        returns new arrays (other rows are copies of ``f``, ``g``). Symmetric:
+        ``g' = tau_b softmin(f + eps log a, axis=0)`` from the same state, and the step
+        returns the averages ``(f + f') / 2``, ``(g + g') / 2``."""
+        ta, tb = self.tau
+        f_new = self.ops.softmin(g + self.lb_eps, self.eps, 1, active,
+                                 f + 0.0 if ta == 1.0 else f / ta)
+        f_new = f_new if ta == 1.0 else ta * f_new
+        src = f if self.symmetric else f_new
+        g_new = self.ops.softmin(src + self.la_eps, self.eps, 0, active,
+                                 g + 0.0 if tb == 1.0 else g / tb)
+        g_new = g_new if tb == 1.0 else tb * g_new
         if self.symmetric:
-            g_new = self.ops.softmin(f + self.la_eps, self.eps, 0, active, g + 0.0)
             return 0.5 * (f + f_new), 0.5 * (g + g_new)
-        g_new = self.ops.softmin(f_new + self.la_eps, self.eps, 0, active, g + 0.0)
         return f_new, g_new
 
     def advance(self, f: Any, g: Any, active: Any, count: int) -> tuple[Any, Any]:

@@ -85,14 +85,15 @@ class NumbaBatchOps(BatchOps):
                                    out, self.nthreads)
         return out
 
-    def iterator(self, log_a: Any, log_b: Any, eps: float,
-                 symmetric: bool = False) -> BatchIterator:
-        if not symmetric and self.kind == DENSE and self.X.dtype == np.float64:
+    def iterator(self, log_a: Any, log_b: Any, eps: float, symmetric: bool = False,
+                 tau: tuple[float, float] = (1.0, 1.0)) -> BatchIterator:
+        balanced = tuple(tau) == (1.0, 1.0)
+        if balanced and not symmetric and self.kind == DENSE and self.X.dtype == np.float64:
             if self.X.shape[0] == 1:
                 return _GibbsBatchIterator(self, log_a, log_b, eps)
             if self.X.nbytes <= GIBBS_CACHE_BYTES:
                 return _CachedKernelsIterator(self, log_a, log_b, eps)
-        return BatchIterator(self, log_a, log_b, eps, symmetric)
+        return BatchIterator(self, log_a, log_b, eps, symmetric, tau)
 
     def plan_stats(self, hf: Any, hg: Any, eps: float) -> PlanStats:
         B, (n, m) = self.batch.size, self.batch.shape

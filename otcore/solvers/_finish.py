@@ -14,13 +14,14 @@ from ..geometry import PointCloud
 from ..result import OTResult, warn_not_converged
 from ._problem import Problem
 
-__all__ = ["finish_entropic"]
+__all__ = ["finish_entropic", "kl"]
 
 
-def _kl(xp: Any, p: Any, q: Any) -> Any:
-    """Generalized ``KL(p | q) = sum p log(p / q) - p + q`` (``0 log 0 = 0``). Terms with
-    ``p`` near ``q`` are written ``q ((1 + x) log1p(x) - x)``, ``x = (p - q) / q``, so
-    that nearly equal marginals (a large ``rho``) lose no digits to cancellation."""
+def kl(xp: Any, p: Any, q: Any, axis: int | None = None) -> Any:
+    """Generalized ``KL(p | q) = sum p log(p / q) - p + q`` (``0 log 0 = 0``), summed over
+    ``axis`` (all entries by default). Terms with ``p`` near ``q`` are written
+    ``q ((1 + x) log1p(x) - x)``, ``x = (p - q) / q``, so that nearly equal marginals (a
+    large ``rho``) lose no digits to cancellation."""
     pos = (p > 0) & (q > 0)
     q1 = xp.where(pos, q, 1)
     r = xp.where(pos, p, 1) / q1
@@ -28,7 +29,7 @@ def _kl(xp: Any, p: Any, q: Any) -> Any:
     x = xp.where(near, xp.where(pos, p - q, 0) / q1, 0)
     stable = q * ((1 + x) * xp.log1p(x) - x)
     direct = q * (xp.where(r > 0, r * xp.log(xp.where(r > 0, r, 1)), 0) - r + 1)
-    return xp.sum(xp.where(pos, xp.where(near, stable, direct), q))
+    return xp.sum(xp.where(pos, xp.where(near, stable, direct), q), axis=axis)
 
 
 def finish_entropic(
@@ -68,7 +69,7 @@ def finish_entropic(
         # the optimality condition of a relaxed marginal: P 1 = a exp(-f / rho)
         marginal_error += num(xp.sum(xp.abs(marg - w * xp.exp(-pot / rho))))
         dual_value -= rho * num(xp.sum(w * xp.expm1(-pot / rho)))
-        value += rho * num(_kl(xp, marg, w))
+        value += rho * num(kl(xp, marg, w))
     converged = marginal_error <= tol
     if not converged:
         count, unit = steps or (n_iter, "iterations")

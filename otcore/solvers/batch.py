@@ -3,6 +3,7 @@ whole batch, and an active set from which each problem leaves on its own toleran
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -13,51 +14,82 @@ from .._array import safe_log
 from ..backends import get_backend
 from ..collection import Batch
 from ..result import BatchResult, ConvergenceWarning, OTResult, warn_outside
-from ._finish import finish_entropic
+from ._finish import finish_entropic, kl
 from ._monitor import Monitor
 from ._problem import make_problem
 
 __all__ = ["sinkhorn_batch"]
 
 
-def _row_errors(xp: Any, w: Any, f: Any, f_next: Any, eps: float) -> Any:
-    """Per problem, ``sum_i w_i |exp((f_i - f_next_i) / eps) - 1|``: the L1 row-marginal
-    error of ``(f, g)`` from the next row update ``f_next = T(g)`` (see
-    :func:`otcore.solvers.sinkhorn.sinkhorn_loop`)."""
-    d = xp.minimum((f - f_next) / eps, xp.full_like(f, 50.0))
-    return xp.sum(xp.where(w > 0, w * xp.abs(xp.expm1(d)), 0), axis=1)
+def _row_errors(xp: Any, w: Any, f: Any, T: Any, eps: float, rho: float = math.inf) -> Any:
+    """Per problem, the L1 violation of the row condition of ``(f, g)`` from the softmin
+    ``T = T(g)`` (see :func:`otcore.solvers.sinkhorn.sinkhorn_loop`): the row marginal is
+    ``w exp((f - T) / eps)``, and its target ``w`` (exact) or ``w exp(-f / rho)``."""
+    cap = xp.full_like(f, 50.0)
+    d = xp.minimum((f - T) / eps, cap)
+    if math.isinf(rho):
+        return xp.sum(xp.where(w > 0, w * xp.abs(xp.expm1(d)), 0), axis=1)
+    c = xp.minimum(-f / rho, cap)
+    gap = xp.minimum(d - c, cap)
+    return xp.sum(xp.where(w > 0, w * xp.exp(c) * xp.abs(xp.expm1(gap)), 0), axis=1)
+
+
+def _translation(xp: Any, f: Any, g: Any, log_a: Any, log_b: Any,
+                 rho: tuple[float, float]) -> Any:
+    """Per problem (a column ``(B, 1)``), the shift ``t`` that maximizes the unbalanced
+    dual along ``(f + t, g - t)`` (see :func:`otcore.solvers.sinkhorn._translation`)."""
+    def log_mass(log_w: Any, pot: Any, r: float) -> Any:
+        z = log_w if math.isinf(r) else log_w - pot / r
+        top = xp.max(z, axis=1, keepdims=True)
+        return top + xp.log(xp.sum(xp.exp(z - top), axis=1, keepdims=True))
+
+    inv = sum(0.0 if math.isinf(r) else 1 / r for r in rho)
+    return (log_mass(log_a, f, rho[0]) - log_mass(log_b, g, rho[1])) / inv
 
 
 def _loop(ops: Any, bt: Batch, eps: float, tol: float, max_iter: int, check_every: int,
-          symmetric: bool, monitor: Monitor | None, to_host: Any
-          ) -> tuple[Any, Any, np.ndarray, list, str]:
+          symmetric: bool, rho: tuple[float, float], monitor: Monitor | None,
+          to_host: Any) -> tuple[Any, Any, np.ndarray, list, str]:
     """Alternating (or symmetric, from ``f = g = 0``) Sinkhorn on every problem of
-    ``bt``; returns ``f, g, n_iter, errors`` and the path that ran."""
+    ``bt``, balanced or relaxed by ``rho`` (with translation-invariant updates, as
+    :func:`otcore.solvers.sinkhorn.sinkhorn_loop`); returns ``f, g, n_iter, errors``
+    and the path that ran."""
     xp, B = bt.xp, bt.size
     n, m = bt.shape
     log_a, log_b = safe_log(xp, bt.a), safe_log(xp, bt.b)
+    ta, tb = (1.0 if math.isinf(r) else r / (r + eps) for r in rho)
+    shift = rho != (math.inf, math.inf) and not symmetric
     active = np.arange(B, dtype=np.int64)
     f = xp.zeros((B, n), dtype=bt.dtype)
     g = xp.zeros((B, m), dtype=bt.dtype)
     if not symmetric:
         g = ops.softmin(f + eps * log_a, eps, 0, active, g)
-    it = ops.iterator(log_a, log_b, eps, symmetric)
+        g = g if tb == 1.0 else tb * g
+    it = ops.iterator(log_a, log_b, eps, symmetric, (ta, tb))
     n_iter = np.full(B, max_iter, dtype=np.int64)
     errors: list = [[] for _ in range(B)]
     k = 0
     while k < max_iter and active.size:
         # the next check is after iteration k_check (0-based): run up to it unchecked
         k_check = min(((k // check_every) + 1) * check_every, max_iter) - 1
-        if k_check > k:
-            f, g = it.advance(f, g, active, k_check - k)
-            k = k_check
-        f_new, g_new = it.step(f, g, active)
+        while k < k_check:
+            if shift:  # one step at a time: each shifts by its own translation
+                t = _translation(xp, f, g, log_a, log_b, rho)
+                f, g = it.step(f + t, g - t, active)
+                k += 1
+            else:
+                f, g = it.advance(f, g, active, k_check - k)
+                k = k_check
+        t = _translation(xp, f, g, log_a, log_b, rho) if shift else 0.0
+        f_new, g_new = it.step(f + t, g - t, active) if shift else it.step(f, g, active)
         rows = None if active.size == B else xp.asarray(active)
-        if symmetric:  # the step averaged: T(g) = 2 f_new - f, T(f) = 2 g_new - g
-            e = (_row_errors(xp, *_take(xp, rows, bt.a, f, 2 * f_new - f), eps)
-                 + _row_errors(xp, *_take(xp, rows, bt.b, g, 2 * g_new - g), eps))
-        else:
-            e = _row_errors(xp, *_take(xp, rows, bt.a, f, f_new), eps)
+        if symmetric:  # the step averaged: T(g) = (2 f_new - f) / tau_a, likewise T(f)
+            e = (_row_errors(xp, *_take(xp, rows, bt.a, f, (2 * f_new - f) / ta), eps,
+                             rho[0])
+                 + _row_errors(xp, *_take(xp, rows, bt.b, g, (2 * g_new - g) / tb), eps,
+                               rho[1]))
+        else:  # T(g) = T(g - t) - t, and T(g - t) = f_new / tau_a
+            e = _row_errors(xp, *_take(xp, rows, bt.a, f, f_new / ta - t), eps, rho[0])
         err = np.full(B, np.nan)
         err[active] = np.asarray(to_host(e), dtype=np.float64)
         for q in active:
@@ -105,23 +137,36 @@ class _Solved:
     cost: np.ndarray
 
 
+def _side(xp: Any, w: Any, pot: Any, marg: Any, rho: float) -> tuple[Any, Any, Any]:
+    """Per problem, one side's violation of its marginal condition, its term of the dual
+    objective and its KL penalty (zero for an exact marginal)."""
+    if math.isinf(rho):
+        return (xp.sum(xp.abs(marg - w), axis=1),
+                xp.sum(xp.where(w > 0, w * pot, 0), axis=1), xp.zeros_like(w[:, 0]))
+    target = w * xp.exp(-pot / rho)
+    return (xp.sum(xp.abs(marg - target), axis=1),
+            -rho * xp.sum(w * xp.expm1(-pot / rho), axis=1), rho * kl(xp, marg, w, axis=1))
+
+
 def _solve(bt: Batch, eps: float, tol: float, max_iter: int, check_every: int,
-           symmetric: bool, backend: Any, monitor: Monitor | None) -> _Solved:
+           symmetric: bool, rho: tuple[float, float], backend: Any,
+           monitor: Monitor | None) -> _Solved:
     """The loop and the exact statistics of its potentials."""
     xp = bt.xp
     bk = _backend(bt, backend)
     ops = bk.bind_batch(bt)
     f, g, n_iter, errors, path = _loop(ops, bt, eps, tol, max_iter, check_every, symmetric,
-                                       monitor, bk.to_numpy)
+                                       rho, monitor, bk.to_numpy)
     log_a, log_b = safe_log(xp, bt.a), safe_log(xp, bt.b)
     stats = ops.plan_stats(f + eps * log_a, g + eps * log_b, eps)
     rows, cols = stats.rows, stats.cols
+    (err_a, dual_a, kl_a), (err_b, dual_b, kl_b) = (
+        _side(xp, bt.a, f, rows, rho[0]), _side(xp, bt.b, g, cols, rho[1]))
     host = [np.asarray(bk.to_numpy(v), dtype=np.float64) for v in (
-        xp.sum(xp.abs(rows - bt.a), axis=1) + xp.sum(xp.abs(cols - bt.b), axis=1),
+        err_a + err_b,
         xp.sum(xp.where(rows > 0, f * rows, 0), axis=1)
-        + xp.sum(xp.where(cols > 0, g * cols, 0), axis=1),
-        xp.sum(xp.where(bt.a > 0, bt.a * f, 0), axis=1)
-        + xp.sum(xp.where(bt.b > 0, bt.b * g, 0), axis=1),
+        + xp.sum(xp.where(cols > 0, g * cols, 0), axis=1) + kl_a + kl_b,
+        dual_a + dual_b,
         xp.sum(rows, axis=1), xp.sum(bt.a, axis=1) * xp.sum(bt.b, axis=1), stats.cost)]
     marginal_error, fp, dual, transported, mass, cost = host
     return _Solved(f, g, n_iter, errors, path, marginal_error,
@@ -167,14 +212,14 @@ def _solve_on_cluster(client: Any, bt: Batch, options: dict, verbose: bool) -> _
 
 
 def sinkhorn_batch(bt: Batch, eps: float, *, tol: float, max_iter: int, check_every: int,
-                   symmetric: bool, backend: Any, monitor: Monitor, advice: str,
-                   client: Any = None) -> BatchResult:
+                   symmetric: bool, rho: tuple[float, float], backend: Any, monitor: Monitor,
+                   advice: str, client: Any = None) -> BatchResult:
     """Solve every problem of ``bt`` (see :func:`otcore.sinkhorn` for the options), in
     this process or, with a Dask ``client``, in chunks on its workers."""
     ns = bt.namespaces
     bk = _backend(bt, backend)
     options = {"eps": eps, "tol": tol, "max_iter": max_iter, "check_every": check_every,
-               "symmetric": symmetric, "backend": backend}
+               "symmetric": symmetric, "rho": rho, "backend": backend}
     if client is None:
         out = _solve(bt, monitor=monitor, **options)
     else:
@@ -192,7 +237,7 @@ def sinkhorn_batch(bt: Batch, eps: float, *, tol: float, max_iter: int, check_ev
 
     def item(k: int) -> OTResult:
         n_k, m_k = bt.problem_size(k)
-        prob = make_problem(*bt.problem(k), bk)
+        prob = make_problem(*bt.problem(k), bk, None if rho == (math.inf, math.inf) else rho)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             return finish_entropic(prob, f[k, :n_k], g[k, :m_k], eps,

@@ -13,6 +13,7 @@ from .._validation import (
     check_eps,
     check_fraction,
     check_positive_int,
+    check_reg_m,
     check_tol,
 )
 from ..collection import as_batch, is_batch
@@ -87,6 +88,15 @@ def _translation(xp: Any, prob: Problem, f: Any, g: Any, log_a: Any, log_b: Any)
 
     inv = (0.0 if math.isinf(rho_a) else 1 / rho_a) + (0.0 if math.isinf(rho_b) else 1 / rho_b)
     return (log_mass(log_a, f, rho_a) - log_mass(log_b, g, rho_b)) / inv
+
+
+def _check_rho(rho: tuple[float, float], eps: float, reg_m: Any) -> None:
+    if any(_RHO_OVER_EPS < r / eps < math.inf for r in rho):
+        raise ValueError(
+            f"reg_m={reg_m!r} is more than {_RHO_OVER_EPS:.0e} times eps={eps:.3g}: the "
+            "potentials of unequal masses would grow like rho log(mass ratio) beyond what "
+            "the dtype resolves; use inf for an exact marginal"
+        )
 
 
 def non_finite_error(prob: Problem, eps: float, what: str) -> Exception:
@@ -344,8 +354,9 @@ def sinkhorn(
     potentials of the batch spread too far for that (small ``eps``), the iteration goes on
     with the log-domain batch kernel (``res.extra["path"]`` says which ran). Stacked dense
     costs step through per-problem cached Gibbs kernels, and point clouds run one
-    parallel Numba kernel over all problems and rows. ``reg_m``, ``eps_scaling``
-    and ``init`` are not supported for batches yet; ``symmetric`` batches start from
+    parallel Numba kernel over all problems and rows. ``eps_scaling`` and
+    ``init`` are not supported for batches yet (``reg_m`` is: unbalanced batches run
+    the log-domain batch kernel); ``symmetric`` batches start from
     ``f = g = 0``. ``callback`` sees the largest error among the problems still running.
 
     The error check uses the identity ``(P 1)_i = a_i exp((f_i - T(g)_i) / eps)``, where
@@ -387,8 +398,7 @@ def sinkhorn(
     if eps_init is not None:
         eps_init = check_eps(eps_init, "eps_init")
     if is_batch(a, b, C):
-        extras = {"eps_scaling": eps_scaling, "eps_init": eps_init, "reg_m": reg_m,
-                  "init": init}
+        extras = {"eps_scaling": eps_scaling, "eps_init": eps_init, "init": init}
         unsupported = [k for k, v in extras.items() if v not in (None, False)]
         if unsupported:
             raise ValueError(f"{', '.join(unsupported)} is not supported for a batch of "
@@ -396,12 +406,14 @@ def sinkhorn(
         if client is not None and (callback is not None or time_limit is not None):
             raise ValueError("callback and time_limit are not supported with client=; "
                              "verbose=True shows progress over the chunks")
-        bt = as_batch(a, b, C)
+        rho = check_reg_m(reg_m)
+        _check_rho(rho, eps, reg_m)
+        bt = as_batch(a, b, C, balanced=rho == (math.inf, math.inf))
         tol = default_tol(bt.xp, bt.dtype) if tol is None else tol
         monitor = make_monitor("sinkhorn", callback, verbose, time_limit, tol)
         try:
             return sinkhorn_batch(bt, eps, tol=tol, max_iter=max_iter,
-                                  check_every=check_every, symmetric=symmetric,
+                                  check_every=check_every, symmetric=symmetric, rho=rho,
                                   backend=backend, monitor=monitor, advice=_ADVICE,
                                   client=client)
         finally:
@@ -409,12 +421,7 @@ def sinkhorn(
     if client is not None:
         raise ValueError("client= distributes batches of problems; this is one problem")
     prob = make_problem(a, b, C, backend, reg_m)
-    if any(_RHO_OVER_EPS < r / eps < math.inf for r in prob.rho):
-        raise ValueError(
-            f"reg_m={reg_m!r} is more than {_RHO_OVER_EPS:.0e} times eps={eps:.3g}: the "
-            "potentials of unequal masses would grow like rho log(mass ratio) beyond what "
-            "the dtype resolves; use inf for an exact marginal"
-        )
+    _check_rho(prob.rho, eps, reg_m)
     tol = default_tol(prob.xp, prob.dtype) if tol is None else tol
     f0, g0 = check_init(prob, init)
     monitor = make_monitor("sinkhorn", callback, verbose, time_limit, tol)

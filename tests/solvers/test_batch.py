@@ -224,8 +224,10 @@ def test_bad_batches(rng, args, match):
 def test_bad_batch_options_and_clouds(rng):
     with pytest.raises(ValueError, match="mismatched batch sizes: x holds 3 clouds and y 2"):
         oc.PointCloud(np.ones((3, 4, 2)), np.ones((2, 4, 2)))
-    with pytest.raises(ValueError, match="reg_m is not supported for a batch"):
-        oc.sinkhorn(np.full((2, 2), 0.5), None, np.eye(2), EPS, reg_m=1.0)
+    with pytest.raises(ValueError, match="init is not supported for a batch"):
+        oc.sinkhorn(np.full((2, 2), 0.5), None, np.eye(2), EPS, init=(None, None))
+    with pytest.raises(ValueError, match=r"reg_m \(rho_a\) must be > 0"):
+        oc.sinkhorn(np.full((2, 2), 0.5), None, np.eye(2), EPS, reg_m=-1.0)
     with pytest.raises(ValueError, match="stacks 2 point clouds"):
         oc.cardinality_ot(None, None, oc.PointCloud(np.ones((2, 3, 1)), np.ones((2, 3, 1))),
                           k=1, gamma=0.1)
@@ -289,3 +291,21 @@ def test_float32_batch_equals_loop(rng, shared):
     for k in range(B):
         single = oc.sinkhorn(A[k], None, Cs[0] if shared else Cs[k], 0.05)
         np.testing.assert_allclose(res.f[k], single.f, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("reg_m", [0.1, (np.inf, 0.3), (1.0, 0.5)])
+def test_unbalanced_batches_equal_the_loop(backend, rng, reg_m):
+    """Unequal masses, semi-relaxed and relaxed sides, stacked costs and one shared cost."""
+    B, n, m = 4, 12, 9
+    Cs = rng.random((B, n, m))
+    A = rng.uniform(0.1, 1.0, size=(B, n)) / n
+    Bw = 1.5 * rng.uniform(0.1, 1.0, size=(B, m)) / m
+    for C, pick in ((Cs, lambda k: Cs[k]), (Cs[0], lambda k: Cs[0])):
+        res = oc.sinkhorn(backend.asarray(A), backend.asarray(Bw), backend.asarray(C), EPS,
+                          reg_m=reg_m)
+        singles = [oc.sinkhorn(backend.asarray(A[k]), backend.asarray(Bw[k]),
+                               backend.asarray(pick(k)), EPS, reg_m=reg_m) for k in range(B)]
+        _check_against_loop(backend, res, singles)
+        for k in (0, 3):
+            assert res.dual_value[k] == pytest.approx(singles[k].dual_value, abs=1e-12)
+        assert res[2].reg_m == singles[2].reg_m
