@@ -74,12 +74,6 @@ class Batch:
         return self.a.dtype
 
     @property
-    def shared(self) -> bool:
-        """Do all problems share one cost?"""
-        data = self.C if self.C is not None else self.x
-        return data.shape[0] == 1 and self.size > 1
-
-    @property
     def xp(self) -> Any:
         return self.namespaces.compute
 
