@@ -5,6 +5,9 @@ is one task that runs the same kernels as in-process. Numba threads are set per 
 that the tasks running at once on a host share its cores instead of oversubscribing
 them. A task lost with its worker runs again on another (Dask's own recovery): the job
 was broadcast, so every worker holds it.
+
+This module imports nothing from otcore (it sits in the bottom layer, beside
+:mod:`otcore._array`), so that solvers and the pairwise functions can both use it.
 """
 
 from __future__ import annotations

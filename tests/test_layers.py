@@ -17,13 +17,13 @@ ROOT = Path(otcore.__file__).parent
 
 #: Rank of each layer: a module may import modules of its own rank or below.
 LAYERS = [
-    ("otcore._array",),
+    ("otcore._array", "otcore._dask"),
     ("otcore.costs", "otcore._validation"),
     ("otcore.geometry", "otcore.result", "otcore.collection"),
     ("otcore.kernels",),
     ("otcore.backends",),
     ("otcore.solvers",),
-    ("otcore.losses", "otcore.entry_point", "otcore.pairwise", "otcore._dask"),
+    ("otcore.losses", "otcore.entry_point", "otcore.pairwise"),
 ]
 
 
