@@ -7,7 +7,8 @@ from typing import Any
 
 from ._validation import check_choice, check_eps
 from .backends import get_backend
-from .result import OTResult
+from .collection import as_batch, is_batch
+from .result import BatchResult, OTResult
 from .solvers._monitor import IterationInfo
 from .solvers._problem import as_geometry
 from .solvers.cardinality import cardinality_ot
@@ -39,7 +40,7 @@ def solve(
     verbose: bool = False,
     time_limit: float | None = None,
     backend: Any = None,
-) -> OTResult:
+) -> OTResult | BatchResult:
     r"""Solve an optimal-transport problem with the method that suits it.
 
     The counterpart of POT's ``ot.solve``: the problem decides the solver, and the result
@@ -61,7 +62,10 @@ def solve(
     =====================================  ==================================================
 
     The cost scale is ``max |C|`` for a dense cost and the squared (or plain, per cost)
-    diagonal of the points' bounding box for a :class:`~otcore.PointCloud`.
+    diagonal of the points' bounding box for a :class:`~otcore.PointCloud`. A batch of
+    problems (the forms of :func:`otcore.sinkhorn`) goes to the batched Sinkhorn, or, for
+    a small ``eps`` (the largest cost of the batch as the scale), to SNS one problem after
+    another; the result is then a :class:`~otcore.BatchResult`.
 
     Parameters
     ----------
@@ -119,6 +123,8 @@ def solve(
     if eps is None:
         raise ValueError("eps is required for entropic OT (or pass k for cardinality OT)")
     eps = check_eps(eps)
+    if is_batch(a, b, C):
+        return _solve_batch(a, b, C, eps, reg_m, method, control)
     geom = as_geometry(C)  # validated once; the solver takes the geometry as it is
     if method == "sinkhorn_newton_sparse":
         return _tagged(sinkhorn_newton_sparse(a, b, geom, eps, **control), "forced")
@@ -142,6 +148,30 @@ def solve(
     return _tagged(sinkhorn(a, b, geom, eps, eps_scaling=0.5, **control), why)
 
 
-def _tagged(res: OTResult, why: str) -> OTResult:
+def _solve_batch(a: Any, b: Any, C: Any, eps: float, reg_m: Any, method: str,
+                 control: dict) -> BatchResult:
+    """Batches (see :func:`otcore.sinkhorn`): the batch solver, unless ``eps`` is small
+    next to the costs (SNS per problem) or a method is forced."""
+    if method == "sinkhorn_newton_sparse":
+        return _tagged(sinkhorn_newton_sparse(a, b, C, eps, **control), "forced")
+    if method == "sinkhorn" or reg_m is not None:
+        why = "forced" if method == "sinkhorn" else "reg_m given: unbalanced Sinkhorn"
+        return _tagged(sinkhorn(a, b, C, eps, reg_m=reg_m, **control), why + " (batch)")
+    bt = as_batch(a, b, C)
+    bk = get_backend(*(v for v in (bt.a, bt.C, bt.x) if v is not None),
+                     backend=control["backend"])
+    scale = bk.bind_batch(bt).cost_scale()
+    ratio = eps / scale if scale > 0 else float("inf")
+    n, m = bt.shape
+    if ratio < SNS_BELOW and n * m <= SNS_MAX_ENTRIES and bk.sparse_linalg() is not None:
+        why = (f"a batch of {bt.size} problems with eps {ratio:.2g} of the cost scale "
+               f"(< {SNS_BELOW:g}): Newton steps (SNS), one problem after another")
+        return _tagged(sinkhorn_newton_sparse(a, b, C, eps, **control), why)
+    why = (f"a batch of {bt.size} problems with eps {ratio:.2g} of the cost scale: batched "
+           "Sinkhorn (one kernel for all, each problem stopping on its own)")
+    return _tagged(sinkhorn(a, b, C, eps, **control), why)
+
+
+def _tagged(res: OTResult | BatchResult, why: str) -> OTResult | BatchResult:
     res.extra["choice"] = why
     return res

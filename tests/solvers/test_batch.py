@@ -309,3 +309,15 @@ def test_unbalanced_batches_equal_the_loop(backend, rng, reg_m):
         for k in (0, 3):
             assert res.dual_value[k] == pytest.approx(singles[k].dual_value, abs=1e-12)
         assert res[2].reg_m == singles[2].reg_m
+
+
+def test_solve_picks_a_batch_method(rng):
+    Cs = rng.random((3, 20, 15))
+    res = oc.solve(None, None, Cs, eps=0.05)
+    assert isinstance(res, oc.BatchResult) and "batched Sinkhorn" in res.extra["choice"]
+    _close(res.f, oc.sinkhorn(None, None, Cs, 0.05).f, 0.0)
+    res = oc.solve(None, None, Cs, eps=1e-3)
+    assert res.method == "sinkhorn_newton_sparse" and "one problem after another" in \
+        res.extra["choice"]
+    assert res.converged.all()
+    _close(res.f[1], oc.sinkhorn_newton_sparse(None, None, Cs[1], 1e-3).f, 0.0)
