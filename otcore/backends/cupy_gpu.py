@@ -477,29 +477,49 @@ class _CupyTopK(TopKEvaluator):
 
 
 class _CupyBatchOps(ArrayAPIBatchOps):
-    """Batch kernels on the device: the softmin of dense batches in one launch of
-    ``otc_batch_softmin_rows`` (a warp per problem and row; the transposed costs for the
-    columns); everything else from the reference batch code, on CuPy arrays."""
+    """Batch kernels on the device: the softmin of a whole batch in one launch of
+    ``otc_batch_softmin_rows`` (dense costs; a warp per problem and row, the transposed
+    costs for the columns) or ``otc_batch_softmin_cloud`` (point clouds, rescaled once by
+    ``scale ** (1 / p)``; a thread per problem and point, the clouds swapped for the
+    columns); plan statistics and the rest from the reference batch code, on CuPy
+    arrays."""
 
     def __init__(self, xp: Any, batch: Any):
         super().__init__(xp, batch)
+        cp = _cupy()
+        self.dtype = np.dtype(batch.a.dtype)
         if batch.C is not None:
-            cp = _cupy()
-            self.dtype = np.dtype(batch.C.dtype)
-            self.C = cp.ascontiguousarray(batch.C)
-            self.CT = cp.ascontiguousarray(batch.C.transpose(0, 2, 1))
+            self.rows = (cp.ascontiguousarray(batch.C),)
+            self.cols = (cp.ascontiguousarray(batch.C.transpose(0, 2, 1)),)
+        else:
+            s = batch.scale ** (1.0 / batch.ground.p)
+            x, y = (batch.x / s, batch.y / s) if batch.scale != 1.0 else (batch.x, batch.y)
+            x, y = cp.ascontiguousarray(x), cp.ascontiguousarray(y)
+            self.rows, self.cols = (x, y), (y, x)
 
     def softmin(self, H: Any, eps: float, axis: int, active: Any, out: Any) -> Any:
-        if self.batch.C is None:
-            return super().softmin(H, eps, axis, active, out)
         cp = _cupy()
-        src = self.C if axis == 1 else self.CT
-        rows, cols = src.shape[1], src.shape[2]
         idx = cp.asarray(np.ascontiguousarray(active, dtype=np.int64))
-        stride = 0 if src.shape[0] == 1 else rows * cols
+        nact = int(idx.shape[0])
+        H = cp.ascontiguousarray(H, dtype=self.dtype)
         real = self.dtype.type
-        args = (src, np.int64(stride), cp.ascontiguousarray(H, dtype=self.dtype), idx,
-                np.int64(idx.shape[0]), real(eps), np.int64(rows), np.int64(cols), out)
-        cfg = _launch.batch_softmin_rows(int(idx.shape[0]) * rows)
-        _kernel("otc_batch_softmin_rows", self.dtype.name)(cfg.grid, cfg.block, args)
+        data = self.rows if axis == 1 else self.cols
+        if self.batch.C is not None:
+            (src,) = data
+            n, m = src.shape[1], src.shape[2]
+            stride = 0 if src.shape[0] == 1 else n * m
+            args = (src, np.int64(stride), H, idx, np.int64(nact), real(eps), np.int64(n),
+                    np.int64(m), out)
+            cfg = _launch.batch_softmin_rows(nact * n)
+            _kernel("otc_batch_softmin_rows", self.dtype.name)(cfg.grid, cfg.block, args)
+            return out
+        src, tgt = data
+        n, m, d = src.shape[1], tgt.shape[1], src.shape[2]
+        g = self.batch.ground
+        args = (src, np.int64(0 if src.shape[0] == 1 else n * d), tgt,
+                np.int64(0 if tgt.shape[0] == 1 else m * d), H, idx, np.int64(nact),
+                np.int32(d), np.int32(g.code), real(g.p), real(eps), np.int64(n),
+                np.int64(m), out)
+        cfg = _launch.batch_softmin_cloud(nact * n)
+        _kernel("otc_batch_softmin_cloud", self.dtype.name)(cfg.grid, cfg.block, args)
         return out

@@ -26,7 +26,6 @@ import numpy as np
 from numba import get_num_threads
 
 from ..collection import Batch
-from ..costs import EUCLIDEAN, PNORM
 from ..kernels.numba import SERIAL_BELOW
 from ..kernels.numba import batch as _kb
 from ..kernels.numba.cost import DENSE
@@ -44,13 +43,6 @@ K_EXPONENT = 600.0
 #: Iterations between two checks of the window in the matrix-product iteration.
 CHECK_EVERY = 8
 
-
-
-def _degree(ground: Any) -> float:
-    """Homogeneity degree of the ground cost: ``c(x / s^(1/q), y / s^(1/q)) = c(x, y) / s``."""
-    if ground.code == EUCLIDEAN:
-        return 1.0
-    return ground.p if ground.code == PNORM else 2.0
 
 
 class NumbaBatchOps(BatchOps):
@@ -71,7 +63,7 @@ class NumbaBatchOps(BatchOps):
             self.YT = self.XT = np.empty((batch.C.shape[0], 0, 0), dtype=batch.C.dtype)
         else:
             self.kind, self.p = batch.ground.code, batch.ground.p
-            s = batch.scale ** (1.0 / _degree(batch.ground))
+            s = batch.scale ** (1.0 / batch.ground.p)  # c(x / s^(1/p), y / s^(1/p)) = c / s
             x, y = (batch.x / s, batch.y / s) if batch.scale != 1.0 else (batch.x, batch.y)
             self.X, self.Xs = np.ascontiguousarray(x), np.ascontiguousarray(y)
             self.YT = np.ascontiguousarray(y.transpose(0, 2, 1))

@@ -36,6 +36,7 @@ from otcore.backends import cupy_gpu
 from otcore.backends._contract import PlanMarginals, PlanStats, SparsePlan, TopK
 from otcore.backends.numba_cpu import NumbaBackend
 from otcore.collection import Batch
+from otcore.costs import parse_cost
 
 from ..problems import random_problem
 
@@ -444,17 +445,25 @@ class KernelContract:
 
     @pytest.mark.parametrize("dtype", DTYPES)
     @pytest.mark.parametrize("shared", [False, True])
-    def test_batch_softmin_matches_numba(self, device, dtype, shared, rng):
-        # stacked (or shared) dense costs; only the active problems are written
-        B, n, m = 5, 7, 40
-        C = rng.random((1 if shared else B, n, m)).astype(dtype)
-        batch = Batch(a=device.asarray(np.full((B, n), 1 / n), dtype),
-                      b=device.asarray(np.full((B, m), 1 / m), dtype),
-                      C=device.asarray(C, dtype), x=None, y=None, ground=None, scale=1.0,
-                      sizes=None, namespaces=None)
-        ops = cupy_gpu.CupyBackend().bind_batch(batch)
-        ref = NumbaBackend().bind_batch(dataclasses.replace(
-            batch, a=np.full((B, n), 1 / n, dtype), b=np.full((B, m), 1 / m, dtype), C=C))
+    @pytest.mark.parametrize("kind", ["dense", "sqeuclidean", ("pnorm", 1.5)])
+    def test_batch_softmin_matches_numba(self, device, dtype, shared, kind, rng):
+        # stacked (or shared) dense costs or clouds; only the active problems are written
+        B, n, m, d = 5, 7, 40, 3
+        count = 1 if shared else B
+        if kind == "dense":
+            data = {"C": rng.random((count, n, m)).astype(dtype), "x": None, "y": None,
+                    "ground": None, "scale": 1.0}
+        else:
+            data = {"C": None, "x": rng.normal(size=(count, n, d)).astype(dtype),
+                    "y": rng.normal(size=(count, m, d)).astype(dtype),
+                    "ground": parse_cost(kind), "scale": 2.5}
+        a, b = np.full((B, n), 1 / n, dtype), np.full((B, m), 1 / m, dtype)
+        on_device = {k: device.asarray(v, dtype) if isinstance(v, np.ndarray) else v
+                     for k, v in data.items()}
+        ops = cupy_gpu.CupyBackend().bind_batch(Batch(
+            a=device.asarray(a, dtype), b=device.asarray(b, dtype), sizes=None,
+            namespaces=None, **on_device))
+        ref = NumbaBackend().bind_batch(Batch(a=a, b=b, sizes=None, namespaces=None, **data))
         active = np.array([0, 2, 3])
         for axis, size, other in ((1, m, n), (0, n, m)):
             H = _potential(rng, B * size, 1.0, dtype).reshape(B, size)

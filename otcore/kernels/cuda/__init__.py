@@ -14,7 +14,8 @@ sparse.cu      ``otc_sparse_hist``, ``otc_sparse_count``, ``otc_sparse_fill`` (t
 topk.cu        ``otc_topk_groups``, ``otc_topk_rows``, ``otc_topk_merge``
                (cardinality-constrained OT)
 batch.cu       ``otc_batch_softmin_rows`` (a batch of dense costs, stacked or shared, in
-               one launch: a warp per problem and row)
+               one launch: a warp per problem and row), ``otc_batch_softmin_cloud`` (a
+               batch of point clouds: a thread per problem and point)
 =============  =====================================================================
 
 Importing this package compiles nothing and needs neither CuPy nor a GPU; the backend

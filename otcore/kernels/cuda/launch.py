@@ -29,6 +29,7 @@ __all__ = [
     "TILE",
     "UNROLL",
     "Launch",
+    "batch_softmin_cloud",
     "batch_softmin_rows",
     "compile_options",
     "cost_grad",
@@ -169,6 +170,14 @@ def batch_softmin_rows(pairs: int) -> Launch:
         raise ValueError(f"a batch softmin over {pairs} (problem, row) pairs does not fit "
                          "one launch")
     return Launch((_cdiv(pairs, ROWS_PER_BLOCK), 1, 1), (32, ROWS_PER_BLOCK, 1), 1, 0)
+
+
+def batch_softmin_cloud(pairs: int) -> Launch:
+    """Rows of a batch of point clouds: a thread per (problem, source point) pair."""
+    if not 0 < _cdiv(pairs, BLOCK) <= MAX_GRID_X:
+        raise ValueError(f"a batch softmin over {pairs} (problem, point) pairs does not fit "
+                         "one launch")
+    return Launch((_cdiv(pairs, BLOCK), 1, 1), (BLOCK, 1, 1), 1, 0)
 
 
 def softmin_dense_cols(n: int, m: int, capacity: int) -> Launch:
