@@ -75,6 +75,10 @@ def _collection(X: Any, weights: Any, C: Any, ns: Namespaces, name: str) -> _Col
         if not bool(xp.all(mass > 0)):
             raise ValueError(f"{name} has a histogram of zero mass")
         return _Collection(H / mass[:, None], None)
+    if not isinstance(X, (list, tuple)) and len(X.shape) != 3:
+        raise ValueError(
+            f"{name} has shape {tuple(X.shape)}: histograms (N, n) need the cost C between "
+            "their bins; point clouds are a list of (n_i, d) arrays or an (N, n, d) array")
     clouds = list(X) if isinstance(X, (list, tuple)) else [X[k, ...] for k in range(X.shape[0])]
     if not clouds:
         raise ValueError(f"{name} holds no point cloud")

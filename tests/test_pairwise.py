@@ -126,5 +126,7 @@ def test_bad_collections(hists, clouds):
         oc.cdist(pts, eps=EPS, weights_a=w[:2])
     with pytest.raises(ValueError, match=r"the weights of XA\[1\] have shape"):
         oc.cdist(pts, eps=EPS, weights_a=[w[0], w[0], w[2], w[3]])
+    with pytest.raises(ValueError, match=r"histograms \(N, n\) need the cost C"):
+        oc.cdist(H, eps=EPS)
     with pytest.raises(ValueError, match="same dimension"):
         oc.cdist(pts, [np.ones((3, 3))], eps=EPS)
