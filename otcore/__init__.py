@@ -6,6 +6,9 @@ solve
     Picks the method from the problem (and says why), in the spirit of POT's ``ot.solve``.
 sinkhorn
     Log-domain Sinkhorn (entropic OT) on a dense cost or online from point clouds.
+multiscale_sinkhorn
+    Sinkhorn on large point clouds in low dimension: coarse-to-fine on clusters, with
+    truncated (block-sparse) kernels under a bound on the ignored mass.
 sinkhorn_newton_sparse
     Sinkhorn warm-up, then Newton steps on a sparsified Hessian (entropic OT to machine
     precision).
@@ -39,6 +42,7 @@ from .losses import monge_gap, sinkhorn_divergence
 from .result import ConvergenceWarning, LossResult, OTResult
 from .solvers._monitor import IterationInfo
 from .solvers.cardinality import cardinality_ot
+from .solvers.multiscale import multiscale_sinkhorn
 from .solvers.sinkhorn import sinkhorn
 from .solvers.sns import sinkhorn_newton_sparse
 
@@ -52,6 +56,7 @@ __all__ = [
     "cardinality_ot",
     "get_backend",
     "monge_gap",
+    "multiscale_sinkhorn",
     "sinkhorn",
     "sinkhorn_divergence",
     "sinkhorn_newton_sparse",
