@@ -7,10 +7,10 @@ from typing import Any
 
 from ._validation import check_choice, check_eps
 from .backends import get_backend
+from .geometry import PointCloud
 from .result import OTResult
 from .solvers._monitor import IterationInfo
 from .solvers._problem import as_geometry
-from .geometry import PointCloud
 from .solvers.cardinality import cardinality_ot
 from .solvers.multiscale import MAX_DIM, multiscale_sinkhorn
 from .solvers.sinkhorn import sinkhorn
