@@ -28,9 +28,9 @@ whole example runs in a few hundred megabytes.
 # ---------------------
 # The two sample images of scikit-learn, ``china.jpg`` (the source, to be recoloured) and
 # ``flower.jpg`` (the target, whose palette we want). RGB values are scaled to [0, 1], and
-# every pixel is a point (or ``N_PIXELS`` pixels of each image drawn at random). The cost is the squared distance
-# between colours divided by 3, the squared diagonal of the unit cube, so that it lies in
-# [0, 1] and ``eps`` reads as a fraction of the largest cost.
+# every pixel is a point (or ``N_PIXELS`` pixels of each image drawn at random). The cost
+# is the squared distance between colours divided by 3, the squared diagonal of the unit
+# cube, so that it lies in [0, 1] and ``eps`` reads as a fraction of the largest cost.
 import time
 from pathlib import Path
 
