@@ -58,8 +58,8 @@ __all__ = ["MAX_DIM", "multiscale_sinkhorn"]
 MAX_DIM = 6
 #: Sinkhorn iterations allowed on the coarse problem.
 _COARSE_ITER = 2000
-#: How many times the kept pairs may be enlarged at the final eps.
-_RESELECT = 5
+#: Convergence checks between two recomputations of the truncation bound at the final eps.
+_STRETCH = 5
 _ADVICE = ("Increase max_iter or eps; in float32, a larger tol.")
 
 
@@ -106,7 +106,10 @@ class _PairBounds:
         """The kept pairs ``(K, L)`` whose dropped complement has a bound within
         ``budget`` (smallest bounds dropped first; each cluster keeps its largest pair),
         and that bound."""
-        logb = self.log_bounds(f, g, eps)
+        return self.keep(self.log_bounds(f, g, eps), budget)
+
+    def keep(self, logb: np.ndarray, budget: float) -> tuple[np.ndarray, float]:
+        """:meth:`select` from the log-bounds ``logb`` of :meth:`log_bounds`."""
         cand = np.flatnonzero(logb < math.log(budget))
         vals = np.sort(logb.reshape(-1)[cand])
         k = int(np.searchsorted(np.cumsum(np.exp(vals)), budget, side="right"))
@@ -316,25 +319,29 @@ def _solve(prob: Problem, eps: float, tol: float, truncation: float,
         level *= q
     n_iter = 0
     for level in levels:
-        keep, _ = bounds.select(bk.to_numpy(f), bk.to_numpy(g), level, truncation)
+        keep, _ = bounds.select(bk.to_numpy(f), bk.to_numpy(g), level, truncation / 2)
         ops = prob.ops.block_sparse(bounds.layout(keep))
         f, g = ops.sinkhorn_iterator(la, lb, level).step(f, g)
         n_iter += 1
 
-    # Final eps: Sinkhorn on the kept pairs; enlarge them while the bound does not hold.
+    # Final eps: Sinkhorn on the kept pairs, in stretches; after each, the bound is
+    # recomputed with the current potentials and the kept pairs chosen again if it fails.
     errors: list = []
-    met = False
-    for _ in range(_RESELECT):
-        keep, bound = bounds.select(bk.to_numpy(f), bk.to_numpy(g), eps, truncation)
-        fine = dataclasses.replace(prob, ops=prob.ops.block_sparse(bounds.layout(keep)))
-        f, g, k, met, errs = sinkhorn_loop(
-            fine, eps, tol=tol - 2 * truncation, max_iter=max(1, max_iter - n_iter),
-            check_every=check_every, f=f, g=g, monitor=monitor)
-        n_iter += k
-        errors += [(n_iter - k + it, err) for it, err in errs]
-        bound = bounds.dropped(keep, bounds.log_bounds(bk.to_numpy(f), bk.to_numpy(g), eps))
-        if bound <= truncation or not met or n_iter >= max_iter or monitor.stopped:
+    keep, bound = bounds.select(bk.to_numpy(f), bk.to_numpy(g), eps, truncation / 2)
+    fine = dataclasses.replace(prob, ops=prob.ops.block_sparse(bounds.layout(keep)))
+    while True:
+        f, g, n_iter, met, errs = sinkhorn_loop(
+            fine, eps, tol=tol - 2 * truncation,
+            max_iter=min(n_iter + _STRETCH * check_every, max(max_iter, n_iter + 1)),
+            check_every=check_every, f=f, g=g, monitor=monitor, first_iter=n_iter)
+        errors += errs
+        logb = bounds.log_bounds(bk.to_numpy(f), bk.to_numpy(g), eps)
+        bound = bounds.dropped(keep, logb)
+        if (met and bound <= truncation) or n_iter >= max_iter or monitor.stopped:
             break
+        if bound > truncation:
+            keep, bound = bounds.keep(logb, truncation / 2)
+            fine = dataclasses.replace(prob, ops=prob.ops.block_sparse(bounds.layout(keep)))
     res = finish_entropic(
         fine, f, g, eps, n_iter=n_iter, errors=errors, tol=tol, method="multiscale_sinkhorn",
         estimate_met=met, advice=monitor.reason() or _ADVICE, ignored_mass=bound,
