@@ -6,6 +6,9 @@ solve
     Picks the method from the problem (and says why), in the spirit of POT's ``ot.solve``.
 sinkhorn
     Log-domain Sinkhorn (entropic OT) on a dense cost or online from point clouds.
+multiscale_sinkhorn
+    Sinkhorn on large point clouds in low dimension: coarse-to-fine on clusters, with
+    truncated (block-sparse) kernels under a bound on the ignored mass.
 sinkhorn_newton_sparse
     Sinkhorn warm-up, then Newton steps on a sparsified Hessian (entropic OT to machine
     precision).
@@ -44,6 +47,7 @@ from .pairwise import cdist, pdist
 from .result import BatchResult, ConvergenceWarning, LossResult, OTResult
 from .solvers._monitor import IterationInfo
 from .solvers.cardinality import cardinality_ot
+from .solvers.multiscale import multiscale_sinkhorn
 from .solvers.sinkhorn import sinkhorn
 from .solvers.sns import sinkhorn_newton_sparse
 
@@ -59,6 +63,7 @@ __all__ = [
     "cdist",
     "get_backend",
     "monge_gap",
+    "multiscale_sinkhorn",
     "pdist",
     "sinkhorn",
     "sinkhorn_divergence",

@@ -68,6 +68,22 @@ class GroundCost:
             return xp.sqrt(xp.sum(z * z, axis=-1))
         return xp.sum(xp.abs(z) ** self.p, axis=-1) / self.p
 
+    def norm(self, xp: Any, z: Any) -> Any:
+        """The norm that the cost is a function of, along the last axis: ``|z|_2``, or
+        ``|z|_p`` for pnorm (``h(z) = from_norm(norm(z))``; it obeys the triangle
+        inequality, which bounds the cost between clusters of points)."""
+        if self.code == PNORM:
+            return xp.sum(xp.abs(z) ** self.p, axis=-1) ** (1.0 / self.p)
+        return xp.sqrt(xp.sum(z * z, axis=-1))
+
+    def from_norm(self, r: Any) -> Any:
+        """``h`` as a function of :meth:`norm`: ``r^2``, ``r`` or ``r^p / p`` (increasing)."""
+        if self.code == SQEUCLIDEAN:
+            return r * r
+        if self.code == EUCLIDEAN:
+            return r
+        return r**self.p / self.p
+
     def pairwise(self, xp: Any, x: Any, y: Any) -> Any:
         """The ``(n, m)`` matrix ``c(x_i, y_j)`` (``O(n m d)`` memory: small blocks only)."""
         return self.of_differences(xp, x[:, None, :] - y[None, :, :])

@@ -8,10 +8,12 @@ from typing import Any
 from ._validation import check_choice, check_eps
 from .backends import get_backend
 from .collection import as_batch, is_batch
+from .geometry import PointCloud
 from .result import BatchResult, OTResult
 from .solvers._monitor import IterationInfo
 from .solvers._problem import as_geometry
 from .solvers.cardinality import cardinality_ot
+from .solvers.multiscale import MAX_DIM, multiscale_sinkhorn
 from .solvers.sinkhorn import sinkhorn
 from .solvers.sns import sinkhorn_newton_sparse
 
@@ -22,7 +24,11 @@ __all__ = ["solve"]
 SNS_BELOW = 1e-2
 #: SNS holds two dense plans: it is chosen only up to this many plan entries.
 SNS_MAX_ENTRIES = 1 << 25
-_METHODS = ("auto", "sinkhorn", "sinkhorn_newton_sparse", "cardinality_ot")
+#: Point clouds with at least this many pairs go to the multiscale solver (balanced OT,
+#: dimension at most MAX_DIM, a backend with block-sparse kernels).
+MULTISCALE_FROM = 10**8
+_METHODS = ("auto", "sinkhorn", "sinkhorn_newton_sparse", "multiscale_sinkhorn",
+            "cardinality_ot")
 
 
 def solve(
@@ -53,6 +59,9 @@ def solve(
                                            regularized OT with at most ``k`` nonzeros per
                                            column)
     ``reg_m`` given (unbalanced)           :func:`otcore.sinkhorn`
+    a :class:`~otcore.PointCloud` with     :func:`otcore.multiscale_sinkhorn` (clusters,
+    ``n m >= 1e8`` pairs in dimension      eps-scaling and truncated kernels; NumPy and
+    ``d <= 6``                             other CPU arrays)
     ``eps >= 1e-2`` times the cost scale   :func:`otcore.sinkhorn` (it converges in tens to
                                            hundreds of iterations)
     smaller ``eps``, plan of at most       :func:`otcore.sinkhorn_newton_sparse` (Newton
@@ -82,7 +91,8 @@ def solve(
     gamma : float, optional
         Quadratic regularization of :func:`otcore.cardinality_ot` (default 0.1 when ``k``
         is given).
-    method : {"auto", "sinkhorn", "sinkhorn_newton_sparse", "cardinality_ot"}, default "auto"
+    method : {"auto", "sinkhorn", "sinkhorn_newton_sparse", "multiscale_sinkhorn", \
+"cardinality_ot"}, default "auto"
         Force a method instead of choosing.
     tol : float, optional
         The chosen solver's tolerance (its default when ``None``).
@@ -128,6 +138,8 @@ def solve(
     geom = as_geometry(C)  # validated once; the solver takes the geometry as it is
     if method == "sinkhorn_newton_sparse":
         return _tagged(sinkhorn_newton_sparse(a, b, geom, eps, **control), "forced")
+    if method == "multiscale_sinkhorn":
+        return _tagged(multiscale_sinkhorn(a, b, geom, eps, **control), "forced")
     if method == "sinkhorn" or reg_m is not None:
         why = "forced" if method == "sinkhorn" else "reg_m given: unbalanced Sinkhorn"
         return _tagged(sinkhorn(a, b, geom, eps, reg_m=reg_m, **control), why)
@@ -135,6 +147,11 @@ def solve(
     scale = bk.bind(geom).cost_scale()
     n, m = geom.shape
     ratio = eps / scale if scale > 0 else float("inf")
+    if (isinstance(geom, PointCloud) and n * m >= MULTISCALE_FROM
+            and geom.x.shape[1] <= MAX_DIM and bk.name == "numba_cpu"):
+        why = (f"point clouds of {n * m:.2g} pairs in dimension {geom.x.shape[1]}: "
+               "multiscale Sinkhorn (coarse-to-fine, truncated kernels)")
+        return _tagged(multiscale_sinkhorn(a, b, geom, eps, **control), why)
     if ratio >= SNS_BELOW:
         why = (f"eps is {ratio:.2g} of the cost scale (>= {SNS_BELOW:g}): Sinkhorn "
                "converges in tens to hundreds of iterations")
@@ -152,6 +169,9 @@ def _solve_batch(a: Any, b: Any, C: Any, eps: float, reg_m: Any, method: str,
                  control: dict) -> BatchResult:
     """Batches (see :func:`otcore.sinkhorn`): the batch solver, unless ``eps`` is small
     next to the costs (SNS per problem) or a method is forced."""
+    if method == "multiscale_sinkhorn":
+        raise ValueError("multiscale_sinkhorn takes one problem; a batch runs with "
+                         "method='auto', 'sinkhorn' or 'sinkhorn_newton_sparse'")
     if method == "sinkhorn_newton_sparse":
         return _tagged(sinkhorn_newton_sparse(a, b, C, eps, **control), "forced")
     if method == "sinkhorn" or reg_m is not None:

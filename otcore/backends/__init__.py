@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from .._array import namespaces
-from ._contract import Backend, GeometryOps
+from ._contract import Backend, BlockLayout, GeometryOps
 from .array_api import ArrayAPIBackend
 from .numba_cpu import NumbaBackend
 
-__all__ = ["ArrayAPIBackend", "Backend", "GeometryOps", "NumbaBackend", "get_backend"]
+__all__ = ["ArrayAPIBackend", "Backend", "BlockLayout", "GeometryOps", "NumbaBackend",
+           "get_backend"]
 
 
 def _cupy_backend() -> Backend:

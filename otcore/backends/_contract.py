@@ -39,6 +39,9 @@ cost gradient          :meth:`~GeometryOps.cost_grad` (Monge gap, divergence gra
 batches                :meth:`Backend.bind_batch`, returning a :class:`BatchOps` bound to
                        ``B`` problems (:mod:`otcore.collection`): batched softmin, a
                        batched iterator, batched plan statistics
+block-sparse           :meth:`~GeometryOps.block_sparse` (multiscale Sinkhorn): the core
+                       contract restricted to the kept pairs of clusters of a
+                       :class:`BlockLayout`
 =====================  ===============================================================
 
 Optional groups raise :class:`NotImplementedError` where a backend lacks them; the
@@ -56,6 +59,7 @@ __all__ = [
     "Backend",
     "BatchIterator",
     "BatchOps",
+    "BlockLayout",
     "GeometryOps",
     "PlanMarginals",
     "PlanStats",
@@ -75,6 +79,31 @@ class PlanStats(NamedTuple):
     """``P^T 1``, shape ``(m,)``."""
     cost: float
     """``<C, P>``."""
+
+
+class BlockLayout(NamedTuple):
+    """Clusters of both clouds of a point cloud and the pairs of clusters a truncated
+    kernel keeps (host NumPy ``int64`` arrays; :meth:`GeometryOps.block_sparse`).
+
+    Cluster ``I`` of the sources holds the points ``x_order[x_start[I]:x_start[I + 1]]``
+    (``K`` clusters), cluster ``J`` of the targets ``y_order[y_start[J]:y_start[J + 1]]``
+    (``L`` clusters). Source cluster ``I`` interacts with the target clusters
+    ``pair_idx[pair_ptr[I]:pair_ptr[I + 1]]`` (increasing); every other pair is dropped.
+    Every cluster has at least one kept pair.
+    """
+
+    x_order: Any
+    """Permutation of the sources, ``(n,)``, grouping them by cluster."""
+    x_start: Any
+    """Cluster boundaries in ``x_order``, ``(K + 1,)``."""
+    y_order: Any
+    """Permutation of the targets, ``(m,)``."""
+    y_start: Any
+    """Cluster boundaries in ``y_order``, ``(L + 1,)``."""
+    pair_ptr: Any
+    """Row pointers of the kept pairs (CSR over source clusters), ``(K + 1,)``."""
+    pair_idx: Any
+    """Target clusters of the kept pairs, ``(nnz,)``."""
 
 
 class PlanMarginals(NamedTuple):
@@ -268,6 +297,19 @@ class GeometryOps(ABC):
         the gradient of ``<C(y), P>`` in ``y`` at fixed ``P`` (closed forms in
         :mod:`otcore.costs`), without forming ``P``. :class:`TypeError` for a dense cost."""
         raise NotImplementedError(f"{type(self).__name__} has no cost_grad kernel")
+
+
+    # -- block-sparse (multiscale) ---------------------------------------------------------
+
+    def block_sparse(self, layout: BlockLayout) -> GeometryOps:
+        """The truncated geometry of a point cloud: ops whose core methods (softmin, the
+        Sinkhorn iterator, plan statistics, ``apply``, ``plan``) run over the kept pairs
+        of clusters of ``layout`` only, as if every other pair had cost ``+inf``; inputs
+        and outputs stay in the original order of the points. ``cost_scale``,
+        ``cost_matrix`` and ``cost_entries`` are those of the full geometry; the other
+        optional groups need not be implemented. Built once per set of kept
+        pairs (it may sort copies of the points). :class:`TypeError` for a dense cost."""
+        raise NotImplementedError(f"{type(self).__name__} has no block-sparse kernels")
 
 
 class Backend(ABC):

@@ -16,6 +16,7 @@ from .._array import astype, concat
 from ..geometry import DenseCost, PointCloud
 from ._contract import (
     Backend,
+    BlockLayout,
     GeometryOps,
     PlanMarginals,
     PlanStats,
@@ -24,7 +25,7 @@ from ._contract import (
     TopKEvaluator,
 )
 
-__all__ = ["ArrayAPIBackend"]
+__all__ = ["ArrayAPIBackend", "group_costs", "kept_mask"]
 
 _BLOCK_ENTRIES = 1 << 22
 #: Smallest threshold of ``sparsify_plan``: normalized values below it count as zero.
@@ -52,6 +53,33 @@ def group_costs(xp: Any, geom: DenseCost | PointCloud, axis: int) -> Any:
         e = min(s + block, rows)  # in-bounds slices (the Array API requires them)
         out[s:e, :] = geom.pairwise(left[s:e, :], right)  # every ground cost is symmetric
     return out
+
+
+def _labels(order: Any, start: Any) -> np.ndarray:
+    """The cluster of each point (original order) from a permutation and its boundaries."""
+    out = np.empty(order.shape[0], dtype=np.int64)
+    out[np.asarray(order)] = np.repeat(np.arange(start.shape[0] - 1), np.diff(start))
+    return out
+
+
+def _pair_matrix(layout: BlockLayout) -> np.ndarray:
+    """The kept pairs of clusters as a dense ``(K, L)`` boolean matrix (host)."""
+    K, L = layout.x_start.shape[0] - 1, layout.y_start.shape[0] - 1
+    keep = np.zeros((K, L), dtype=bool)
+    rows = np.repeat(np.arange(K), np.diff(np.asarray(layout.pair_ptr)))
+    keep[rows, np.asarray(layout.pair_idx)] = True
+    return keep
+
+
+def kept_mask(xp: Any, shape: tuple[int, int], layout: BlockLayout) -> Any:
+    """The ``(n, m)`` boolean mask of the point pairs a block layout keeps, in the original
+    order of the points (``O(n m)``: for dense plans of small problems)."""
+    keep = _pair_matrix(layout)
+    lx, ly = _labels(layout.x_order, layout.x_start), _labels(layout.y_order, layout.y_start)
+    if lx.shape[0] != shape[0] or ly.shape[0] != shape[1]:
+        raise ValueError(f"layout: clusters of {lx.shape[0]} and {ly.shape[0]} points do not "
+                         f"match a geometry of shape {shape}")
+    return xp.asarray(keep[lx[:, None], ly[None, :]])
 
 
 class _ArrayAPIOps(GeometryOps):
@@ -183,6 +211,39 @@ class _ArrayAPIOps(GeometryOps):
             dc = g.ground.grad(xp, y[None, :, :] - g.x[:, None, :])
             out.append(xp.sum(P[:, :, None] * dc, axis=0) / g.scale)
         return concat(xp, out, axis=0)
+
+
+    def block_sparse(self, layout: BlockLayout) -> GeometryOps:
+        if isinstance(self.geom, DenseCost):
+            raise TypeError("block_sparse needs a PointCloud: a dense cost has no clusters")
+        return _ArrayAPIBlockOps(self.xp, self.geom, layout)
+
+
+class _ArrayAPIBlockOps(_ArrayAPIOps):
+    """The reference of the block-sparse kernels: the full computation with the cost of
+    every dropped pair replaced by ``+inf`` (its plan entry is exactly 0)."""
+
+    def __init__(self, xp: Any, geom: PointCloud, layout: BlockLayout):
+        super().__init__(xp, geom)
+        self.keep = xp.asarray(_pair_matrix(layout))
+        self.lx = xp.asarray(_labels(layout.x_order, layout.x_start))
+        self.ly = xp.asarray(_labels(layout.y_order, layout.y_start))
+        if self.lx.shape[0] != geom.shape[0] or self.ly.shape[0] != geom.shape[1]:
+            raise ValueError(f"layout: clusters of {self.lx.shape[0]} and "
+                             f"{self.ly.shape[0]} points do not match {geom!r}")
+
+    def _cost_block(self, axis: int, start: int, stop: int) -> Any:
+        xp = self.xp
+        C = super()._cost_block(axis, start, stop)
+        lx, ly = (self.lx[start:stop], self.ly) if axis == 1 else (self.lx, self.ly[start:stop])
+        mask = xp.take(xp.take(self.keep, lx, axis=0), ly, axis=1)
+        return xp.where(mask, C, xp.inf)
+
+    def topk(self, axis: int, w: Any, gamma: float, k: int, simplex: bool) -> TopKEvaluator:
+        raise NotImplementedError("a block-sparse geometry has no top-k kernel")
+
+    def cost_grad(self, hf: Any, hg: Any, eps: float) -> Any:
+        raise NotImplementedError("a block-sparse geometry has no cost_grad kernel")
 
 
 class _TopKReference(TopKEvaluator):

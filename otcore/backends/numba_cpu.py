@@ -23,6 +23,7 @@ from numba import get_num_threads, set_num_threads
 from ..geometry import DenseCost, PointCloud
 from ..kernels.numba import SERIAL_BELOW
 from ..kernels.numba import apply as _apply
+from ..kernels.numba import blocksparse as _bs
 from ..kernels.numba import cloud as _cloud
 from ..kernels.numba import gibbs as _gibbs
 from ..kernels.numba import softmin as _k
@@ -30,6 +31,7 @@ from ..kernels.numba import sparse as _ks
 from ..kernels.numba.cost import DENSE
 from ._contract import (
     Backend,
+    BlockLayout,
     GeometryOps,
     PlanMarginals,
     PlanStats,
@@ -38,7 +40,7 @@ from ._contract import (
     TopK,
     TopKEvaluator,
 )
-from .array_api import group_costs
+from .array_api import group_costs, kept_mask
 
 __all__ = ["NumbaBackend"]
 
@@ -230,6 +232,145 @@ class _NumbaOps(GeometryOps):
             _cloud.plan_cost_grad(self.Y, self.XT, self.kind, self.p, self._in(hg),
                                   self._in(hf), eps * self.scale, out, self.nthreads)
         return self._out(out)
+
+    def block_sparse(self, layout: BlockLayout) -> GeometryOps:
+        if self.kind == DENSE:
+            raise TypeError("block_sparse needs a PointCloud: a dense cost has no clusters")
+        return _NumbaBlockOps(self, layout)
+
+
+def _runs(ptr: np.ndarray, idx: np.ndarray, start: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kept pairs ``(ptr, idx)`` (CSR over row clusters) as runs of contiguous
+    columns: ``(run_ptr, lo, hi)``, adjacent kept clusters merged into one run."""
+    rows = np.repeat(np.arange(ptr.shape[0] - 1), np.diff(ptr))
+    new = np.ones(idx.shape[0], dtype=bool)
+    new[1:] = (idx[1:] != idx[:-1] + 1) | (rows[1:] != rows[:-1])
+    first = np.flatnonzero(new)
+    last = np.append(first[1:], idx.shape[0]) - 1
+    run_ptr = np.zeros(ptr.shape[0], dtype=np.int64)
+    np.cumsum(np.bincount(rows[first], minlength=ptr.shape[0] - 1), out=run_ptr[1:])
+    return run_ptr, start[idx[first]], start[idx[last] + 1]
+
+
+def _transpose(ptr: np.ndarray, idx: np.ndarray, ncols: int) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR pattern ``(ptr, idx)`` of a ``(len(ptr) - 1, ncols)`` matrix, transposed."""
+    rows = np.repeat(np.arange(ptr.shape[0] - 1), np.diff(ptr))
+    order = np.argsort(idx, kind="stable")  # rows stay increasing within a column
+    tptr = np.zeros(ncols + 1, dtype=np.int64)
+    np.cumsum(np.bincount(idx, minlength=ncols), out=tptr[1:])
+    return tptr, rows[order]
+
+
+class _NumbaBlockOps(GeometryOps):
+    """The kernels of :mod:`otcore.kernels.numba.blocksparse` over the kept pairs of a
+    :class:`~otcore.backends._contract.BlockLayout`.
+
+    The points are copied once, sorted by cluster (rows and transposed columns of both
+    clouds, ``O((n + m) d)``); potentials are permuted into that order at each call and
+    the results permuted back, ``O(n + m)`` against the ``O(kept pairs)`` of a kernel.
+    """
+
+    def __init__(self, base: _NumbaOps, layout: BlockLayout):
+        self.geom, self.base = base.geom, base
+        self.kind, self.p, self.nthreads = base.kind, base.p, base.nthreads
+        lay = BlockLayout(*(np.asarray(v, dtype=np.int64) for v in layout))
+        self.layout = lay
+        self.px, self.py = lay.x_order, lay.y_order
+        X, Y = base.X[self.px], base.Y[self.py]
+        K, L = lay.x_start.shape[0] - 1, lay.y_start.shape[0] - 1
+        rx = np.repeat(np.arange(K), np.diff(lay.x_start))
+        ry = np.repeat(np.arange(L), np.diff(lay.y_start))
+        tptr, tidx = _transpose(lay.pair_ptr, lay.pair_idx, L)
+        self.sides = {
+            1: (X, np.ascontiguousarray(Y.T), self.kind, self.p, rx,
+                *_runs(lay.pair_ptr, lay.pair_idx, lay.y_start)),
+            0: (Y, np.ascontiguousarray(X.T), self.kind, self.p, ry,
+                *_runs(tptr, tidx, lay.x_start)),
+        }
+
+    def _orders(self, axis: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(out, in)``: the permutations of the output and of the reduced side."""
+        return (self.px, self.py) if axis == 1 else (self.py, self.px)
+
+    def _sorted(self, v: Any, order: np.ndarray) -> np.ndarray:
+        return self.base._in(v)[order]
+
+    def _unsorted(self, v: np.ndarray, order: np.ndarray) -> np.ndarray:
+        out = np.empty_like(v)
+        out[order] = v
+        return out
+
+    def hinted_softmin(self, h: Any, eps: float, axis: int, hint: Any) -> np.ndarray:
+        """:meth:`softmin` with an estimate ``hint`` of the output as the log-sum-exp
+        shift (``None``: none), as :meth:`_NumbaOps.hinted_softmin`."""
+        po, pi = self._orders(axis)
+        out = np.empty(po.shape[0], dtype=self.base.X.dtype)
+        hint = _NO_HINT.astype(out.dtype) if hint is None else self._sorted(hint, po)
+        with _threads(self.nthreads):
+            _bs.softmin_runs(*self.sides[axis], self._sorted(h, pi), eps * self.base.scale,
+                             hint, out, self.nthreads)
+        return self.base._out(self._unsorted(out, po))
+
+    def softmin(self, h: Any, eps: float, axis: int) -> np.ndarray:
+        return self.hinted_softmin(h, eps, axis, None)
+
+    def fused_sweep(self, hg: Any, la_eps: Any, f: Any, g: Any, eps: float,
+                    store: np.ndarray = _EMPTY, tau: tuple[float, float] = (1.0, 1.0),
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """One alternating iteration in one pass over the kept pairs, as
+        :meth:`_NumbaOps.fused_sweep` (``store`` must be empty: no Gibbs kernel)."""
+        if store.size:
+            raise ValueError("a block-sparse sweep cannot store a Gibbs kernel")
+        px, py = self.px, self.py
+        f_out, g_out = np.empty(px.shape[0], dtype=f.dtype), np.empty(py.shape[0], f.dtype)
+        with _threads(self.nthreads):
+            ok = _bs.sweep_runs(
+                *self.sides[1], self._sorted(hg, py), self._sorted(la_eps, px),
+                eps * self.base.scale, float(tau[0]), float(tau[1]), self._sorted(f, px),
+                self._sorted(g, py), f_out, g_out, self.nthreads,
+            )
+        f_out = self.base._out(self._unsorted(f_out, px))
+        if not ok:
+            return f_out, tau[1] * self.softmin(f_out + la_eps, eps, axis=0)
+        return f_out, self.base._out(self._unsorted(g_out, py))
+
+    def sinkhorn_iterator(self, log_a: Any, log_b: Any, eps: float, symmetric: bool = False,
+                          tau: tuple[float, float] = (1.0, 1.0)) -> SinkhornIterator:
+        return _NumbaIterator(self, log_a, log_b, eps, symmetric, tau)
+
+    def plan_stats(self, hf: Any, hg: Any, eps: float) -> PlanStats:
+        with _threads(self.nthreads):
+            rows, cols, cost = _bs.plan_stats_runs(
+                *self.sides[1], self._sorted(hf, self.px), self._sorted(hg, self.py),
+                eps * self.base.scale, self.nthreads,
+            )
+        return PlanStats(self._unsorted(rows, self.px), self._unsorted(cols, self.py),
+                         float(cost) / self.base.scale)
+
+    def apply(self, hf: Any, hg: Any, eps: float, V: Any, axis: int) -> np.ndarray:
+        po, pi = self._orders(axis)
+        h1, h2 = (hf, hg) if axis == 1 else (hg, hf)
+        out = np.empty((po.shape[0], V.shape[1]), dtype=self.base.X.dtype)
+        with _threads(self.nthreads):
+            _bs.apply_runs(*self.sides[axis], self._sorted(h1, po), self._sorted(h2, pi),
+                           eps * self.base.scale, np.ascontiguousarray(V[pi].T), out,
+                           self.nthreads)
+        return self._unsorted(out, po)
+
+    def plan(self, hf: Any, hg: Any, eps: float) -> np.ndarray:
+        P = self.base.plan(hf, hg, eps)
+        P[~kept_mask(np, self.geom.shape, self.layout)] = 0.0
+        return P
+
+    def cost_scale(self) -> float:
+        return self.base.cost_scale()
+
+    def cost_matrix(self) -> np.ndarray:
+        return self.base.cost_matrix()
+
+    def cost_entries(self, i: Any, j: Any) -> np.ndarray:
+        return self.base.cost_entries(i, j)
 
 
 class _NumbaIterator(SinkhornIterator):

@@ -35,7 +35,7 @@ def kl(xp: Any, p: Any, q: Any, axis: int | None = None) -> Any:
 def finish_entropic(
     prob: Problem, f: Any, g: Any, eps: float, *, n_iter: int, errors: list, tol: float,
     method: str, estimate_met: bool, advice: str, steps: tuple[int, str] | None = None,
-    extra: dict | None = None,
+    extra: dict | None = None, ignored_mass: float = 0.0,
 ) -> OTResult:
     """Package potentials of an entropic problem as an :class:`~otcore.OTResult`.
 
@@ -46,6 +46,10 @@ def finish_entropic(
     estimate met ``tol`` (``estimate_met``) while the exact error does not has hit a
     rounding floor, and the warning says so instead of giving ``advice``. ``steps`` is
     what the warning counts, ``(count, unit)``; default ``(n_iter, "iterations")``.
+    ``ignored_mass`` bounds the plan mass outside the pairs that a truncated geometry
+    (``prob.ops`` block-sparse) keeps: each ignored entry misses from one row and one
+    column, so twice the bound is added to the exact error of the kept plan, and
+    ``marginal_error`` bounds the error of the full plan of the returned potentials.
     """
     xp, bk, ns = prob.xp, prob.backend, prob.namespaces
     log_a, log_b = prob.log_weights()
@@ -70,6 +74,7 @@ def finish_entropic(
         marginal_error += num(xp.sum(xp.abs(marg - w * xp.exp(-pot / rho))))
         dual_value -= rho * num(xp.sum(w * xp.expm1(-pot / rho)))
         value += rho * num(kl(xp, marg, w))
+    marginal_error += 2.0 * ignored_mass
     converged = marginal_error <= tol
     if not converged:
         count, unit = steps or (n_iter, "iterations")

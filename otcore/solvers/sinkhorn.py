@@ -130,15 +130,18 @@ def sinkhorn_loop(
     f: Any = None,
     g: Any = None,
     monitor: Monitor | None = None,
+    first_iter: int = 0,
 ) -> tuple[Any, Any, int, bool, list]:
     """Run Sinkhorn iterations on a validated problem; return ``f, g, n_iter, converged,
-    errors``. Shared by :func:`sinkhorn` and the warm-up of other solvers."""
+    errors``. Shared by :func:`sinkhorn` and the warm-up of other solvers. A run that
+    continues earlier iterations passes their count as ``first_iter``: the iteration
+    counts (``n_iter``, ``max_iter``, the checks and the error history) start there."""
     xp, ops, bk = prob.xp, prob.ops, prob.backend
     log_a, log_b = prob.log_weights()
     if f is None:
         f = xp.zeros((prob.geom.shape[0],), dtype=prob.dtype)
 
-    n_iter = 0
+    n_iter = first_iter
     if eps_scaling is not None:
         # One alternating update per level, eps_k = eps_init * eps_scaling**k > eps.
         level = ops.cost_scale() if eps_init is None else eps_init

@@ -1,0 +1,149 @@
+"""Multiscale Sinkhorn against the full online solver: the same fixed point up to the
+truncation tolerance, marginals within tol, the ignored mass within its bound, clusters
+of one point and duplicated points, both backends, the fallback, and bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+import otcore as oc
+
+
+def clouds(rng, n, d):
+    """A uniform source and a skewed target (``u**2``): a non-trivial map."""
+    return rng.random((n, d)), rng.random((n + n // 7, d)) ** 2
+
+
+def compare(x, y, eps_rel, tol, **kwargs):
+    """Solve with multiscale and online Sinkhorn; check the potentials (to 1e-6 of the
+    cost scale), the reported error bound and the full plan's exact marginal error."""
+    geom = oc.PointCloud(x, y)
+    scale = oc.get_backend(x).bind(geom).cost_scale()
+    eps = eps_rel * scale
+    res = oc.multiscale_sinkhorn(None, None, geom, eps, tol=tol, **kwargs)
+    ref = oc.sinkhorn(None, None, geom, eps, tol=tol, eps_scaling=0.5)
+    assert res.converged and ref.converged
+    assert res.method == "multiscale_sinkhorn"
+    c = np.mean(res.f - ref.f)
+    assert_allclose(res.f, ref.f + c, rtol=0, atol=1e-6 * scale)
+    assert_allclose(res.g, ref.g - c, rtol=0, atol=1e-6 * scale)
+    bound = res.extra["ignored_mass_bound"]
+    assert bound <= tol / 10
+    assert res.marginal_error == pytest.approx(res.extra["kept_marginal_error"] + 2 * bound)
+    assert res.marginal_error <= tol
+    # the full (untruncated) plan of the returned potentials meets tol too
+    full = oc.get_backend(x).bind(geom).plan_stats(res.f - eps * np.log(len(x)),
+                                                   res.g - eps * np.log(len(y)), eps)
+    err = np.abs(full.rows - 1 / len(x)).sum() + np.abs(full.cols - 1 / len(y)).sum()
+    assert err <= tol
+    return res
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_matches_online_solver(rng, d):
+    res = compare(*clouds(rng, 1500, d), 5e-3, 1e-8, n_clusters=120)
+    assert res.extra["kept_fraction"] < 0.9  # something was truncated
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("d", [2, 3])
+def test_matches_online_solver_20k(rng, d):
+    compare(*clouds(rng, 20_000, d), 1e-2, 1e-8)
+
+
+def test_ignored_mass_is_within_the_bound(rng):
+    x, y = clouds(rng, 800, 2)
+    res = oc.multiscale_sinkhorn(None, None, oc.PointCloud(x, y), 2e-3, tol=1e-6,
+                                 truncation=1e-8, n_clusters=80)
+    assert res.converged and res.extra["kept_fraction"] < 0.8
+    C = oc.PointCloud(x, y).cost_matrix()
+    full = np.exp((res.f[:, None] + res.g[None, :] - C) / 2e-3) / (len(x) * len(y))
+    ignored = full.sum() - res.plan.sum()
+    assert 0 < ignored <= res.extra["ignored_mass_bound"] <= 1e-8
+    kept = res.plan > 0
+    assert_allclose(res.plan[kept], full[kept], rtol=1e-12)
+
+
+def test_clusters_of_one_point_and_duplicated_points(rng):
+    base = rng.random((60, 2))
+    x = np.repeat(base, 5, axis=0)  # every point five times
+    y = np.concatenate([rng.random((250, 2)) * 0.3, [[3.0, 3.0], [-2.0, 1.0]]])  # far ones
+    geom = oc.PointCloud(x, y)
+    res = oc.multiscale_sinkhorn(None, None, geom, 0.01, tol=1e-9, n_clusters=400)
+    ref = oc.sinkhorn(None, None, geom, 0.01, tol=1e-9, eps_scaling=0.5)
+    assert res.converged
+    assert min(res.extra["n_clusters"]) >= 60
+    c = np.mean(res.f - ref.f)
+    assert_allclose(res.f, ref.f + c, atol=1e-7)
+    assert_allclose(res.g, ref.g - c, atol=1e-7)
+    # identical points get identical potentials
+    assert_allclose(res.f.reshape(60, 5), res.f.reshape(60, 5)[:, :1].repeat(5, 1), atol=1e-12)
+    same = oc.multiscale_sinkhorn(None, None, oc.PointCloud(np.zeros((50, 2)),
+                                                            np.zeros((40, 2))), 0.1)
+    assert same.converged and same.extra["n_clusters"] == (1, 1)
+
+
+def test_backends_agree(backend, rng):
+    x, y = clouds(rng, 300, 2)
+    a = rng.uniform(0.5, 1, 300)
+    a[7] = 0.0
+    a /= a.sum()
+    res = oc.multiscale_sinkhorn(backend.asarray(a), None,
+                                 oc.PointCloud(backend.asarray(x), backend.asarray(y)), 4e-3,
+                                 tol=1e-8, n_clusters=40)
+    ref = oc.multiscale_sinkhorn(a, None, oc.PointCloud(x, y), 4e-3, tol=1e-8, n_clusters=40)
+    if backend.name == "cupy_gpu":  # no block-sparse CUDA kernels yet
+        assert res.method == "sinkhorn" and "block-sparse" in res.extra["multiscale"]
+        return
+    assert res.backend == backend.name and res.converged
+    assert_allclose(backend.to_numpy(res.f), ref.f, rtol=1e-10, atol=1e-12)
+    assert_allclose(backend.to_numpy(res.g), ref.g, rtol=1e-10, atol=1e-12)
+    proj = backend.to_numpy(res.barycentric_projection())
+    assert_allclose(proj, ref.barycentric_projection(), rtol=1e-10)
+    v = rng.normal(size=y.shape[0])
+    assert_allclose(backend.to_numpy(res.apply(backend.asarray(v))), ref.plan @ v, rtol=1e-9,
+                    atol=1e-15)
+
+
+def test_high_dimension_falls_back_to_online_sinkhorn(rng):
+    x, y = rng.normal(size=(200, 8)), rng.normal(size=(150, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = oc.multiscale_sinkhorn(None, None, oc.PointCloud(x, y), 1.0)
+    assert res.method == "sinkhorn" and res.converged
+    assert "dimension 8" in res.extra["multiscale"]
+
+
+def test_solve_picks_multiscale_for_large_clouds(rng):
+    x, y = rng.random((10_000, 2)), rng.random((10_000, 2))
+    res = oc.solve(None, None, oc.PointCloud(x, y), eps=0.2, tol=1e-4)
+    assert res.method == "multiscale_sinkhorn" and res.converged
+    assert "multiscale" in res.extra["choice"]
+    small = oc.solve(None, None, oc.PointCloud(x[:500], y[:500]), eps=0.2,
+                     method="multiscale_sinkhorn")
+    assert small.method == "multiscale_sinkhorn" and small.extra["choice"] == "forced"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"eps": 0.0}, "eps"),
+    ({"truncation": 1e-3, "tol": 1e-3}, "truncation"),
+    ({"truncation": -1.0}, "truncation"),
+    ({"n_clusters": 0}, "n_clusters"),
+    ({"eps_scaling": 1.5}, "eps_scaling"),
+    ({"max_iter": 0}, "max_iter"),
+])
+def test_bad_input(rng, kwargs, match):
+    x, y = rng.random((30, 2)), rng.random((20, 2))
+    args = {"eps": 0.1, **kwargs}
+    eps = args.pop("eps")
+    with pytest.raises(ValueError, match=match):
+        oc.multiscale_sinkhorn(None, None, oc.PointCloud(x, y), eps, **args)
+
+
+def test_dense_cost_is_refused(rng):
+    with pytest.raises(TypeError, match="PointCloud"):
+        oc.multiscale_sinkhorn(None, None, rng.random((5, 4)), 0.1)
