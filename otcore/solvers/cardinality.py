@@ -44,12 +44,19 @@ from .._validation import (
 from ..backends._contract import TopK
 from ..geometry import PointCloud
 from ..result import OTResult, warn_not_converged
+from ._cardinality_newton import newton_semi_dual
 from ._cardinality_rebuild import rebuild_k1
 from ._monitor import IterationInfo, Monitor, make_monitor
 from ._problem import Problem, make_problem
 
 __all__ = ["cardinality_ot"]
 
+#: L1 marginal error (relative to the mass) of the Newton warm-start stages.
+_STAGE_TOL = 1e-6
+#: Newton steps without progress before a run for k < n gives way to L-BFGS-B.
+_PATIENCE = 10
+#: Scores closer than this (relative to the cost scale) count as tied (a kink).
+_TIE = 1e-7
 #: L-BFGS-B restarts (fresh curvature memory) after it stalls at a kink.
 _MAX_RESTARTS = 5
 #: L-BFGS-B memory (SciPy's default is 10; more pairs help on these nonsmooth objectives).
@@ -105,6 +112,7 @@ class _Objective:
         xp = prob.backend.xp
         self.q_dev, self.zeros_dev = xp.asarray(q), xp.asarray(self.zeros)
         self.evaluator = prob.ops.topk(axis, self.q_dev, gamma, k, simplex)
+        self.width = k if k < self.n else min(self.n, 16)  # support listing (supports)
         self.scale = 1.0  # SciPy minimizes -scale * objective
         self.last: tuple[np.ndarray, float] | None = None  # (x, L1 marginal error)
 
@@ -119,19 +127,41 @@ class _Objective:
         """Objective (to maximize), its gradient, the L1 marginal error of the kernel plan,
         and the kernel outputs (with ``width`` plan entries per group), at ``x``."""
         out = self.kernel(x, width)
+        return (*self._assemble(x, out.value, out.other, out.mass), out)
+
+    def supports(self, x: np.ndarray) -> tuple[float, np.ndarray, float, TopK]:
+        """As :meth:`evaluate` (semi-dual), with every positive entry listed and the kernel
+        outputs left on the backend's device (for ``TopKEvaluator.hessian_solve``).
+
+        For ``k < n`` the listing is ``k`` wide; for ``k >= n`` as wide as the largest
+        support seen so far (plus a margin), and evaluated again when a support outgrows it.
+        """
+        bk, xp = self.bk, self.bk.xp
+        alpha = xp.asarray(x)
+        out = self.evaluator(alpha, self.zeros_dev, self.width)
+        largest = int(bk.to_numpy(out.nnz).max(initial=0))
+        if largest > self.width:
+            self.width = min(self.n, largest + largest // 4 + 1)
+            out = self.evaluator(alpha, self.zeros_dev, self.width)
+        value, other = (bk.to_numpy(v) for v in (out.value, out.other))
+        return (*self._assemble(x, value, other, None), out)
+
+    def _assemble(self, x: np.ndarray, value: np.ndarray, other: np.ndarray,
+                  mass: np.ndarray | None) -> tuple[float, np.ndarray, float]:
+        """Objective, gradient and L1 marginal error from the kernel's host outputs."""
         f = x[: self.n]
-        grad = self.p - out.other
-        value = f @ self.p - out.value.sum()
+        grad = self.p - other
+        total = f @ self.p - value.sum()
         if not self.simplex:
-            value += x[self.n:] @ self.q
-            grad = np.concatenate([grad, self.q - out.mass])
+            total += x[self.n:] @ self.q
+            grad = np.concatenate([grad, self.q - mass])
         err = float(np.abs(grad).sum())  # finite if and only if every entry is
-        if not (math.isfinite(value) and math.isfinite(err)):
+        if not (math.isfinite(total) and math.isfinite(err)):
             raise FloatingPointError(
                 "the cardinality objective became non-finite; this is a bug, please report "
                 "it with the input that triggers it"
             )
-        return float(value), grad, err, out
+        return float(total), grad, err
 
     def variant(self, gamma: float, k: int, simplex: bool) -> _Objective:
         """The objective of the same problem at other settings (warm-start stages)."""
@@ -192,28 +222,92 @@ def _maximize(obj: _Objective, x0: np.ndarray, tol: float, max_iter: int, errors
     return x, n_iter, status == 0, message
 
 
+def _solve(obj: _Objective, x0: np.ndarray, tol: float, max_iter: int, errors: list,
+           monitor: Monitor | None = None, newton_tol: float | None = None
+           ) -> tuple[np.ndarray, int, str]:
+    """Maximize ``obj`` from ``x0``; returns ``x``, the iterations done (of every method)
+    and a message saying which method ended the run, and how.
+
+    The semi-dual with ``k >= 2`` runs the semismooth Newton method
+    (:func:`newton_semi_dual`, to ``newton_tol``, default ``tol``) where the backend has
+    the Hessian kernels. For ``k >= n`` (a smooth problem) it has the whole iteration
+    budget, and L-BFGS-B (:func:`_maximize`) continues only if it stalls. For ``k < n``
+    the maximum often lies on a kink, where Newton's method makes no headway: it gets
+    ``_PATIENCE`` steps without progress, then L-BFGS-B runs from ``x0`` and Newton's
+    method once more from where L-BFGS-B stopped (the maximum may be smooth after all);
+    the best point is kept. Everything else runs L-BFGS-B alone.
+    """
+    newton_tol = tol if newton_tol is None else newton_tol
+    smooth = obj.k >= obj.n
+    used, best = 0, None
+    if obj.simplex and obj.k >= 2:
+        try:
+            run = newton_semi_dual(obj, x0, newton_tol, max_iter, errors, monitor,
+                                   None if smooth else _PATIENCE)
+        except NotImplementedError:  # a backend without TopKEvaluator.hessian_solve
+            run = None
+        if run is not None:
+            used, best = run.n_iter, run
+            if run.converged or used >= max_iter or (monitor is not None and monitor.stopped):
+                return run.x, used, f"semismooth Newton: {run.message}"
+            if smooth:
+                x0 = run.x
+    x, it, _, message = _maximize(obj, x0, tol, max_iter - used, errors, monitor)
+    used += it
+    message = f"L-BFGS-B: {message.lower().rstrip(': .')}"
+    if best is not None and not smooth and not (monitor is not None and monitor.stopped):
+        run = newton_semi_dual(obj, x, newton_tol, max(1, max_iter - used), errors, monitor,
+                               _PATIENCE)
+        used += run.n_iter
+        if run.converged:
+            return run.x, used, f"semismooth Newton after L-BFGS-B: {run.message}"
+        best = max((run, best), key=lambda r: obj.evaluate(r.x)[0])
+        if obj.evaluate(best.x)[0] > obj.evaluate(x)[0]:
+            x, message = best.x, f"semismooth Newton: {best.message}"
+    return x, used, message
+
+
 def _warm_start(obj: _Objective, tol: float, max_iter: int, errors: list,
-                monitor: Monitor | None = None):
+                monitor: Monitor | None = None) -> tuple[np.ndarray, int]:
     """Semi-dual potentials of quadratically regularized OT (no sparsity constraint; a
     smooth problem), solved by continuation in its regularization: for ``gamma * 10**s``,
     ``s`` in ``_STAGES``, each stage started from the previous one and given at most
-    ``max_iter`` iterations. For ``k = 1`` the stages go on down to ``s = -5``: the target
-    potentials are then those of unregularized OT, which quadratically regularized OT
-    approaches as its ``gamma`` goes to 0. The stage equal to the target
-    problem (``k >= n``, ``s = 0``) is skipped. Returns ``f``, the semi-dual thresholds at
-    ``f`` of the target problem, and the iterations used.
+    ``max_iter`` iterations (:func:`_solve`; Newton stages before ``s = 0`` to an L1
+    marginal error of ``_STAGE_TOL`` of the mass). For ``k = 1`` the stages go on down to ``s = -5`` with
+    L-BFGS-B: the target potentials are then those of unregularized OT, which
+    quadratically regularized OT approaches as its ``gamma`` goes to 0. The stage equal
+    to the target problem (``k >= n``, ``s = 0``) is skipped. Returns ``f`` and the
+    iterations used.
     """
     n_other = obj.p.shape[0]
     f, used = np.zeros(n_other), 0
     stages = _STAGES_K1 if obj.k == 1 else _STAGES[:-1] if obj.k >= n_other else _STAGES
+    loose = max(tol, _STAGE_TOL * float(obj.p.sum()))
     for s in stages:
         stage = obj.variant(obj.gamma * 10.0**s, n_other, True)
-        f, it, _, _ = _maximize(stage, f, tol, max_iter, errors, monitor)
+        if obj.k == 1:
+            f, it, _, _ = _maximize(stage, f, tol, max_iter, errors, monitor)
+        else:
+            f, it, _ = _solve(stage, f, tol, max_iter, errors, monitor,
+                              newton_tol=tol if s == 0 else loose)
         used += it
         if monitor is not None and monitor.stopped:
             break
-    theta = _topk(obj, f, obj.zeros_dev, obj.gamma, obj.k, True).theta
-    return f, theta, used
+    return f, used
+
+
+def _kinks(obj: _Objective, f: np.ndarray, nnz: np.ndarray) -> int:
+    """Number of groups whose ``k``-th entry carries mass and whose ``k``-th and
+    ``(k + 1)``-th scores ``f_i - K_ji`` are tied (to ``_TIE`` of the cost scale): there the
+    semi-dual is not differentiable, and changing the selection changes the plan."""
+    n_other, k = obj.p.shape[0], obj.k
+    if k >= n_other:
+        return 0
+    scale = obj.ops.cost_scale()
+    shift = np.full(obj.q.shape[0], float(np.ptp(f)) + scale + 1.0)  # every entry positive
+    out = _topk(obj, f, shift, 1.0, k + 1, False, k + 1)
+    gap = out.val[:, k - 1] - out.val[:, k]
+    return int(np.count_nonzero((gap <= _TIE * max(scale, 1e-300)) & (nnz >= k)))
 
 
 def _plan_matrix(idx: np.ndarray, val: np.ndarray, shape: tuple[int, int], axis: int,
@@ -241,7 +335,7 @@ def cardinality_ot(
     a: Any,
     b: Any,
     C: Any,
-    k: int,
+    k: int | None,
     gamma: float,
     *,
     formulation: str = "semi-dual",
@@ -438,7 +532,7 @@ def cardinality_ot(
     >>> bool(res1.marginal_error < 1e-9), bool(res1.extra["sparse_row_error"] > 0)
     (True, True)
     """
-    k = check_positive_int(k, "k")
+    k = None if k is None else check_positive_int(k, "k")
     gamma = check_eps(gamma, "gamma")
     formulation = check_choice(formulation, "formulation", ("semi-dual", "dual"))
     constrain = check_choice(constrain, "constrain", ("columns", "rows"))
@@ -461,44 +555,76 @@ def cardinality_ot(
     simplex = formulation == "semi-dual"
     a64, b64 = (prob.backend.to_numpy(w).astype(np.float64) for w in (prob.a, prob.b))
     p, q = (a64, b64) if axis == 0 else (b64, a64)
+    k = p.shape[0] if k is None else k  # k >= n: quadratically regularized OT
     obj = _Objective(prob, axis, p, q, gamma, k, simplex)
 
     errors: list = []
     extra: dict = {"warm_start_iter": 0}
+    semi = obj if simplex else obj.variant(gamma, k, True)
     try:
+        x0 = np.zeros(p.shape[0])
         if warm_start:
-            f0, theta0, extra["warm_start_iter"] = _warm_start(obj, tol, max_iter, errors,
-                                                               monitor)
-            x0 = f0 if simplex else np.concatenate([f0, -theta0])
-        else:
-            x0 = np.zeros(p.shape[0] + (0 if simplex else q.shape[0]))
+            x0, extra["warm_start_iter"] = _warm_start(obj, tol, max_iter, errors, monitor)
+            if not simplex and not monitor.stopped:
+                # the dual starts at (f, -theta(f)) of the semi-dual's solution, where
+                # D(f, g) = S(f): a maximizer of the dual wherever S is smooth at f
+                x0, it, _ = _solve(semi, x0, tol, max_iter, errors, monitor)
+                extra["warm_start_iter"] += it
+        if not simplex:
+            g0 = -_topk(obj, x0, obj.zeros_dev, gamma, k, True).theta if warm_start else \
+                np.zeros(q.shape[0])
+            x0 = np.concatenate([x0, g0])
         if monitor.stopped:  # during the warm start: no run on the target objective
-            x, n_iter, converged, message = x0, 0, False, monitor.reason()
+            x, n_iter, message = x0, 0, monitor.reason()
         else:
-            x, n_iter, converged, message = _maximize(obj, x0, tol, max_iter, errors,
-                                                      monitor)
+            x, n_iter, message = _solve(obj, x0, tol, max_iter, errors, monitor)
     finally:
         monitor.close()
-    if monitor.stopped:
-        extra["stopped"] = monitor.stopped
-        converged, message = False, monitor.reason()
-    value, grad, _, out = obj.evaluate(x, width=None)
+    value, _, _, out = obj.evaluate(x, width=None)
     pot_other = x[: p.shape[0]]
     pot_group = -out.theta if simplex else x[p.shape[0]:]
-    extra.update(message=message, max_nnz=int(np.count_nonzero(out.val, axis=1).max()))
+    extra.update(max_nnz=int(np.count_nonzero(out.val, axis=1).max()))
     plan = _plan_matrix(out.idx, out.val, prob.geom.shape, axis,
                         host_dtype(prob.xp, prob.dtype))
     if rebuild_plan:
         plan = _rebuild(obj, plan, pot_other, extra)
+    error = sum(_marginal_errors(plan, a64, b64))
+    method = f"cardinality_ot ({formulation})"
+    converged = error <= tol and not monitor.stopped
     if monitor.stopped:
-        warn_not_converged(f"cardinality_ot ({formulation})", n_iter,
-                           float(np.max(np.abs(grad))), tol, monitor.reason())
-    elif not converged:
-        _warn_not_converged(formulation, n_iter, float(np.max(np.abs(grad))), tol, message)
+        extra.update(status="stopped", stopped=monitor.stopped)
+        message = monitor.reason()
+        warn_not_converged(method, n_iter, error, tol, message)
+    elif converged:
+        extra["status"] = "converged"
+    elif message.endswith("marginal error within tol"):  # the kernel plan's, in float64
+        extra["status"] = "rounding"
+        message = (f"{message} for the kernel's plan, but not for the returned plan: tol is "
+                   "below the rounding error of its marginals in float64")
+        warn_not_converged(method, n_iter, error, tol, message)
+    else:
+        kinks = _kinks(semi, pot_other, out.nnz if simplex else
+                       _topk(obj, pot_other, obj.zeros_dev, gamma, k, True).nnz)
+        extra["status"] = "nonsmooth" if k == 1 or kinks else "not_converged"
+        message = _explain(k, kinks, message)
+        warn_not_converged(method, n_iter, error, tol, message)
+    extra["message"] = message
     f, g = (pot_other, pot_group) if axis == 0 else (pot_group, pot_other)
     return _sparse_result(prob, plan, f, g, gamma, value=value, n_iter=n_iter,
-                          converged=converged, method=f"cardinality_ot ({formulation})",
-                          errors=errors, extra=extra)
+                          converged=converged, method=method, errors=errors, extra=extra)
+
+
+def _explain(k: int, kinks: int, message: str) -> str:
+    """Why the marginal error stayed above ``tol``, for the status message and warning."""
+    if k == 1:
+        return ("k = 1: the semi-dual is piecewise linear and its maximum lies on a kink; a "
+                "plan with one entry per group generally cannot meet the other marginal "
+                "(rebuild_plan=True returns an exact OT plan instead). " + message)
+    if kinks:
+        return (f"the maximum lies on a kink of the objective: in {kinks} group(s) the k-th "
+                "and (k+1)-th scores are tied, and the plan of one top-k selection cannot "
+                f"meet the marginal to tol. {message}")
+    return f"{message}. Increase max_iter, or tol."
 
 
 def _rebuild(obj: _Objective, plan: sparse.csr_matrix, f: np.ndarray, extra: dict
@@ -543,17 +669,6 @@ def _sparse_result(prob: Problem, plan: sparse.csr_matrix, f: np.ndarray, g: np.
         _namespaces=ns, _shape=prob.geom.shape, _dtype=prob.dtype,
         _points=(prob.geom.x, prob.geom.y) if isinstance(prob.geom, PointCloud) else None,
         **fields,
-    )
-
-
-def _warn_not_converged(formulation: str, n_iter: int, error: float, tol: float,
-                        message: str) -> None:
-    """The standard warning, with the largest marginal violation as the error and
-    L-BFGS-B's message."""
-    warn_not_converged(
-        f"cardinality_ot ({formulation})", n_iter, error, tol,
-        f"L-BFGS-B: {message.lower().rstrip(': ')}. Increase max_iter, or tol: on these "
-        "nonsmooth objectives progress can stall at a kink before the marginals are met.",
     )
 
 
