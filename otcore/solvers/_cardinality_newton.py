@@ -36,6 +36,8 @@ _SHIFT0, _SHIFT_MIN, _SHIFT_MAX, _SHIFT_STEP = 0.1, 1e-6, 1e6, 4.0
 _ARMIJO, _HALVINGS = 1e-4, 12
 #: Largest forcing term of the inexact Newton step (CG's relative residual).
 _FORCING = 0.1
+#: The rounding level of the L1 marginal error, in units of n * eps * mass.
+_FLOOR = 64
 #: Relative change of the objective treated as rounding.
 _ROUNDING = 1e-13
 
@@ -47,8 +49,11 @@ class NewtonRun(NamedTuple):
     """The best potentials found (the last accepted iterate)."""
     n_iter: int
     """Newton steps taken."""
-    converged: bool
-    """The L1 marginal error of the kernel plan at ``x`` reached ``tol``."""
+    status: str
+    """``"converged"`` (the L1 marginal error of the kernel plan at ``x`` reached
+    ``tol``), ``"rounding"`` (no step improves on an error at the rounding level of the
+    marginals, ``_FLOOR * n * eps`` of the mass), ``"stalled"`` (no step improves
+    elsewhere: a kink), ``"max_iter"`` or ``"stopped"`` (by the monitor)."""
     message: str
     cg_iter: int
     """Conjugate-gradient iterations over all steps."""
@@ -71,12 +76,13 @@ def newton_semi_dual(obj: Any, x0: np.ndarray, tol: float, max_iter: int, errors
     value, grad, err, dev = obj.supports(x)
     shift_factor, cg_total = _SHIFT0, 0
     best, since = err, 0
+    floor = _FLOOR * obj.n * np.finfo(np.float64).eps * mass
     solve = obj.evaluator.hessian_solve
     xp = obj.bk.xp
     it = 0
     while it < max_iter:
         if err <= tol:
-            return NewtonRun(x, it, True, "marginal error within tol", cg_total)
+            return NewtonRun(x, it, "converged", "marginal error within tol", cg_total)
         shift = shift_factor * err * obj.q.shape[0] / (obj.gamma * mass)
         rtol = min(_FORCING, err / mass) if mass > 0 else _FORCING
         step = solve(dev, shift, xp.asarray(grad), rtol, max(50, 4 * obj.n))
@@ -84,7 +90,7 @@ def newton_semi_dual(obj: Any, x0: np.ndarray, tol: float, max_iter: int, errors
         d = obj.bk.to_numpy(step.x)
         slope = float(grad @ d)
         if not (slope > 0 and math.isfinite(slope)):
-            return NewtonRun(x, it, False, "no ascent direction", cg_total)
+            return NewtonRun(x, it, "stalled", "no ascent direction", cg_total)
         t = 1.0
         for _ in range(_HALVINGS):
             trial = x + t * d
@@ -97,7 +103,10 @@ def newton_semi_dual(obj: Any, x0: np.ndarray, tol: float, max_iter: int, errors
             # a direction that the line search cannot use: a larger shift (shorter steps
             # along the Hessian's near-null directions), until the shift is at its bound
             if shift_factor >= _SHIFT_MAX:
-                return NewtonRun(x, it, False, "line search failed (the objective is not "
+                if err <= floor:
+                    return NewtonRun(x, it, "rounding", f"no step improves the error {err:.2e}, "
+                                     "at the rounding level of the marginals", cg_total)
+                return NewtonRun(x, it, "stalled", "line search failed (the objective is not "
                                  "smooth here)", cg_total)
             shift_factor = min(_SHIFT_MAX, shift_factor * _SHIFT_STEP**3)
             continue
@@ -108,7 +117,9 @@ def newton_semi_dual(obj: Any, x0: np.ndarray, tol: float, max_iter: int, errors
         errors.append((start + it, err))
         best, since = (err, 0) if err <= 0.5 * best else (best, since + 1)
         if patience is not None and since >= patience:
-            return NewtonRun(x, it, False, f"no progress in {patience} steps", cg_total)
+            return NewtonRun(x, it, "stalled", f"no progress in {patience} steps", cg_total)
         if monitor is not None and monitor.active and monitor.check(*errors[-1]):
-            return NewtonRun(x, it, False, monitor.reason(), cg_total)
-    return NewtonRun(x, max_iter, err <= tol, "iteration limit reached", cg_total)
+            return NewtonRun(x, it, "stopped", monitor.reason(), cg_total)
+    if err <= tol:
+        return NewtonRun(x, it, "converged", "marginal error within tol", cg_total)
+    return NewtonRun(x, it, "max_iter", "iteration limit reached", cg_total)

@@ -224,9 +224,10 @@ def _maximize(obj: _Objective, x0: np.ndarray, tol: float, max_iter: int, errors
 
 def _solve(obj: _Objective, x0: np.ndarray, tol: float, max_iter: int, errors: list,
            monitor: Monitor | None = None, newton_tol: float | None = None
-           ) -> tuple[np.ndarray, int, str]:
-    """Maximize ``obj`` from ``x0``; returns ``x``, the iterations done (of every method)
-    and a message saying which method ended the run, and how.
+           ) -> tuple[np.ndarray, int, str, str]:
+    """Maximize ``obj`` from ``x0``; returns ``x``, the iterations done (of every method),
+    a message saying which method ended the run and how, and the status of the Newton
+    run that ended it (``NewtonRun.status``; ``""`` when L-BFGS-B did).
 
     The semi-dual with ``k >= 2`` runs the semismooth Newton method
     (:func:`newton_semi_dual`, to ``newton_tol``, default ``tol``) where the backend has
@@ -248,8 +249,8 @@ def _solve(obj: _Objective, x0: np.ndarray, tol: float, max_iter: int, errors: l
             run = None
         if run is not None:
             used, best = run.n_iter, run
-            if run.converged or used >= max_iter or (monitor is not None and monitor.stopped):
-                return run.x, used, f"semismooth Newton: {run.message}"
+            if run.status in ("converged", "rounding", "max_iter", "stopped"):
+                return run.x, used, f"semismooth Newton: {run.message}", run.status
             if smooth:
                 x0 = run.x
     x, it, _, message = _maximize(obj, x0, tol, max_iter - used, errors, monitor)
@@ -259,12 +260,12 @@ def _solve(obj: _Objective, x0: np.ndarray, tol: float, max_iter: int, errors: l
         run = newton_semi_dual(obj, x, newton_tol, max(1, max_iter - used), errors, monitor,
                                _PATIENCE)
         used += run.n_iter
-        if run.converged:
-            return run.x, used, f"semismooth Newton after L-BFGS-B: {run.message}"
+        if run.status in ("converged", "rounding"):
+            return run.x, used, f"semismooth Newton after L-BFGS-B: {run.message}", run.status
         best = max((run, best), key=lambda r: obj.evaluate(r.x)[0])
         if obj.evaluate(best.x)[0] > obj.evaluate(x)[0]:
-            x, message = best.x, f"semismooth Newton: {best.message}"
-    return x, used, message
+            return best.x, used, f"semismooth Newton: {best.message}", best.status
+    return x, used, message, ""
 
 
 def _warm_start(obj: _Objective, tol: float, max_iter: int, errors: list,
@@ -273,8 +274,8 @@ def _warm_start(obj: _Objective, tol: float, max_iter: int, errors: list,
     smooth problem), solved by continuation in its regularization: for ``gamma * 10**s``,
     ``s`` in ``_STAGES``, each stage started from the previous one and given at most
     ``max_iter`` iterations (:func:`_solve`; Newton stages before ``s = 0`` to an L1
-    marginal error of ``_STAGE_TOL`` of the mass). For ``k = 1`` the stages go on down to ``s = -5`` with
-    L-BFGS-B: the target potentials are then those of unregularized OT, which
+    marginal error of ``_STAGE_TOL`` of the mass). For ``k = 1`` the stages go on down to
+    ``s = -5`` with L-BFGS-B: the target potentials are then those of unregularized OT, which
     quadratically regularized OT approaches as its ``gamma`` goes to 0. The stage equal
     to the target problem (``k >= n``, ``s = 0``) is skipped. Returns ``f`` and the
     iterations used.
@@ -288,8 +289,8 @@ def _warm_start(obj: _Objective, tol: float, max_iter: int, errors: list,
         if obj.k == 1:
             f, it, _, _ = _maximize(stage, f, tol, max_iter, errors, monitor)
         else:
-            f, it, _ = _solve(stage, f, tol, max_iter, errors, monitor,
-                              newton_tol=tol if s == 0 else loose)
+            f, it, _, _ = _solve(stage, f, tol, max_iter, errors, monitor,
+                                 newton_tol=tol if s == 0 else loose)
         used += it
         if monitor is not None and monitor.stopped:
             break
@@ -568,16 +569,16 @@ def cardinality_ot(
             if not simplex and not monitor.stopped:
                 # the dual starts at (f, -theta(f)) of the semi-dual's solution, where
                 # D(f, g) = S(f): a maximizer of the dual wherever S is smooth at f
-                x0, it, _ = _solve(semi, x0, tol, max_iter, errors, monitor)
+                x0, it, _, _ = _solve(semi, x0, tol, max_iter, errors, monitor)
                 extra["warm_start_iter"] += it
         if not simplex:
             g0 = -_topk(obj, x0, obj.zeros_dev, gamma, k, True).theta if warm_start else \
                 np.zeros(q.shape[0])
             x0 = np.concatenate([x0, g0])
         if monitor.stopped:  # during the warm start: no run on the target objective
-            x, n_iter, message = x0, 0, monitor.reason()
+            x, n_iter, message, ended = x0, 0, monitor.reason(), "stopped"
         else:
-            x, n_iter, message = _solve(obj, x0, tol, max_iter, errors, monitor)
+            x, n_iter, message, ended = _solve(obj, x0, tol, max_iter, errors, monitor)
     finally:
         monitor.close()
     value, _, _, out = obj.evaluate(x, width=None)
@@ -597,10 +598,10 @@ def cardinality_ot(
         warn_not_converged(method, n_iter, error, tol, message)
     elif converged:
         extra["status"] = "converged"
-    elif message.endswith("marginal error within tol"):  # the kernel plan's, in float64
+    elif ended in ("converged", "rounding"):  # the kernel plan's error, in float64
         extra["status"] = "rounding"
-        message = (f"{message} for the kernel's plan, but not for the returned plan: tol is "
-                   "below the rounding error of its marginals in float64")
+        message = (f"{message}; tol is below the rounding error of the plan's marginals in "
+                   "float64")
         warn_not_converged(method, n_iter, error, tol, message)
     else:
         kinks = _kinks(semi, pot_other, out.nnz if simplex else
