@@ -38,8 +38,10 @@ _ARMIJO, _HALVINGS = 1e-4, 12
 _FORCING = 0.1
 #: The rounding level of the L1 marginal error, in units of n * eps * mass.
 _FLOOR = 64
-#: Relative change of the objective treated as rounding.
-_ROUNDING = 1e-13
+#: The rounding error of the objective, in units of sqrt(n) * eps * its magnitude, and
+#: the number of recent errors that a step judged by its error must improve on (the
+#: largest of them: a non-monotone line search).
+_NOISE, _WINDOW = 8.0, 1
 
 
 class NewtonRun(NamedTuple):
@@ -76,6 +78,7 @@ def newton_semi_dual(obj: Any, x0: np.ndarray, tol: float, max_iter: int, errors
     value, grad, err, dev = obj.supports(x)
     shift_factor, cg_total = _SHIFT0, 0
     best, since = err, 0
+    recent = [err]
     floor = _FLOOR * obj.n * np.finfo(np.float64).eps * mass
     solve = obj.evaluator.hessian_solve
     xp = obj.bk.xp
@@ -91,12 +94,19 @@ def newton_semi_dual(obj: Any, x0: np.ndarray, tol: float, max_iter: int, errors
         slope = float(grad @ d)
         if not (slope > 0 and math.isfinite(slope)):
             return NewtonRun(x, it, "stalled", "no ascent direction", cg_total)
+        # the rounding error of the objective: where the predicted increase is below it,
+        # the value cannot judge a step, and the L1 error (non-monotone) does
+        noise = _NOISE * math.sqrt(obj.n) * np.finfo(np.float64).eps * (
+            float(np.abs(x[: obj.n]) @ obj.p) + abs(value))
+        reference = max(recent)
         t = 1.0
         for _ in range(_HALVINGS):
             trial = x + t * d
             v_t, g_t, e_t, dev_t = obj.supports(trial)
-            if v_t >= value + _ARMIJO * t * slope or (
-                    v_t >= value - _ROUNDING * abs(value) and e_t < err):
+            if t * slope > noise:
+                if v_t >= value + _ARMIJO * t * slope:
+                    break
+            elif e_t < reference:
                 break
             t *= 0.5
         else:
@@ -113,6 +123,7 @@ def newton_semi_dual(obj: Any, x0: np.ndarray, tol: float, max_iter: int, errors
         shift_factor = (max(_SHIFT_MIN, shift_factor / _SHIFT_STEP) if t == 1.0
                         else min(_SHIFT_MAX, shift_factor * _SHIFT_STEP))
         x, value, grad, err, dev = trial, v_t, g_t, e_t, dev_t
+        recent = [*recent[1 - _WINDOW:], err]
         it += 1
         errors.append((start + it, err))
         best, since = (err, 0) if err <= 0.5 * best else (best, since + 1)

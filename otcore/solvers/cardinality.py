@@ -273,8 +273,8 @@ def _warm_start(obj: _Objective, tol: float, max_iter: int, errors: list,
     """Semi-dual potentials of quadratically regularized OT (no sparsity constraint; a
     smooth problem), solved by continuation in its regularization: for ``gamma * 10**s``,
     ``s`` in ``_STAGES``, each stage started from the previous one and given at most
-    ``max_iter`` iterations (:func:`_solve`; Newton stages before ``s = 0`` to an L1
-    marginal error of ``_STAGE_TOL`` of the mass). For ``k = 1`` the stages go on down to
+    ``max_iter`` iterations (:func:`_solve`; Newton stages to an L1 marginal error of
+    ``_STAGE_TOL`` of the mass). For ``k = 1`` the stages go on down to
     ``s = -5`` with L-BFGS-B: the target potentials are then those of unregularized OT, which
     quadratically regularized OT approaches as its ``gamma`` goes to 0. The stage equal
     to the target problem (``k >= n``, ``s = 0``) is skipped. Returns ``f`` and the
@@ -289,8 +289,7 @@ def _warm_start(obj: _Objective, tol: float, max_iter: int, errors: list,
         if obj.k == 1:
             f, it, _, _ = _maximize(stage, f, tol, max_iter, errors, monitor)
         else:
-            f, it, _, _ = _solve(stage, f, tol, max_iter, errors, monitor,
-                                 newton_tol=tol if s == 0 else loose)
+            f, it, _, _ = _solve(stage, f, tol, max_iter, errors, monitor, newton_tol=loose)
         used += it
         if monitor is not None and monitor.stopped:
             break
