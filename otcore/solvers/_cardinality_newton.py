@@ -14,8 +14,9 @@ support), so each step solves the Levenberg-Marquardt system ``(H + mu I) d = p 
 by preconditioned conjugate gradients in the backend's kernel
 (``TopKEvaluator.hessian_solve``), with a shift ``mu`` proportional to the gradient's
 norm and adapted to the line search: divided after a full step, multiplied after a
-shortened one. The line search is Armijo's on ``S``, or, once the change of ``S`` is
-below its rounding, a decrease of the L1 marginal error. Where the top-k selection is
+shortened one. The line search is Armijo's on ``S`` where the predicted increase of
+``S`` exceeds its rounding error, and a decrease of the L1 marginal error below (near
+the maximum, where ``S`` no longer tells steps apart). Where the top-k selection is
 smooth at the optimum this converges superlinearly; at a kink (ties in the selection, or
 ``k = 1``, where ``H = 0``) the line search eventually fails and the run reports that it
 stalled.
@@ -38,10 +39,8 @@ _ARMIJO, _HALVINGS = 1e-4, 12
 _FORCING = 0.1
 #: The rounding level of the L1 marginal error, in units of n * eps * mass.
 _FLOOR = 64
-#: The rounding error of the objective, in units of sqrt(n) * eps * its magnitude, and
-#: the number of recent errors that a step judged by its error must improve on (the
-#: largest of them: a non-monotone line search).
-_NOISE, _WINDOW = 8.0, 1
+#: The rounding error of the objective, in units of sqrt(n) * eps * its magnitude.
+_NOISE = 8.0
 
 
 class NewtonRun(NamedTuple):
@@ -78,7 +77,6 @@ def newton_semi_dual(obj: Any, x0: np.ndarray, tol: float, max_iter: int, errors
     value, grad, err, dev = obj.supports(x)
     shift_factor, cg_total = _SHIFT0, 0
     best, since = err, 0
-    recent = [err]
     floor = _FLOOR * obj.n * np.finfo(np.float64).eps * mass
     solve = obj.evaluator.hessian_solve
     xp = obj.bk.xp
@@ -92,13 +90,13 @@ def newton_semi_dual(obj: Any, x0: np.ndarray, tol: float, max_iter: int, errors
         cg_total += step.iterations
         d = obj.bk.to_numpy(step.x)
         slope = float(grad @ d)
-        if not (slope > 0 and math.isfinite(slope)):
-            return NewtonRun(x, it, "stalled", "no ascent direction", cg_total)
+        gnorm = float(np.linalg.norm(grad))
+        if not (slope > 0 and math.isfinite(slope) and step.residual < gnorm):
+            return _stalled(x, it, err, floor, "no ascent direction", cg_total)
         # the rounding error of the objective: where the predicted increase is below it,
         # the value cannot judge a step, and the L1 error (non-monotone) does
         noise = _NOISE * math.sqrt(obj.n) * np.finfo(np.float64).eps * (
             float(np.abs(x[: obj.n]) @ obj.p) + abs(value))
-        reference = max(recent)
         t = 1.0
         for _ in range(_HALVINGS):
             trial = x + t * d
@@ -106,24 +104,20 @@ def newton_semi_dual(obj: Any, x0: np.ndarray, tol: float, max_iter: int, errors
             if t * slope > noise:
                 if v_t >= value + _ARMIJO * t * slope:
                     break
-            elif e_t < reference:
+            elif e_t < err:
                 break
             t *= 0.5
         else:
             # a direction that the line search cannot use: a larger shift (shorter steps
             # along the Hessian's near-null directions), until the shift is at its bound
             if shift_factor >= _SHIFT_MAX:
-                if err <= floor:
-                    return NewtonRun(x, it, "rounding", f"no step improves the error {err:.2e}, "
-                                     "at the rounding level of the marginals", cg_total)
-                return NewtonRun(x, it, "stalled", "line search failed (the objective is not "
-                                 "smooth here)", cg_total)
+                return _stalled(x, it, err, floor, "line search failed (the objective is not "
+                                "smooth here)", cg_total)
             shift_factor = min(_SHIFT_MAX, shift_factor * _SHIFT_STEP**3)
             continue
         shift_factor = (max(_SHIFT_MIN, shift_factor / _SHIFT_STEP) if t == 1.0
                         else min(_SHIFT_MAX, shift_factor * _SHIFT_STEP))
         x, value, grad, err, dev = trial, v_t, g_t, e_t, dev_t
-        recent = [*recent[1 - _WINDOW:], err]
         it += 1
         errors.append((start + it, err))
         best, since = (err, 0) if err <= 0.5 * best else (best, since + 1)
@@ -134,3 +128,13 @@ def newton_semi_dual(obj: Any, x0: np.ndarray, tol: float, max_iter: int, errors
     if err <= tol:
         return NewtonRun(x, it, "converged", "marginal error within tol", cg_total)
     return NewtonRun(x, it, "max_iter", "iteration limit reached", cg_total)
+
+
+def _stalled(x: np.ndarray, it: int, err: float, floor: float, reason: str, cg_total: int
+             ) -> NewtonRun:
+    """The run that no step improves: at the rounding level of the marginals
+    (``err <= floor``) or elsewhere (a kink)."""
+    if err <= floor:
+        return NewtonRun(x, it, "rounding", f"no step improves the error {err:.2e}, at the "
+                         "rounding level of the marginals", cg_total)
+    return NewtonRun(x, it, "stalled", reason, cg_total)
