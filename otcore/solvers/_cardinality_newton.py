@@ -68,15 +68,15 @@ def newton_semi_dual(obj: Any, x0: np.ndarray, tol: float, max_iter: int, errors
     Each iterate is evaluated with its supports listed (``obj.supports``); appends
     ``(iteration, L1 marginal error)`` to ``errors`` after each step, numbering after the
     ones already there, and stops when ``monitor`` says so, or, with ``patience``, when
-    the error has not fallen below half its smallest value for ``patience`` steps (a
-    kink, where Newton's method makes no headway).
+    the error has not fallen below half its smallest value in ``patience`` evaluations
+    of the objective (a kink, where Newton's method makes no headway).
     """
     start = errors[-1][0] if errors else 0
     mass = float(obj.p.sum())
     x = x0
     value, grad, err, dev = obj.supports(x)
     shift_factor, cg_total = _SHIFT0, 0
-    best, since = err, 0
+    best, evals, progress = err, 1, 1  # evaluations: all, and at the last progress
     floor = _FLOOR * obj.n * np.finfo(np.float64).eps * mass
     solve = obj.evaluator.hessian_solve
     xp = obj.bk.xp
@@ -101,6 +101,7 @@ def newton_semi_dual(obj: Any, x0: np.ndarray, tol: float, max_iter: int, errors
         for _ in range(_HALVINGS):
             trial = x + t * d
             v_t, g_t, e_t, dev_t = obj.supports(trial)
+            evals += 1
             if t * slope > noise:
                 if v_t >= value + _ARMIJO * t * slope:
                     break
@@ -120,9 +121,11 @@ def newton_semi_dual(obj: Any, x0: np.ndarray, tol: float, max_iter: int, errors
         x, value, grad, err, dev = trial, v_t, g_t, e_t, dev_t
         it += 1
         errors.append((start + it, err))
-        best, since = (err, 0) if err <= 0.5 * best else (best, since + 1)
-        if patience is not None and since >= patience:
-            return NewtonRun(x, it, "stalled", f"no progress in {patience} steps", cg_total)
+        if err <= 0.5 * best:
+            best, progress = err, evals
+        if patience is not None and evals - progress >= patience:
+            return NewtonRun(x, it, "stalled", f"no progress in {patience} evaluations",
+                             cg_total)
         if monitor is not None and monitor.active and monitor.check(*errors[-1]):
             return NewtonRun(x, it, "stopped", monitor.reason(), cg_total)
     if err <= tol:

@@ -53,8 +53,8 @@ __all__ = ["cardinality_ot"]
 
 #: L1 marginal error (relative to the mass) of the Newton warm-start stages.
 _STAGE_TOL = 1e-6
-#: Newton steps without progress before a run for k < n gives way to L-BFGS-B.
-_PATIENCE = 10
+#: Evaluations without progress before a Newton run for k < n gives way to L-BFGS-B.
+_PATIENCE = 20
 #: Scores closer than this (relative to the cost scale) count as tied (a kink).
 _TIE = 1e-7
 #: L-BFGS-B restarts (fresh curvature memory) after it stalls at a kink.
@@ -115,6 +115,7 @@ class _Objective:
         self.width = k if k < self.n else min(self.n, 16)  # support listing (supports)
         self.scale = 1.0  # SciPy minimizes -scale * objective
         self.last: tuple[np.ndarray, float] | None = None  # (x, L1 marginal error)
+        self.listed: tuple[np.ndarray, TopK] | None = None  # the last supports() call
 
     def kernel(self, x: np.ndarray, width: int | None = 0) -> TopK:
         """The backend's top-k kernel at ``x``, on the host."""
@@ -126,7 +127,10 @@ class _Objective:
                  ) -> tuple[float, np.ndarray, float, tuple]:
         """Objective (to maximize), its gradient, the L1 marginal error of the kernel plan,
         and the kernel outputs (with ``width`` plan entries per group), at ``x``."""
-        out = self.kernel(x, width)
+        if width is None and self.listed is not None and np.array_equal(self.listed[0], x):
+            out = TopK(*(self.bk.to_numpy(v) for v in self.listed[1]))  # every entry listed
+        else:
+            out = self.kernel(x, width)
         return (*self._assemble(x, out.value, out.other, out.mass), out)
 
     def supports(self, x: np.ndarray) -> tuple[float, np.ndarray, float, TopK]:
@@ -144,6 +148,7 @@ class _Objective:
             self.width = min(self.n, largest + largest // 4 + 1)
             out = self.evaluator(alpha, self.zeros_dev, self.width)
         value, other = (bk.to_numpy(v) for v in (out.value, out.other))
+        self.listed = (x.copy(), out)
         return (*self._assemble(x, value, other, None), out)
 
     def _assemble(self, x: np.ndarray, value: np.ndarray, other: np.ndarray,
@@ -234,7 +239,7 @@ def _solve(obj: _Objective, x0: np.ndarray, tol: float, max_iter: int, errors: l
     the Hessian kernels. For ``k >= n`` (a smooth problem) it has the whole iteration
     budget, and L-BFGS-B (:func:`_maximize`) continues only if it stalls. For ``k < n``
     the maximum often lies on a kink, where Newton's method makes no headway: it gets
-    ``_PATIENCE`` steps without progress, then L-BFGS-B runs from ``x0`` and Newton's
+    ``_PATIENCE`` evaluations without progress, then L-BFGS-B runs from ``x0`` and Newton's
     method once more from where L-BFGS-B stopped (the maximum may be smooth after all);
     the best point is kept. Everything else runs L-BFGS-B alone.
     """
