@@ -338,8 +338,11 @@ def report(quadratic: list[dict], kcases: list[dict], settings: dict) -> str:
     info = machine_info(PACKAGES)
     info["Numba threads"] = settings["threads"]
     machine = "\n".join(f"- {k}: {v}" for k, v in info.items())
+    command = command_line(f"bench.{NAME}")
+    if settings["baseline"]:  # the directory is local to the machine that ran it
+        command = command.replace(settings["baseline"], "BASELINE_DIR")
     header = [f"# Quadratic and cardinality-constrained OT: otcore, RegOT and POT\n\n"
-              f"Command: `{command_line(f'bench.{NAME}')}`"]
+              f"Command: `{command}`"]
     if settings["note"]:
         header.append(f"**Note:** {settings['note']}")
     if settings["baseline"]:

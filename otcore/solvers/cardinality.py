@@ -1,4 +1,5 @@
-"""Cardinality-constrained optimal transport: dual and semi-dual solvers.
+"""Cardinality-constrained optimal transport (and quadratic OT): dual and semi-dual
+solvers.
 
 The problem (Liu, Puigcerver and Blondel, ICLR 2023) is quadratically regularized OT in
 which every column of the plan has at most ``k`` nonzeros:
@@ -19,9 +20,11 @@ vectors):
 For every f, g: D(f, g) <= S(f), with equality at g = -theta(f) (minus the semi-dual's
 simplex thresholds), so the two have the same optimal value; and S(f) <= the primal
 objective of every feasible k-sparse plan. Both are concave, and smooth except where the
-top-k selection changes; they are maximized with SciPy's L-BFGS-B on value and gradient
-computed together by the backend's fused kernel (``GeometryOps.topk`` of the kernel
-contract, :mod:`otcore.backends._contract`).
+top-k selection changes. The semi-dual is maximized by a semismooth Newton method
+(:mod:`otcore.solvers._cardinality_newton`) where the maximum is smooth, in particular
+for k >= n (quadratically regularized OT), and by SciPy's L-BFGS-B at kinks and for the
+dual; value, gradient and the generalised Hessian's systems come from the backend's
+kernels (``GeometryOps.topk`` of the kernel contract, :mod:`otcore.backends._contract`).
 """
 
 from __future__ import annotations
@@ -354,7 +357,8 @@ def cardinality_ot(
     time_limit: float | None = None,
     backend: Any = None,
 ) -> OTResult:
-    r"""Optimal transport with at most ``k`` nonzeros per column of the plan.
+    r"""Optimal transport with at most ``k`` nonzeros per column of the plan; with
+    ``k=None``, quadratically regularized OT.
 
     Solves a relaxation of
 
@@ -364,8 +368,10 @@ def cardinality_ot(
         \langle C, T \rangle + \frac{\gamma}{2} \|T\|_F^2
 
     (each target ``j`` receives mass from at most ``k`` sources), following Liu,
-    Puigcerver and Blondel (ICLR 2023), by maximizing its dual or its semi-dual with
-    SciPy's L-BFGS-B. The returned plan is
+    Puigcerver and Blondel (ICLR 2023), by maximizing its dual or its semi-dual (a
+    semismooth Newton method where the maximum is smooth, SciPy's L-BFGS-B at kinks).
+    For ``k >= n`` the constraint is void and this is quadratically regularized OT, a
+    smooth problem solved to ``tol``. The returned plan is
 
     .. math::
 
@@ -383,10 +389,11 @@ def cardinality_ot(
     C : array of shape (n, m), DenseCost or PointCloud
         The cost. A point cloud is evaluated once into an ``(m, n)`` matrix (these solvers
         need ``O(n m)`` memory).
-    k : int
-        Maximum number of nonzeros per column, ``>= 1``. ``k >= n`` is allowed and gives
-        exactly quadratically regularized OT; ``k = 1`` is the unregularized limit (see
-        Notes).
+    k : int or None
+        Maximum number of nonzeros per column, ``>= 1``. ``None`` (or any ``k >= n``)
+        gives exactly quadratically regularized OT, the counterpart of POT's
+        ``ot.smooth`` l2 solvers and ``ot.solve(C, a, b, reg=gamma, reg_type="L2")``;
+        ``k = 1`` is the unregularized limit (see Notes).
     gamma : float
         Weight of the squared-L2 regularization ``(gamma / 2) |T|_F^2``, > 0, in the units
         of ``C`` divided by the units of mass. The same parameter as ``reg`` in POT's
@@ -396,12 +403,12 @@ def cardinality_ot(
         :math:`S(f) = \langle f, a \rangle - \sum_j b_j \max_{k,j}(f - C_{:, j})`, where
         :math:`\max_{k,j}(x) = \max_{y \in \Delta,\ \|y\|_0 \le k} \langle x, y \rangle
         - \frac{\gamma b_j}{2} \|y\|^2` is attained at the k-sparse simplex projection of
-        :math:`x / (\gamma b_j)`: the plan's **column marginal is exact** (``T^T 1 = b``),
-        the row marginal is met only as far as the optimizer converges and the sparsity
-        allows. ``"dual"`` maximizes
+        :math:`x / (\gamma b_j)`: the plan's **column marginal is exact** (``T^T 1 = b``)
+        and ``tol`` bounds the L1 error of the row marginal. ``"dual"`` maximizes
         :math:`D(f, g) = \langle f, a \rangle + \langle g, b \rangle - \sum_j
         \frac{1}{2\gamma} \mathrm{top}_k([f + g_j - C_{:, j}]_+^2)`: **neither marginal is
-        exact**; both converge as the gradient vanishes. For any potentials
+        exact**, and ``tol`` bounds the sum of their L1 errors; it starts from the
+        semi-dual's solution (see Notes). For any potentials
         ``D(f, g) <= S(f)``, with equality when ``g`` is the semi-dual's ``g`` at ``f``:
         both have the same optimal value, at most the primal objective of any feasible
         k-sparse plan. The semi-dual has fewer variables and an exact column marginal.
@@ -410,16 +417,18 @@ def cardinality_ot(
         most ``k`` targets); then the semi-dual keeps the **row** marginal exact. This is
         the same problem on ``C.T``, and the result is transposed back.
     tol : float, default 1e-9
-        Stop when an L-BFGS-B iteration decreases the objective by less than ``tol``
-        relative to its magnitude (SciPy's ``ftol``, on the objective scaled by its value
-        at the starting point), or when the largest gradient entry, i.e. the largest
-        marginal violation, is below ``tol`` (``gtol``). POT's ``stopThr`` sets the same two
-        SciPy options, but on the unscaled objective, where ``ftol`` is an absolute
-        decrease for objectives below 1. For accurate plans of smooth problems
-        (``k >= n``) pass a smaller ``tol``, such as 1e-14.
+        Bound on the L1 marginal error of the returned plan,
+        ``|T 1 - a|_1 + |T^T 1 - b|_1`` (only the row term for the semi-dual, whose column
+        marginal is exact; the reverse with ``constrain="rows"``). ``converged`` is True
+        exactly when the returned plan meets it. Where the maximum lies on a kink (tied
+        scores in the top-``k`` selection, typical for small ``k`` and always for
+        ``k = 1``) no plan of one selection meets the marginal: the run then ends with
+        ``converged=False``, the status ``"nonsmooth"`` and a warning (see Returns). In
+        float64 the L1 error cannot go much below ``n * 1e-16`` of the mass (status
+        ``"rounding"``).
     max_iter : int, default 1000
-        Maximum number of L-BFGS-B iterations on the target objective (over all
-        restarts); each warm-start stage has the same limit.
+        Maximum number of iterations (Newton steps and L-BFGS-B iterations together) on
+        the target objective; each warm-start stage has the same limit.
     warm_start : bool, default True
         Start from the potentials of quadratically regularized OT solved by continuation
         in ``gamma`` (see Notes); False starts from zero potentials, as POT does.
@@ -429,9 +438,9 @@ def cardinality_ot(
         marginals (an exact unregularized OT plan; not 1-sparse in general). The 1-sparse
         plan is then kept in ``extra["sparse_plan"]``.
     callback, verbose, time_limit
-        As in :func:`otcore.sinkhorn`, checked at every L-BFGS-B iteration (warm-start
-        stages included; ``IterationInfo.error`` is the L1 marginal error of the kernel
-        plan, ``n_iter`` counts every iteration so far).
+        As in :func:`otcore.sinkhorn`, checked at every Newton step and L-BFGS-B
+        iteration (warm-start stages included; ``IterationInfo.error`` is the L1 marginal
+        error of the kernel plan, ``n_iter`` counts every iteration so far).
     backend : {"numba_cpu", "cupy_gpu", "array_api"} or Backend, optional
         Force a backend; by default it follows the array type.
 
@@ -446,11 +455,16 @@ def cardinality_ot(
         libraries), in the dtype of ``C``; so is
         ``extra["sparse_plan"]``. ``value``: the maximized objective
         (``S(f)`` or ``D(f, g)``). ``cost``: ``<C, T>``. ``marginal_error``:
-        ``|T 1 - a|_1 + |T^T 1 - b|_1``. ``n_iter``, ``converged``, and ``errors``: the
-        L1 marginal error of the kernel plan at L-BFGS-B iterations. ``extra`` holds
-        ``row_error`` and ``col_error`` (the two marginal errors), ``primal`` (the primal
-        objective ``<C, T> + gamma/2 |T|^2`` of the returned plan), ``max_nnz`` (largest
-        number of nonzeros in a constrained column or row), ``message`` (the optimizer's),
+        ``|T 1 - a|_1 + |T^T 1 - b|_1``. ``converged``: ``marginal_error <= tol``.
+        ``n_iter``, and ``errors``: the L1 marginal error of the kernel plan at every
+        iteration. ``extra`` holds ``status`` (``"converged"``; ``"nonsmooth"``: the
+        maximum lies on a kink, ``k = 1`` or tied scores, and the error cannot reach
+        ``tol``; ``"rounding"``: ``tol`` is below the rounding error of the marginals;
+        ``"not_converged"``: the iteration limit; ``"stopped"``: by ``callback`` or
+        ``time_limit``), ``message`` (why, and which method ended the run), ``row_error``
+        and ``col_error`` (the two marginal errors), ``primal`` (the primal objective
+        ``<C, T> + gamma/2 |T|^2`` of the returned plan), ``max_nnz`` (largest
+        number of nonzeros in a constrained column or row),
         ``warm_start_iter`` and, with ``rebuild_plan``, ``sparse_plan`` with its
         ``sparse_row_error`` and ``sparse_col_error``, and ``rebuild_lps`` (linear
         programs solved).
@@ -466,7 +480,8 @@ def cardinality_ot(
     Warns
     -----
     ConvergenceWarning
-        If L-BFGS-B stops without meeting ``tol`` (then ``converged`` is False).
+        Whenever the returned plan does not meet ``tol`` (then ``converged`` is False),
+        with the status's explanation.
 
     See Also
     --------
@@ -478,8 +493,12 @@ def cardinality_ot(
     selected; of two equal scores the smaller row index wins, so results are
     deterministic.
 
-    *Limits.* For ``k >= n`` the sparsity constraint is void and the semi-dual is that of
-    quadratically regularized OT (``ot.smooth.smooth_ot_semi_dual(reg_type="l2")``).
+    *Limits.* For ``k >= n`` (``k=None``) the sparsity constraint is void and the
+    semi-dual is that of quadratically regularized OT
+    (``ot.smooth.smooth_ot_semi_dual(reg_type="l2")``, RegOT's ``qrot_*``). ``value`` is
+    the maximized dual objective, equal at the optimum to ``<C, T> + gamma/2 |T|^2``;
+    POT's ``ot.solve(..., reg_type="L2").value`` reports ``<C, T> + gamma |T|^2`` for
+    the same plan.
     For ``k = 1`` the semi-dual equals the semi-dual of unregularized OT plus
     ``(gamma / 2) |b|^2``: its optimum is ``OT(a, b) + (gamma / 2) |b|^2`` and ``f`` is
     an optimal unregularized potential. A plan with one source per column generally
@@ -490,18 +509,24 @@ def cardinality_ot(
     *Optimizer.* Both objectives are concave but nonsmooth where the top-k selection
     changes, more so for small ``k`` and small ``gamma``. With ``warm_start`` (the default)
     the semi-dual potentials of quadratically regularized OT (``k = n``, a smooth problem)
-    are computed first for ``gamma * 10**s``, ``s = 2, 1, 0`` (down to ``s = -5`` for
-    ``k = 1``, whose optimal potentials are those of unregularized OT), each stage started
-    from the previous one; the dual starts from ``(f, -theta)`` of that solution. L-BFGS-B
-    (memory 30) then maximizes the target objective; when it stalls at a kink it is
-    restarted from where it stopped with a fresh memory, while that still improves the
-    objective. ``converged`` is True when SciPy reports its ``ftol`` or ``gtol`` test met
-    in the last run that improved the objective: on a nonsmooth objective this means that
-    progress stalled, not that the optimum is certified. In practice the value reached for
-    ``1 < k < n`` is within about 1e-5 (absolute, for costs normalized to max 1) of the
-    optimum; ``k = 1`` and ``k >= n`` are solved more accurately. ``n_iter`` counts the
-    iterations on the target objective, ``extra["warm_start_iter"]`` those of the warm
-    start; ``errors`` records both.
+    are computed first for ``gamma * 10**s``, ``s = 2, 1`` (and ``0`` for ``k < n``) by
+    Newton's method to an L1 error of ``1e-6`` of the mass (L-BFGS-B down to ``s = -5``
+    for ``k = 1``, whose optimal potentials are those of unregularized OT), each stage
+    started from the previous one. The semi-dual is then maximized by a semismooth Newton
+    method: on the supports :math:`S_j` of the plan's columns the row marginal has the
+    Jacobian :math:`H = \frac{1}{\gamma} \sum_j (\mathrm{diag}(1_{S_j}) - 1_{S_j}
+    1_{S_j}^T / |S_j|)` (independent of ``b``), a graph Laplacian over the rows sharing a
+    column's support; each step solves :math:`(H + \mu I) d = a - T 1` by
+    preconditioned conjugate gradients in the backend's kernel, with a
+    Levenberg-Marquardt shift :math:`\mu` proportional to the error and adapted to a line
+    search. Where the maximum is smooth (always for ``k >= n``) this converges
+    superlinearly to ``tol``. For ``1 < k < n`` Newton's method gets a few evaluations
+    without progress; then L-BFGS-B (memory 30, restarted at kinks while that improves the
+    objective) maximizes from the warm start, and Newton's method tries once more from
+    where it stopped. The dual starts from ``(f, -theta)`` of the semi-dual's solution
+    (a maximizer of the dual wherever the semi-dual is smooth there) and continues with
+    L-BFGS-B. ``n_iter`` counts the iterations on the target objective,
+    ``extra["warm_start_iter"]`` the others; ``errors`` records both.
 
     *Precision.* The objective and gradient are evaluated in float64 (SciPy's L-BFGS-B
     works in float64); a float32 cost is read as float32, and ``f``, ``g`` and the plan
@@ -509,8 +534,9 @@ def cardinality_ot(
 
     *Devices.* The cost is laid out once on the backend's device and every evaluation of
     the objective runs there (``GeometryOps.topk`` of the kernel contract); L-BFGS-B
-    runs on the host with SciPy, so with CuPy input each evaluation moves ``O(n + m)``
-    numbers between host and device, never the cost. As for every CuPy input, work
+    and the Newton iteration run on the host (their conjugate gradients on the device),
+    so with CuPy input each evaluation moves ``O(n + m)`` numbers between host and device,
+    never the cost. As for every CuPy input, work
     inside ``cupy.cuda.Device(i)`` for arrays on a device other than the current one.
 
     References

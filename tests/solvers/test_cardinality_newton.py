@@ -160,3 +160,19 @@ def test_bad_input(kwargs, error, match):
     args = {"k": None, "gamma": 0.1} | kwargs
     with pytest.raises(error, match=match):
         oc.cardinality_ot(a, b, C, args.pop("k"), args.pop("gamma"), **args)
+
+
+def test_value_convention_against_pot_solve(backend):
+    # POT's ot.solve(reg_type="L2") minimizes <C, T> + reg/2 |T|^2 but reports
+    # <C, T> + reg |T|^2 as its value; otcore's value is its own objective
+    a, b, C, _, _ = random_problem(np.random.default_rng(9), 20, 15)
+    gamma = 0.5
+    pot = ot.solve(C, a, b, reg=gamma, reg_type="L2")
+    T_pot = np.asarray(pot.plan)
+    assert pot.value == pytest.approx(np.sum(C * T_pot) + gamma * np.sum(T_pot**2), rel=1e-12)
+    res, _, _, T = solve(backend, a, b, C, None, gamma)
+    # POT's plan is accurate to ~1e-5 here; the difference of conventions is far larger
+    half = 0.5 * gamma * np.sum(T_pot**2)
+    assert half > 1e-3
+    assert res.value == pytest.approx(pot.value - half, abs=5e-5)
+    assert res.value == pytest.approx(np.sum(C * T) + 0.5 * gamma * np.sum(T**2), abs=1e-10)
