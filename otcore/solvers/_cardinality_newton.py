@@ -89,6 +89,7 @@ def newton_semi_dual(obj: Any, x0: np.ndarray, tol: float, max_iter: int, errors
         step = solve(dev, shift, xp.asarray(grad), rtol, max(50, 4 * obj.n))
         cg_total += step.iterations
         d = obj.bk.to_numpy(step.x)
+        d = d - d.mean()  # S(f + c) = S(f): no step along the constant vector (the gauge)
         slope = float(grad @ d)
         gnorm = float(np.linalg.norm(grad))
         if not (slope > 0 and math.isfinite(slope) and step.residual < gnorm):
