@@ -556,6 +556,15 @@ def cardinality_ot(
     >>> bool(abs(res.extra["col_error"]) < 1e-12)  # the semi-dual keeps T^T 1 = b
     True
 
+    The maximum for ``k = 2`` usually lies on a kink, and the result says so; quadratic
+    OT (``k=None``) is smooth and meets ``tol``:
+
+    >>> res.extra["status"], bool(res.converged)
+    ('nonsmooth', False)
+    >>> quad = oc.cardinality_ot(None, None, C / C.max(), k=None, gamma=0.1)
+    >>> quad.extra["status"], bool(quad.marginal_error <= 1e-9)
+    ('converged', True)
+
     With ``k = 1`` the value is the unregularized OT cost plus ``(gamma / 2) |b|^2``, and
     ``rebuild_plan=True`` returns an optimal transport plan that meets both marginals:
 
