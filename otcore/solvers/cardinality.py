@@ -270,8 +270,9 @@ def _solve(obj: _Objective, x0: np.ndarray, tol: float, max_iter: int, errors: l
         used += run.n_iter
         if run.status in ("converged", "rounding"):
             return run.x, used, f"semismooth Newton after L-BFGS-B: {run.message}", run.status
-        best = max((run, best), key=lambda r: obj.evaluate(r.x)[0])
-        if obj.evaluate(best.x)[0] > obj.evaluate(x)[0]:
+        value, best = max(((obj.evaluate(r.x)[0], r) for r in (run, best)),
+                          key=lambda pair: pair[0])
+        if value > obj.evaluate(x)[0]:
             return best.x, used, f"semismooth Newton: {best.message}", best.status
     return x, used, message, ""
 
@@ -534,7 +535,7 @@ def cardinality_ot(
 
     *Devices.* The cost is laid out once on the backend's device and every evaluation of
     the objective runs there (``GeometryOps.topk`` of the kernel contract); L-BFGS-B
-    and the Newton iteration run on the host (their conjugate gradients on the device),
+    and the Newton iteration run on the host (the Newton systems on the device),
     so with CuPy input each evaluation moves ``O(n + m)`` numbers between host and device,
     never the cost. As for every CuPy input, work
     inside ``cupy.cuda.Device(i)`` for arrays on a device other than the current one.
