@@ -524,10 +524,11 @@ def cardinality_ot(
     superlinearly to ``tol``. For ``1 < k < n`` Newton's method gets a few evaluations
     without progress; then L-BFGS-B (memory 30, restarted at kinks while that improves the
     objective) maximizes from the warm start, and Newton's method tries once more from
-    where it stopped. The dual starts from ``(f, -theta)`` of the semi-dual's solution
-    (a maximizer of the dual wherever the semi-dual is smooth there) and continues with
-    L-BFGS-B. ``n_iter`` counts the iterations on the target objective,
-    ``extra["warm_start_iter"]`` the others; ``errors`` records both.
+    where it stopped. For ``k >= 2`` the dual starts from ``(f, -theta)`` of the
+    semi-dual's solution (a maximizer of the dual wherever the semi-dual is smooth
+    there), for ``k = 1`` from that of the warm start, and continues with L-BFGS-B.
+    ``n_iter`` counts the iterations on the target objective, ``extra["warm_start_iter"]``
+    the others; ``errors`` records both.
 
     *Precision.* The objective and gradient are evaluated in float64 (SciPy's L-BFGS-B
     works in float64); a float32 cost is read as float32, and ``f``, ``g`` and the plan
@@ -606,9 +607,10 @@ def cardinality_ot(
         x0 = np.zeros(p.shape[0])
         if warm_start:
             x0, extra["warm_start_iter"] = _warm_start(obj, tol, max_iter, errors, monitor)
-            if not simplex and not monitor.stopped:
-                # the dual starts at (f, -theta(f)) of the semi-dual's solution, where
-                # D(f, g) = S(f): a maximizer of the dual wherever S is smooth at f
+            if not simplex and k >= 2 and not monitor.stopped:
+                # the dual starts at (f, -theta(f)) of the semi-dual's solution (Newton's
+                # method where it applies), where D(f, g) = S(f): a maximizer of the dual
+                # wherever S is smooth at f
                 x0, it, _, _ = _solve(semi, x0, tol, max_iter, errors, monitor)
                 extra["warm_start_iter"] += it
         if not simplex:
