@@ -57,7 +57,7 @@ __all__ = ["cardinality_ot"]
 #: L1 marginal error (relative to the mass) of the Newton warm-start stages.
 _STAGE_TOL = 1e-6
 #: Evaluations without progress before a Newton run for k < n gives way to L-BFGS-B.
-_PATIENCE = 20
+_PATIENCE = 10
 #: Scores closer than this (relative to the cost scale) count as tied (a kink).
 _TIE = 1e-7
 #: L-BFGS-B restarts (fresh curvature memory) after it stalls at a kink.
