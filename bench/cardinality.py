@@ -321,12 +321,16 @@ def plot(quadratic: list[dict], kcases: list[dict], path: Any) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
-    for ax, cases, label, peer, target in (
-            (axes[0], [c for c in quadratic if _best_regot(c)], "quadratic OT",
-             lambda c: _best_regot(c)[1], 2),
-            (axes[1], [c for c in kcases if c["POT"]], "cardinality OT",
-             lambda c: _median(c["POT"]), 10)):
+    panels = [panel for panel in (
+        ([c for c in quadratic if _best_regot(c)], "quadratic OT", lambda c: _best_regot(c)[1],
+         2),
+        ([c for c in kcases if c["POT"]], "cardinality OT", lambda c: _median(c["POT"]), 10))
+        if panel[0]]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5),
+                             layout="constrained", squeeze=False)
+    for ax, (cases, label, peer, target) in zip(axes[0], panels, strict=True):
         names = [f"n={c['n']} g={c['gamma']:g}" + (f"\nk={c['k']} {c['formulation'][:4]}"
                                                    if "k" in c else "") for c in cases]
         ax.bar(np.arange(len(cases)), [peer(c) / _median(c["otcore"]) for c in cases])
