@@ -1,40 +1,38 @@
-"""Cardinality-constrained OT on CPU: otcore against POT's sparsity-constrained solvers.
+"""Quadratic and cardinality-constrained OT on CPU: otcore against RegOT and POT.
 
 Run from the repository root::
 
-    python -m bench.cardinality            # n = m in {200, 1000} (about an hour on 2 cores)
-    python -m bench.cardinality --quick    # n = 200 only (a few minutes)
+    python -m bench.cardinality                      # both parts (about half an hour on 2 cores)
+    python -m bench.cardinality --quick              # n = 200 only (a few minutes)
+    python -m bench.cardinality --baseline DIR       # also an earlier otcore, DIR/otcore
 
 Problems: two 2-D Gaussian clouds with different means (``bench._common.dense_problem``),
-squared-Euclidean cost divided by its maximum, uniform weights, float64, ``n = m`` in
-{200, 1000}, ``k`` in {1, 2, 5}, ``gamma`` in {0.1, 1}. Solvers, on the same problem and
-with the same tolerance ``tol = stopThr = 1e-9``, each with its default iteration limit:
+squared-Euclidean cost divided by its maximum, uniform weights, float64, ``n = m``.
 
-* otcore: ``otcore.cardinality_ot(a, b, C, k, gamma, formulation=...)`` (warm start on, at
-  most 1000 L-BFGS-B iterations on the target objective plus those of the warm start);
-* POT: ``ot.smooth.smooth_ot_semi_dual`` / ``smooth_ot_dual`` with
-  ``reg_type="sparsity_constrained", max_nz=k`` (at most 500 L-BFGS-B iterations).
+*Quadratic OT* (``n`` in {200, 1000, 4000}, ``gamma`` in {0.1, 1}): the time to a plan
+whose L1 marginal error ``|T 1 - a|_1 + |T^T 1 - b|_1`` is at most 1e-9, for
 
-Both maximize the same objectives (the semi-dual with the k-sparse simplex projection of
-``(f - C_j) / (gamma b_j)``, the dual with ``(1 / 2 gamma) * top_k([f + g_j - C_j]_+^2)``;
-the tests check POT's values against otcore's formula). Each solver and problem runs in a
-fresh process with one BLAS thread and, for otcore, one Numba thread by default (POT's
-solvers are single-threaded). otcore's process first solves once untimed (JIT compilation
-from the cache); every solve is then timed ``--repeats`` times, one process per POT
-solve, which is killed past ``--cap`` seconds. Reported: the median time (and spread),
-the objective of the returned potentials (evaluated with the same code for both), both
-L1 marginal errors of the returned plan, its largest and mean number of nonzeros per
-column, iterations, objective evaluations (otcore's include the warm start) and the
-optimizer's status; and, since the two solvers stop at different points, the time until
-otcore's objective first reaches the final objective of POT's run (checked at every
-objective evaluation on the target problem; the warm start counts in the time).
+* otcore: ``otcore.cardinality_ot(a, b, C, None, gamma, tol=1e-9)`` (``k=None``: quadratic
+  OT; semi-dual, semismooth Newton; ``tol`` bounds that error);
+* RegOT: ``regot.qrot_grssn``, ``qrot_assn`` and ``qrot_lbfgs_dual`` on the same cost
+  (Fortran order) with ``reg = gamma``, the same problem (the tests check that the
+  plans agree to 1e-6). Their ``tol`` bounds the L2 norm of the marginal error: it is
+  tightened from 1e-9 by factors of 10 until the returned plan meets 1e-9 in L1, and the
+  time of the first run that does is reported (the runs before it are not counted).
+  A run longer than ``--cap`` seconds ends the search (then "not reached").
 
-Both solvers run SciPy's L-BFGS-B, whose own work per evaluation (its two-loop update
-with memory 30, and its Python wrapper) does not depend on the objective. It is measured
-in a separate process on the chained Rosenbrock function with as many variables
-(``measure_lbfgsb``). Times otcore's evaluations, it gives the share of otcore's time
-spent in SciPy and the largest speed-up over POT that any faster objective kernel
-could give with the same number of evaluations.
+*Cardinality-constrained OT* (``n = 1000``, ``k`` in {1, 2, 5}, ``gamma`` in {0.1, 1},
+both formulations, ``tol = stopThr = 1e-9``): otcore's ``cardinality_ot(a, b, C, k,
+gamma, formulation=...)`` against POT's ``ot.smooth.smooth_ot_semi_dual`` /
+``smooth_ot_dual`` with ``reg_type="sparsity_constrained", max_nz=k`` (POT's only
+solvers of this problem), and, with ``--baseline``, an earlier otcore on the same
+problems. Reported: times, the objective of the returned potentials (evaluated by the
+same code for all), both L1 marginal errors of the returned plan, otcore's status.
+
+Each solver and problem runs in a fresh process with one BLAS thread and one Numba thread
+(RegOT and POT run on one thread). otcore's process first solves once untimed (JIT
+compilation from the cache); otcore is timed ``--repeats`` times (median), RegOT and POT
+once per tolerance.
 
 Results are printed and written to ``bench/results/cardinality.md`` and
 ``cardinality.png``.
@@ -65,19 +63,30 @@ from ._common import (
 )
 
 NAME = "cardinality"
-KS = (1, 2, 5)
+SIZES = (200, 1000, 4000)
 GAMMAS = (0.1, 1.0)
+KS = (1, 2, 5)
+K_SIZE = 1000
 FORMULATIONS = ("semi-dual", "dual")
-TOL = 1e-9
-PACKAGES = ("otcore", "numpy", "scipy", "numba", "pot")
+REGOT = ("qrot_grssn", "qrot_assn", "qrot_lbfgs_dual")
+TARGET = 1e-9
+PACKAGES = ("otcore", "numpy", "scipy", "numba", "pot", "regot")
 
 
 # ----------------------------------------------------------------- measured in children
 
 
-def _metrics(prob: Any, k: int, gamma: float, formulation: str, f: np.ndarray,
-             g: np.ndarray | None, plan: Any) -> dict:
-    """Objective of the potentials and plan statistics, the same code for both solvers."""
+def _errors(a: np.ndarray, b: np.ndarray, plan: Any) -> tuple[float, float]:
+    """Row and column L1 marginal errors of a dense or SciPy sparse plan."""
+    rows = np.asarray(plan.sum(axis=1)).ravel()
+    cols = np.asarray(plan.sum(axis=0)).ravel()
+    return float(np.abs(rows - a).sum()), float(np.abs(cols - b).sum())
+
+
+def _objective(prob: Any, k: int, gamma: float, formulation: str, f: np.ndarray,
+               g: np.ndarray | None) -> float:
+    """The (semi-)dual objective of potentials, by otcore's kernel (the tests check it
+    against POT's values and an independent NumPy formula)."""
     from otcore.solvers._problem import make_problem
     from otcore.solvers.cardinality import _Objective
 
@@ -85,65 +94,62 @@ def _metrics(prob: Any, k: int, gamma: float, formulation: str, f: np.ndarray,
     obj = _Objective(make_problem(prob.a, prob.b, prob.C), 0, prob.a, prob.b, gamma, k,
                      simplex)
     x = f if simplex else np.concatenate([f, g])
-    plan = plan.toarray() if hasattr(plan, "toarray") else np.asarray(plan)
-    nnz = np.count_nonzero(plan, axis=0)
-    return {
-        "objective": obj.evaluate(np.asarray(x, dtype=np.float64))[0],
-        "row_error": float(np.abs(plan.sum(axis=1) - prob.a).sum()),
-        "col_error": float(np.abs(plan.sum(axis=0) - prob.b).sum()),
-        "max_nnz": int(nnz.max()),
-        "mean_nnz": float(nnz.mean()),
-    }
+    return obj.evaluate(np.asarray(x, dtype=np.float64))[0]
 
 
-def _watch_objective(k: int, gamma: float, simplex: bool, seen: list) -> None:
-    """Record ``(time, objective)`` at every evaluation of the objective by L-BFGS-B.
-
-    Instruments otcore's private objective class in this (child) process only, to measure
-    the time until the objective first reaches POT's final value and to count the
-    evaluations. Warm-start evaluations are recorded with the objective ``None``.
-    """
-    from otcore.solvers import cardinality as card
-
-    original = card._Objective.__call__
-
-    def call(self, x):
-        out = original(self, x)
-        target = (self.k, self.gamma, self.simplex) == (k, gamma, simplex)
-        seen.append((time.perf_counter(), -out[0] / self.scale if target else None))
-        return out
-
-    card._Objective.__call__ = call
-
-
-def measure_otcore(n: int, k: int, gamma: float, formulation: str, repeats: int,
-                   goal: float | None = None) -> dict:
-    """Child process: one untimed solve, then ``repeats`` timed ones; with ``goal``, also
-    the time until the objective first reaches it."""
+def measure_otcore(n: int, k: int | None, gamma: float, formulation: str, repeats: int,
+                   source: str | None = None) -> dict:
+    """Child process: one untimed solve, then ``repeats`` timed ones. ``source``: a
+    directory whose ``otcore`` package is imported instead of this checkout's."""
+    if source:
+        sys.path.insert(0, source)
     import warnings
 
     import otcore as oc
 
     prob = dense_problem(n, seed=0)
-    seen: list = []
-    _watch_objective(k, gamma, formulation == "semi-dual", seen)
-    times, reach = [], []
+    times = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", oc.ConvergenceWarning)
         for rep in range(repeats + 1):
-            seen.clear()
             t0 = time.perf_counter()
-            res = oc.cardinality_ot(prob.a, prob.b, prob.C, k, gamma, formulation=formulation,
-                                    tol=TOL)
+            res = oc.cardinality_ot(prob.a, prob.b, prob.C, n if k is None else k, gamma,
+                                    formulation=formulation, tol=TARGET)
             if rep:
                 times.append(time.perf_counter() - t0)
-                hits = [t for t, v in seen if None not in (goal, v) and v >= goal]
-                reach.append(hits[0] - t0 if hits else None)
-    out = _metrics(prob, k, gamma, formulation, res.f, res.g, res.plan)
-    out.update(times=times, reach_times=reach, evaluations=len(seen),
-               iterations=res.n_iter + res.extra["warm_start_iter"],
-               converged=bool(res.converged), status=res.extra["message"])
-    return out
+    row, col = _errors(prob.a, prob.b, res.plan)
+    return {"times": times, "row_error": row, "col_error": col,
+            "objective": None if k is None else _objective(prob, k, gamma, formulation,
+                                                           res.f, res.g),
+            "iterations": res.n_iter + res.extra["warm_start_iter"],
+            "converged": bool(res.converged), "status": res.extra.get("status", "n/a"),
+            "max_nnz": int(np.diff(res.plan.tocsc().indptr).max()),
+            "source": os.path.dirname(os.path.dirname(oc.__file__))}
+
+
+def measure_regot(method: str, n: int, gamma: float, cap: float) -> dict:
+    """Child process: RegOT's ``method`` with its tolerance tightened until the plan meets
+    TARGET in L1 (or a run exceeds ``cap`` seconds)."""
+    import regot
+
+    prob = dense_problem(n, seed=0)
+    M = np.asfortranarray(prob.C)
+    fn = getattr(regot, method)
+    tries = []
+    for tol in (1e-9, 1e-10, 1e-11, 1e-12, 1e-13):
+        t0 = time.perf_counter()
+        try:
+            res = fn(M, prob.a, prob.b, gamma, tol=tol, max_iter=100000)
+        except RuntimeError as exc:  # e.g. its line search failing
+            tries.append({"tol": tol, "time": time.perf_counter() - t0, "error": np.inf,
+                          "niter": 0, "failure": str(exc)})
+            break
+        elapsed = time.perf_counter() - t0
+        row, col = _errors(prob.a, prob.b, res.plan)
+        tries.append({"tol": tol, "time": elapsed, "error": row + col, "niter": int(res.niter)})
+        if row + col <= TARGET or elapsed > cap:
+            break
+    return {"tries": tries, "reached": tries[-1]["error"] <= TARGET}
 
 
 def measure_pot(n: int, k: int, gamma: float, formulation: str) -> dict:
@@ -156,48 +162,13 @@ def measure_pot(n: int, k: int, gamma: float, formulation: str) -> dict:
     with contextlib.redirect_stdout(io.StringIO()):
         t0 = time.perf_counter()
         plan, log = solve(prob.a, prob.b, prob.C, gamma, reg_type="sparsity_constrained",
-                          max_nz=k, stopThr=TOL, log=True)
+                          max_nz=k, stopThr=TARGET, log=True)
         elapsed = time.perf_counter() - t0
-    res = log["res"]
-    out = _metrics(prob, k, gamma, formulation, log["alpha"], log.get("beta"), plan)
-    out.update(times=[elapsed], iterations=int(res.nit), evaluations=int(res.nfev),
-               converged=bool(res.success), status=str(res.message))
-    return out
-
-
-def measure_lbfgsb(size: int, repeats: int) -> dict:
-    """Child process: seconds per evaluation spent by SciPy's L-BFGS-B itself.
-
-    L-BFGS-B runs with otcore's settings (memory ``_MEMORY``, a callback) on the chained
-    Rosenbrock function of ``size`` variables, which takes hundreds of iterations; the
-    time of the objective (timed separately on the same points) is subtracted. This is
-    the cost per evaluation that no objective kernel can remove. Median of ``repeats``.
-    """
-    from scipy import optimize
-
-    from otcore.solvers.cardinality import _MEMORY
-
-    x0 = np.full(size, -1.0)
-    points: list = []
-
-    def fun(x):
-        points.append(x.copy())
-        return optimize.rosen(x), optimize.rosen_der(x)
-
-    per_eval = []
-    for _ in range(repeats + 1):
-        points.clear()
-        t0 = time.perf_counter()
-        optimize.minimize(fun, x0, jac=True, method="L-BFGS-B",
-                          callback=lambda intermediate_result: None,
-                          options={"maxiter": 300, "maxcor": _MEMORY, "ftol": 0.0,
-                                   "gtol": 0.0})
-        total = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for x in points:
-            optimize.rosen(x), optimize.rosen_der(x)
-        per_eval.append((total - (time.perf_counter() - t0)) / len(points))
-    return {"seconds": float(np.median(per_eval[1:])), "evaluations": len(points)}
+    row, col = _errors(prob.a, prob.b, plan)
+    return {"times": [elapsed], "row_error": row, "col_error": col,
+            "objective": _objective(prob, k, gamma, formulation, log["alpha"],
+                                    log.get("beta")),
+            "converged": bool(log["res"].success)}
 
 
 # ----------------------------------------------------------------- orchestration
@@ -207,224 +178,208 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def run_case(n: int, k: int, gamma: float, formulation: str, repeats: int,
-             cap: float) -> dict:
-    """Measure both solvers on one problem: POT first (each solve killed past ``cap``
-    seconds), then otcore, with POT's objective as its target."""
-    kwargs = {"n": n, "k": k, "gamma": gamma, "formulation": formulation}
-    pot: dict | None = None
-    times = []
-    for _ in range(repeats):
+def _median(run: dict | None) -> float | None:
+    return None if run is None else Timing.of(run["times"]).median
+
+
+def quadratic_case(n: int, gamma: float, repeats: int, cap: float) -> dict:
+    ours = run_isolated(f"bench.{NAME}:measure_otcore", n=n, k=None, gamma=gamma,
+                        formulation="semi-dual", repeats=repeats)
+    case = {"n": n, "gamma": gamma, "otcore": ours, "regot": {}}
+    for method in REGOT:
         try:
-            run = run_isolated(f"bench.{NAME}:measure_pot", timeout=cap + 60, **kwargs)
-        except Exception as exc:  # killed at the cap (TimeoutExpired) or failed
-            _progress(f"  POT did not finish: {type(exc).__name__}")
-            pot = None
-            break
-        if run["times"][0] > cap:
-            pot = None
-            break
-        times += run["times"]
-        pot = run
-    if pot is not None:
-        pot["times"] = times
-    goal = None if pot is None else pot["objective"]
-    ours = run_isolated(f"bench.{NAME}:measure_otcore", repeats=repeats, goal=goal, **kwargs)
-    size = n if formulation == "semi-dual" else 2 * n
-    lbfgsb = run_isolated(f"bench.{NAME}:measure_lbfgsb", size=size, repeats=repeats)
-    case = {**kwargs, "otcore": ours, "POT": pot, "lbfgsb": lbfgsb["seconds"]}
-    _progress(_summary(case, cap))
+            case["regot"][method] = run_isolated(f"bench.{NAME}:measure_regot",
+                                                 timeout=6 * cap + 60, method=method, n=n,
+                                                 gamma=gamma, cap=cap)
+        except Exception as exc:  # killed (TimeoutExpired) or failed
+            _progress(f"  {method} did not finish: {type(exc).__name__}")
+            case["regot"][method] = None
+    best = _best_regot(case)
+    _progress(f"quadratic n={n} gamma={gamma}: otcore {Timing.of(ours['times']).format()} "
+              f"(L1 {ours['row_error'] + ours['col_error']:.1e}), best RegOT "
+              + (f"{best[0]} {format_seconds(best[1])}" if best else "not reached"))
     return case
 
 
-def _reach(ours: dict) -> Timing | None:
-    """Time until otcore's objective first reached POT's, if it did in every repeat."""
-    reach = ours["reach_times"]
-    return Timing.of(reach) if reach and all(t is not None for t in reach) else None
+def _best_regot(case: dict) -> tuple[str, float] | None:
+    """The fastest RegOT method that met TARGET, and its time."""
+    done = [(m, r["tries"][-1]["time"]) for m, r in case["regot"].items()
+            if r is not None and r["reached"]]
+    return min(done, key=lambda t: t[1]) if done else None
 
 
-def _scipy_seconds(case: dict, solver: str) -> float:
-    """Time that SciPy's L-BFGS-B itself spends on ``solver``'s evaluations in ``case``."""
-    return case[solver]["evaluations"] * case["lbfgsb"]
-
-
-def _ceiling(case: dict) -> float:
-    """POT's time over SciPy's own L-BFGS-B time for otcore's number of evaluations: the
-    speed-up that otcore would reach with an objective that took no time."""
-    return Timing.of(case["POT"]["times"]).median / _scipy_seconds(case, "otcore")
-
-
-def _summary(case: dict, cap: float) -> str:
-    ours, pot = case["otcore"], case["POT"]
-    t_ours = Timing.of(ours["times"])
-    head = (f"n={case['n']} k={case['k']} gamma={case['gamma']} {case['formulation']}: "
-            f"otcore {t_ours.format()}")
-    if pot is None:
-        return head + f", POT did not finish within {cap:g} s"
-    t_pot = Timing.of(pot["times"])
-    reach = _reach(ours)
-    reached = (f"POT's objective reached after {reach.format()}" if reach
-               else "POT's objective not reached")
-    return (head + f", POT {t_pot.format()}, speed-up {t_pot.median / t_ours.median:.1f}x, "
-            f"objective difference {ours['objective'] - pot['objective']:+.2e}, {reached}")
+def k_case(n: int, k: int, gamma: float, formulation: str, repeats: int, pot_cap: float,
+           baseline: str | None) -> dict:
+    kwargs = {"n": n, "k": k, "gamma": gamma, "formulation": formulation}
+    try:
+        pot = run_isolated(f"bench.{NAME}:measure_pot", timeout=pot_cap, **kwargs)
+    except Exception as exc:  # killed at the cap (TimeoutExpired) or failed
+        _progress(f"  POT did not finish: {type(exc).__name__}")
+        pot = None
+    ours = run_isolated(f"bench.{NAME}:measure_otcore", repeats=repeats, **kwargs)
+    base = None if baseline is None else run_isolated(
+        f"bench.{NAME}:measure_otcore", repeats=repeats, source=baseline, **kwargs)
+    case = {**kwargs, "otcore": ours, "POT": pot, "baseline": base}
+    parts = [f"otcore {Timing.of(ours['times']).format()}"]
+    for name, run in (("baseline", base), ("POT", pot)):
+        if run is not None:
+            parts.append(f"{name} {Timing.of(run['times']).format()} "
+                         f"({_median(run) / _median(ours):.1f}x)")
+    _progress(f"n={n} k={k} gamma={gamma} {formulation}: " + ", ".join(parts))
+    return case
 
 
 # ----------------------------------------------------------------- reporting
 
 
-def _err(x: float) -> str:
-    return f"{x:.1e}"
+def _regot_cell(run: dict | None) -> str:
+    if run is None:
+        return "failed"
+    last = run["tries"][-1]
+    if "failure" in last:
+        return f"failed at tol {last['tol']:.0e}: {last['failure']}"
+    if not run["reached"]:
+        return f"not reached (L1 {last['error']:.1e} at tol {last['tol']:.0e})"
+    return f"{format_seconds(last['time'])} (tol {last['tol']:.0e}, L1 {last['error']:.1e})"
 
 
-def _share(case: dict) -> str:
-    """Fraction of otcore's median time spent inside SciPy's L-BFGS-B (estimated)."""
-    share = _scipy_seconds(case, "otcore") / Timing.of(case["otcore"]["times"]).median
-    return f"{share:.0%}"
-
-
-def table(cases: list[dict], cap: float) -> str:
-    headers = ["n", "k", "gamma", "formulation", "otcore time", "POT time", "speed-up",
-               "otcore time to POT's objective", "speed-up at POT's objective",
-               "objective otcore", "otcore - POT", "iterations otcore / POT",
-               "evaluations otcore / POT", "SciPy's share of otcore's time (speed-up bound)",
-               "row error otcore / POT", "col error otcore / POT",
-               "nnz per column max (mean) otcore / POT", "converged otcore / POT"]
+def quadratic_table(cases: list[dict]) -> str:
+    headers = ["n", "gamma", "otcore time", "otcore L1 error", "otcore converged",
+               *(f"RegOT {m}" for m in REGOT), "speed-up over RegOT's best"]
     rows = []
     for c in cases:
-        ours, pot = c["otcore"], c["POT"]
-        t_ours = Timing.of(ours["times"])
-        nnz_ours = f"{ours['max_nnz']} ({ours['mean_nnz']:.2f})"
-        if pot is None:
-            rows.append([c["n"], c["k"], c["gamma"], c["formulation"], t_ours.format(),
-                         f"> {cap:g} s", f"> {cap / t_ours.median:.0f}x", "n/a", "n/a",
-                         f"{ours['objective']:.9f}", "n/a", f"{ours['iterations']} / n/a",
-                         f"{ours['evaluations']} / n/a", f"{_share(c)} (n/a)",
-                         f"{_err(ours['row_error'])} / n/a", f"{_err(ours['col_error'])} / n/a",
-                         f"{nnz_ours} / n/a", f"{ours['converged']} / n/a"])
-            continue
-        t_pot = Timing.of(pot["times"])
-        reach = _reach(ours)
-        rows.append([
-            c["n"], c["k"], c["gamma"], c["formulation"], t_ours.format(), t_pot.format(),
-            f"{t_pot.median / t_ours.median:.1f}x",
-            reach.format() if reach else "not reached",
-            f"{t_pot.median / reach.median:.0f}x" if reach else "n/a",
-            f"{ours['objective']:.9f}",
-            f"{ours['objective'] - pot['objective']:+.1e}",
-            f"{ours['iterations']} / {pot['iterations']}",
-            f"{ours['evaluations']} / {pot['evaluations']}",
-            f"{_share(c)} ({_ceiling(c):.0f}x)",
-            f"{_err(ours['row_error'])} / {_err(pot['row_error'])}",
-            f"{_err(ours['col_error'])} / {_err(pot['col_error'])}",
-            f"{nnz_ours} / {pot['max_nnz']} ({pot['mean_nnz']:.2f})",
-            f"{ours['converged']} / {pot['converged']}",
-        ])
-    return markdown_table(headers, rows, align="rrrl" + "r" * 14)
+        ours = c["otcore"]
+        best = _best_regot(c)
+        speed = (f"{best[1] / _median(ours):.1f}x ({best[0]})" if best else "RegOT: none met")
+        rows.append([c["n"], c["gamma"], Timing.of(ours["times"]).format(),
+                     f"{ours['row_error'] + ours['col_error']:.1e}", ours["converged"],
+                     *(_regot_cell(c["regot"][m]) for m in REGOT), speed])
+    return markdown_table(headers, rows, align="rrrrr" + "r" * (len(REGOT) + 1))
 
 
-def target_summary(cases: list[dict]) -> str:
-    """How many cases meet the target: >= 10x faster at an equal or better objective,
-    counted both on the time to finish and on the time to reach POT's objective."""
-    done = [c for c in cases if c["POT"] is not None]
+def k_table(cases: list[dict]) -> str:
+    with_base = any(c["baseline"] is not None for c in cases)
+    headers = ["n", "k", "gamma", "formulation", "otcore time", "POT time",
+               "speed-up over POT",
+               *(["baseline otcore time", "speed-up over baseline"] if with_base else []),
+               "objective otcore - POT", "row error otcore / POT", "col error otcore / POT",
+               *(["row error baseline"] if with_base else []), "otcore status",
+               "max nnz per column"]
+    rows = []
+    for c in cases:
+        ours, pot, base = c["otcore"], c["POT"], c["baseline"]
+        row = [c["n"], c["k"], c["gamma"], c["formulation"], Timing.of(ours["times"]).format()]
+        row += ([Timing.of(pot["times"]).format(), f"{_median(pot) / _median(ours):.1f}x"]
+                if pot else ["not finished", "n/a"])
+        if with_base:
+            row += [Timing.of(base["times"]).format(), f"{_median(base) / _median(ours):.2f}x"]
+        row += [f"{ours['objective'] - pot['objective']:+.1e}" if pot else "n/a",
+                f"{ours['row_error']:.1e} / " + (f"{pot['row_error']:.1e}" if pot else "n/a"),
+                f"{ours['col_error']:.1e} / " + (f"{pot['col_error']:.1e}" if pot else "n/a")]
+        if with_base:
+            row.append(f"{base['row_error']:.1e}")
+        row += [ours["status"], ours["max_nnz"]]
+        rows.append(row)
+    return markdown_table(headers, rows, align="rrrl" + "r" * (len(headers) - 4))
 
-    def speed(c: dict) -> float:
-        return Timing.of(c["POT"]["times"]).median / Timing.of(c["otcore"]["times"]).median
 
-    def speed_at_objective(c: dict) -> float:
-        reach = _reach(c["otcore"])
-        return Timing.of(c["POT"]["times"]).median / reach.median if reach else 0.0
-
-    better = [c for c in done if c["otcore"]["objective"] >= c["POT"]["objective"]]
-    finish = [c for c in better if speed(c) >= 10]
-    at_obj = [c for c in done if speed_at_objective(c) >= 10]
-    lines = [f"- Cases where POT finished within the cap: {len(done)} of {len(cases)}."]
-    for n in sorted({c["n"] for c in cases}):
-        sub = [c for c in done if c["n"] == n]
-        if sub:
-            ratios = [speed(c) for c in sub]
-            at = [speed_at_objective(c) for c in sub]
-            bound = [_ceiling(c) for c in sub]
-            pot_ratio = [Timing.of(c["POT"]["times"]).median / _scipy_seconds(c, "POT")
-                         for c in sub]
-            per_eval = " and ".join(
-                f"{min(us):.0f}-{max(us):.0f} us ({form}, "
-                f"{n if form == 'semi-dual' else 2 * n} variables)" for form in FORMULATIONS
-                if (us := [c["lbfgsb"] * 1e6 for c in sub if c["formulation"] == form]))
-            lines.append(f"- n = {n}: time to finish, speed-up {min(ratios):.1f}x to "
-                         f"{max(ratios):.1f}x (median {np.median(ratios):.1f}x); time to "
-                         f"POT's final objective, {min(at):.1f}x to {max(at):.1f}x (median "
-                         f"{np.median(at):.1f}x; 0 means not reached). SciPy's L-BFGS-B "
-                         f"alone takes {per_eval} per evaluation; with the same evaluations and "
-                         "an objective that took no time, the speed-up would be at most "
-                         f"{min(bound):.0f}x to {max(bound):.0f}x. POT's time per evaluation "
-                         f"is {min(pot_ratio):.0f}x to {max(pot_ratio):.0f}x SciPy's own, "
-                         "the bound for any solver that uses as many evaluations as POT.")
-    lines += [
-        f"- otcore's final objective equal or better than POT's: {len(better)} of "
-        f"{len(done)}.",
-        f"- Target (>= 10x faster at an equal or better objective), on the time to finish: "
-        f"{len(finish)} of {len(done)}; on the time to reach POT's final objective: "
-        f"{len(at_obj)} of {len(done)}.",
-    ]
+def summary(quadratic: list[dict], kcases: list[dict]) -> str:
+    lines = []
+    ratios = [_best_regot(c)[1] / _median(c["otcore"]) for c in quadratic if _best_regot(c)]
+    met = [c for c in quadratic if c["otcore"]["row_error"] + c["otcore"]["col_error"]
+           <= TARGET]
+    if quadratic:
+        unmet = [c for c in quadratic if not _best_regot(c)]
+        lines.append(f"- Quadratic OT: otcore met the L1 target in {len(met)} of "
+                     f"{len(quadratic)} cases; speed-up over the fastest RegOT method that "
+                     f"met it: {min(ratios):.1f}x to {max(ratios):.1f}x in {len(ratios)} cases"
+                     + (f"; in the other {len(unmet)} (" + ", ".join(
+                         f"n = {c['n']}, gamma = {c['gamma']:g}" for c in unmet)
+                        + ") no RegOT method met it within the cap, where otcore took "
+                        + ", ".join(format_seconds(_median(c["otcore"])) for c in unmet)
+                        if unmet else "") + ".")
+    done = [c for c in kcases if c["POT"] is not None]
+    if done:
+        speed = [_median(c["POT"]) / _median(c["otcore"]) for c in done]
+        better = sum(c["otcore"]["objective"] >= c["POT"]["objective"] - 1e-12 for c in done)
+        lines.append(f"- Cardinality OT at n = {kcases[0]['n']}: speed-up over POT "
+                     f"{min(speed):.1f}x to {max(speed):.1f}x (target >= 10x: "
+                     f"{sum(s >= 10 for s in speed)} of {len(done)}); otcore's objective "
+                     f"equal or better than POT's in {better} of {len(done)}.")
+    based = [c for c in kcases if c["baseline"] is not None]
+    if based:
+        ratio = [_median(c["baseline"]) / _median(c["otcore"]) for c in based]
+        lines.append(f"- Against the baseline otcore: {min(ratio):.2f}x to {max(ratio):.2f}x "
+                     f"(median {np.median(ratio):.2f}x; above 1 is faster now).")
     return "\n".join(lines)
 
 
-def plot(cases: list[dict], path: Any) -> None:
-    """PNG: speed-up over POT and objective difference, per case."""
+def plot(quadratic: list[dict], kcases: list[dict], path: Any) -> None:
+    """PNG: speed-up over RegOT's best (quadratic OT) and over POT (cardinality OT)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [c for c in cases if c["POT"] is not None]
-    if not done:
+    panels = [panel for panel in (
+        ([c for c in quadratic if _best_regot(c)], "quadratic OT", lambda c: _best_regot(c)[1],
+         2),
+        ([c for c in kcases if c["POT"]], "cardinality OT", lambda c: _median(c["POT"]), 10))
+        if panel[0]]
+    if not panels:
         return
-    labels = [f"n={c['n']} k={c['k']}\ng={c['gamma']:g} {c['formulation'][:4]}" for c in done]
-    pot_time = [Timing.of(c["POT"]["times"]).median for c in done]
-    speed = [t / Timing.of(c["otcore"]["times"]).median for t, c in zip(pot_time, done,
-                                                                         strict=True)]
-    reach = [_reach(c["otcore"]) for c in done]
-    speed_at = [t / r.median if r else 0.0 for t, r in zip(pot_time, reach, strict=True)]
-    diff = [c["otcore"]["objective"] - c["POT"]["objective"] for c in done]
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8, 0.55 * len(done)), 7),
-                                   layout="constrained", sharex=True)
-    pos = np.arange(len(done))
-    ax1.bar(pos - 0.2, speed, width=0.4, color="tab:blue", label="time to finish")
-    ax1.bar(pos + 0.2, speed_at, width=0.4, color="tab:cyan",
-            label="time to POT's final objective")
-    ax1.axhline(10, color="gray", linestyle=":", label="target 10x")
-    ax1.set_yscale("log")
-    ax1.set_ylabel("speed-up over POT")
-    ax1.legend()
-    ax2.bar(pos, diff, color=["tab:green" if d >= 0 else "tab:red" for d in diff])
-    ax2.axhline(0, color="black", linewidth=0.8)
-    ax2.set_yscale("symlog", linthresh=1e-9)
-    ax2.set_ylabel("objective otcore - POT")
-    ax2.set_xticks(pos, labels, rotation=90, fontsize=7)
-    fig.savefig(path, dpi=110)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5),
+                             layout="constrained", squeeze=False)
+    for ax, (cases, label, peer, target) in zip(axes[0], panels, strict=True):
+        names = [f"n={c['n']} g={c['gamma']:g}" + (f"\nk={c['k']} {c['formulation'][:4]}"
+                                                   if "k" in c else "") for c in cases]
+        ax.bar(np.arange(len(cases)), [peer(c) / _median(c["otcore"]) for c in cases])
+        ax.axhline(target, color="gray", linestyle=":", label=f"target {target}x")
+        ax.set_yscale("log")
+        ax.set_xticks(np.arange(len(cases)), names, rotation=90, fontsize=7)
+        ax.set_title(f"{label}: speed-up over {'RegOT (best)' if target == 2 else 'POT'}")
+        ax.legend()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def report(cases: list[dict], settings: dict, note: str | None) -> str:
+QUADRATIC_HEADING = "## Quadratic OT: time to an L1 marginal error of 1e-9"
+K_HEADING = "## Cardinality-constrained OT"
+
+
+def _section(text: str, heading: str) -> str | None:
+    """The body of the section under ``heading`` in an earlier report, or None."""
+    if heading not in text:
+        return None
+    body = text.split(heading, 1)[1]
+    return body.split("\n## ", 1)[0].split("\n![", 1)[0].strip()
+
+
+def report(quadratic: list[dict], kcases: list[dict], settings: dict) -> str:
     info = machine_info(PACKAGES)
     info["Numba threads"] = settings["threads"]
-    info["threading environment"] = " ".join(
-        f"{k}={os.environ[k]}" for k in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                         "OMP_NUM_THREADS") if k in os.environ)
     machine = "\n".join(f"- {k}: {v}" for k, v in info.items())
-    header = [f"# Cardinality-constrained OT benchmark: otcore and POT\n\n"
-              f"Command: `{command_line(f'bench.{NAME}')}`"]
-    if note:
-        header.append(f"**Note:** {note}")
+    command = command_line(f"bench.{NAME}")
+    if settings["baseline"]:  # the directory is local to the machine that ran it
+        command = command.replace(settings["baseline"], "BASELINE_DIR")
+    header = [f"# Quadratic and cardinality-constrained OT: otcore, RegOT and POT\n\n"
+              f"Command: `{command}`"]
+    if settings["note"]:
+        header.append(f"**Note:** {settings['note']}")
+    if settings["baseline"]:
+        header.append(f"Baseline: {settings['baseline_label']}.")
     method = __doc__[__doc__.index("Problems:"):].rsplit("\n\nResults are", 1)[0]
     method = method.replace("``", "`")  # reST literals to markdown
-    settings_text = (f"Repeats: {settings['repeats']} (median reported, fastest-slowest in "
-                     f"parentheses); POT time cap: {settings['cap']:g} s per solve.")
     return "\n\n".join([
-        *header, "## Machine", machine, "## Method", method.strip(), settings_text,
-        "## Summary", target_summary(cases),
-        "## Results", table(cases, settings["cap"]),
-        f"![speed-up and objective difference]({NAME}.png)",
+        *header, "## Machine", machine, "## Method", method.strip(),
+        f"Repeats (otcore): {settings['repeats']}; cap: {settings['cap']:g} s per RegOT "
+        f"run, {settings['pot_cap']:g} s per POT solve.",
+        "## Summary", "\n".join(filter(None, [settings["kept_summary"],
+                                              summary(quadratic, kcases)])),
+        QUADRATIC_HEADING, settings["kept"] if settings["skip"] == "quadratic" else
+        quadratic_table(quadratic),
+        K_HEADING, settings["kept"] if settings["skip"] == "k" else k_table(kcases),
+        f"![speed-ups]({NAME}.png)",
     ]) + "\n"
 
 
@@ -433,26 +388,50 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=f"python -m bench.{NAME}",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="n = 200 only")
-    parser.add_argument("--repeats", type=int, default=3, help="timed solves per case")
+    parser.add_argument("--repeats", type=int, default=3, help="timed otcore solves per case")
     parser.add_argument("--cap", type=float, default=120.0,
-                        help="seconds after which a POT solve is stopped (default 120)")
+                        help="seconds after which a peer's run ends its case (default 120)")
     parser.add_argument("--threads", type=int, default=1, help="Numba threads for otcore")
+    parser.add_argument("--baseline", help="directory holding an earlier otcore package")
+    parser.add_argument("--baseline-label", default="an earlier otcore",
+                        help="how the report names the baseline (e.g. its commit)")
+    parser.add_argument("--pot-cap", type=float, default=300.0,
+                        help="seconds after which a POT solve is stopped (default 300)")
+    parser.add_argument("--skip", choices=("quadratic", "k"),
+                        help="measure only the other part; the skipped part's table is kept "
+                        "from the existing report, marked as from an earlier run")
     parser.add_argument("--note", help="a remark printed with the results")
     args = parser.parse_args(argv)
-    # children inherit these: one BLAS thread (L-BFGS-B's small products), otcore's threads
+    # children inherit these: one BLAS/OpenMP thread, otcore's Numba threads
     os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
                       NUMBA_NUM_THREADS=str(args.threads))
-    sizes = (200,) if args.quick else (200, 1000)
-    cases = [run_case(n, k, gamma, form, args.repeats, args.cap)
-             for n in sizes for k in KS for gamma in GAMMAS for form in FORMULATIONS]
-    settings = {"repeats": args.repeats, "cap": args.cap, "threads": args.threads}
-    doc = report(cases, settings, args.note)
-    print(target_summary(cases))
-    write_text(RESULTS_DIR / f"{NAME}.md", doc)
-    plot(cases, RESULTS_DIR / f"{NAME}.png")
-    _progress(f"wrote bench/results/{NAME}.md and bench/results/{NAME}.png "
-              f"({format_seconds(sum(sum(c['otcore']['times']) for c in cases))} of otcore "
-              "solves)")
+    sizes = (200,) if args.quick else SIZES
+    k_size = 200 if args.quick else K_SIZE
+    quadratic = [] if args.skip == "quadratic" else [
+        quadratic_case(n, gamma, args.repeats, args.cap) for n in sizes for gamma in GAMMAS]
+    kcases = [] if args.skip == "k" else [
+        k_case(k_size, k, gamma, form, args.repeats, args.pot_cap, args.baseline)
+        for k in KS for gamma in GAMMAS for form in FORMULATIONS]
+    settings = {"repeats": args.repeats, "cap": args.cap, "pot_cap": args.pot_cap,
+                "threads": args.threads, "note": args.note, "baseline": args.baseline,
+                "baseline_label": args.baseline_label, "skip": args.skip, "kept": None,
+                "kept_summary": None}
+    if args.skip:
+        path = RESULTS_DIR / f"{NAME}.md"
+        text = path.read_text() if path.exists() else ""
+        earlier = _section(text, QUADRATIC_HEADING if args.skip == "quadratic" else K_HEADING)
+        starts = ("- Quadratic OT",) if args.skip == "quadratic" else (
+            "- Cardinality OT", "- Against the baseline")
+        settings["kept_summary"] = "\n".join(
+            f"{line} (earlier run)" for line in (_section(text, "## Summary") or "").splitlines()
+            if line.startswith(starts)) or None
+        settings["kept"] = ("Not measured in this run." if earlier is None else
+                            "From an earlier run of this script (its command and machine "
+                            "are in this file's history; not rerun here):\n\n" + earlier)
+    print(summary(quadratic, kcases))
+    write_text(RESULTS_DIR / f"{NAME}.md", report(quadratic, kcases, settings))
+    plot(quadratic, kcases, RESULTS_DIR / f"{NAME}.png")
+    _progress(f"wrote bench/results/{NAME}.md and bench/results/{NAME}.png")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ core (every backend)   :meth:`GeometryOps.softmin`, :meth:`GeometryOps.sinkhorn_
 Newton (SNS)           :meth:`~GeometryOps.plan_marginals`,
                        :meth:`~GeometryOps.sparsify_plan`, :meth:`Backend.sparse_linalg`
 top-k (cardinality)    :meth:`~GeometryOps.topk`, returning a :class:`TopKEvaluator`
+                       (whose :meth:`~TopKEvaluator.hessian_product` and
+                       :meth:`~TopKEvaluator.hessian_solve` are optional: the
+                       semismooth Newton stage)
 cost gradient          :meth:`~GeometryOps.cost_grad` (Monge gap, divergence gradients)
 batches                :meth:`Backend.bind_batch`, returning a :class:`BatchOps` bound to
                        ``B`` problems (:mod:`otcore.collection`): batched softmin, a
@@ -61,6 +64,7 @@ __all__ = [
     "BatchOps",
     "BlockLayout",
     "GeometryOps",
+    "NewtonStep",
     "PlanMarginals",
     "PlanStats",
     "SinkhornIterator",
@@ -146,6 +150,17 @@ class TopK(NamedTuple):
     """Their plan entries, ``(m, width)``; 0 past ``nnz[j]``."""
 
 
+class NewtonStep(NamedTuple):
+    """A solution of a generalised Newton system (:meth:`TopKEvaluator.hessian_solve`)."""
+
+    x: Any
+    """The solution, ``(n,)`` float64."""
+    iterations: int
+    """Conjugate-gradient iterations done."""
+    residual: float
+    """``|rhs - (H + shift I) x|_2`` at the end."""
+
+
 class SinkhornIterator:
     """Alternating (or symmetric) Sinkhorn updates at fixed ``eps`` and weights, for one
     loop; the reference implementation, two :meth:`GeometryOps.softmin` calls a step.
@@ -216,6 +231,32 @@ class TopKEvaluator(ABC):
         """Evaluate at ``alpha`` (``(n,)``, the other side's potentials) and ``beta``
         (``(m,)``, per-group shifts; zeros for the semi-dual), listing ``width`` entries
         per group (0 while optimizing)."""
+
+    # -- optional: the generalised Hessian (semismooth Newton) ---------------------------
+
+    def hessian_product(self, out: TopK, shift: float, v: Any) -> Any:
+        """``(H + shift I) v`` with the generalised Hessian of the semi-dual on the supports
+        ``S_j`` listed in ``out`` (an evaluation of this evaluator whose ``width`` covers
+        every positive entry, ``width >= max(out.nnz)``):
+
+        .. math::
+
+            H = \\frac{1}{\\gamma} \\sum_j \\Big(\\mathrm{diag}(1_{S_j})
+                - \\frac{1_{S_j} 1_{S_j}^T}{|S_j|}\\Big),
+
+        the Jacobian of ``out.other`` (``sum_j t_j``) in ``alpha`` while the supports do not
+        change. It does not depend on the group masses ``w``: on a fixed support the
+        threshold moves with the mean of ``alpha`` over it. ``v`` and the result are
+        float64 vectors of length ``n``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no Hessian kernels")
+
+    def hessian_solve(self, out: TopK, shift: float, rhs: Any, rtol: float,
+                      max_iter: int) -> NewtonStep:
+        """Solve ``(H + shift I) x = rhs`` (``H`` as in :meth:`hessian_product`) by
+        conjugate gradients preconditioned with the diagonal of ``H + shift I``, until
+        ``|rhs - (H + shift I) x|_2 <= rtol |rhs|_2`` or ``max_iter`` iterations."""
+        raise NotImplementedError(f"{type(self).__name__} has no Hessian kernels")
 
 
 class GeometryOps(ABC):

@@ -18,6 +18,7 @@ from ._contract import (
     Backend,
     BlockLayout,
     GeometryOps,
+    NewtonStep,
     PlanMarginals,
     PlanStats,
     SparsePlan,
@@ -292,6 +293,85 @@ class _TopKReference(TopKEvaluator):
         joined = {key: concat(xp, parts, axis=0) for key, parts in out.items()}
         return TopK(joined["value"], joined["mass"], joined["theta"], joined["nnz"], rows,
                     joined["idx"], joined["val"])
+
+
+    def hessian_product(self, out: TopK, shift: float, v: Any) -> Any:
+        return support_hessian(self.xp, support_indicator(self.xp, out, self.K.shape[1]),
+                               self.gamma, shift)(astype(self.xp, v, self.xp.float64))
+
+    def hessian_solve(self, out: TopK, shift: float, rhs: Any, rtol: float,
+                      max_iter: int) -> NewtonStep:
+        xp = self.xp
+        M = support_indicator(xp, out, self.K.shape[1])
+        return pcg(xp, support_hessian(xp, M, self.gamma, shift),
+                   hessian_diagonal(xp, M, self.gamma, shift),
+                   astype(xp, rhs, xp.float64), rtol, max_iter)
+
+
+def support_indicator(xp: Any, out: TopK, n: int) -> Any:
+    """The dense ``(m, n)`` float64 indicator of the supports listed in a top-k evaluation
+    (``M[j, i] = 1`` for ``i`` in ``S_j``); its listing must cover every support."""
+    m, width = out.idx.shape
+    if m and width < int(xp.max(out.nnz)):
+        raise ValueError("the evaluation lists fewer entries than the supports hold: "
+                         "evaluate with width >= max(nnz)")
+    cols = xp.arange(n, dtype=out.idx.dtype)
+    M = xp.zeros((m, n), dtype=xp.float64)
+    for r in range(width):
+        hit = (out.idx[:, r:r + 1] == cols[None, :]) & (out.nnz[:, None] > r)
+        M = M + astype(xp, hit, xp.float64)
+    return M
+
+
+def support_hessian(xp: Any, M: Any, gamma: float, shift: float):
+    """``v -> (H + shift I) v`` with ``H = (1 / gamma) (diag(M^T 1) - M^T diag(1 / M 1) M)``,
+    the generalised Hessian of the semi-dual on the supports ``M`` (an ``(m, n)`` indicator,
+    dense or a sparse matrix with ``@``): see ``TopKEvaluator.hessian_product``."""
+    size = M @ xp.ones((M.shape[1],), dtype=xp.float64)
+    inv = xp.where(size > 0, 1.0 / xp.where(size > 0, size, 1.0), 0.0)
+    degree = M.T @ xp.ones((M.shape[0],), dtype=xp.float64)
+
+    def product(v: Any) -> Any:
+        return shift * v + (degree * v - M.T @ (inv * (M @ v))) / gamma
+
+    return product
+
+
+def hessian_diagonal(xp: Any, M: Any, gamma: float, shift: float) -> Any:
+    """The diagonal of ``H + shift I`` (:func:`support_hessian`): ``shift`` plus
+    ``(1 / gamma) sum_{j: i in S_j} (1 - 1 / |S_j|)``."""
+    size = M @ xp.ones((M.shape[1],), dtype=xp.float64)
+    keep = xp.where(size > 0, 1.0 - 1.0 / xp.where(size > 0, size, 1.0), 0.0)
+    return shift + (M.T @ keep) / gamma
+
+
+def pcg(xp: Any, product: Any, diag: Any, rhs: Any, rtol: float, max_iter: int
+        ) -> NewtonStep:
+    """Conjugate gradients for ``product(x) = rhs`` (symmetric positive semi-definite),
+    preconditioned with ``diag`` (entries <= 0 read as 1); the reference of
+    ``TopKEvaluator.hessian_solve``."""
+    diag = xp.where(diag > 0, diag, 1.0)
+    x = xp.zeros_like(rhs)
+    r = rhs
+    z = r / diag
+    p = z
+    rz = float(xp.sum(r * z))
+    target = rtol * float(xp.sqrt(xp.sum(rhs * rhs)))
+    it = 0
+    while it < max_iter and float(xp.sqrt(xp.sum(r * r))) > target:
+        q = product(p)
+        pq = float(xp.sum(p * q))
+        if not pq > 0.0:  # p in the null space: no further progress
+            break
+        step = rz / pq
+        x = x + step * p
+        r = r - step * q
+        z = r / diag
+        rz_new = float(xp.sum(r * z))
+        p = z + (rz_new / rz) * p
+        rz = rz_new
+        it += 1
+    return NewtonStep(x, it, float(xp.sqrt(xp.sum(r * r))))
 
 
 class ArrayAPIBackend(Backend):

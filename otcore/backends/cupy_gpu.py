@@ -9,7 +9,9 @@ geometry, in its dtype (float32 or float64); the only host synchronizations are
 :meth:`~otcore.backends.GeometryOps.sparsify_plan` the threshold and the number of kept
 entries (which sizes the CSR arrays); and :meth:`CupyBackend.to_numpy`, with which
 :func:`otcore.cardinality_ot` brings the ``O(n + m)`` outputs of the top-k evaluations
-(:meth:`_CupyOps.topk`) to SciPy's L-BFGS-B on the host (the cost stays on the device).
+(:meth:`_CupyOps.topk`) to SciPy's L-BFGS-B and the semismooth Newton iteration on the
+host (the cost stays on the device; the Newton systems are solved there by the reference's
+conjugate gradients in CuPy, one synchronization per iteration for its scalars).
 Sparse matrices are ``cupyx.scipy.sparse`` CSR matrices (int32 indices) and
 :meth:`CupyBackend.sparse_linalg` is :mod:`cupyx.scipy.sparse.linalg`, for the Newton
 stage of Sinkhorn-Newton-Sparse.
@@ -32,13 +34,14 @@ from ..kernels.cuda import launch as _launch
 from ._contract import (
     Backend,
     GeometryOps,
+    NewtonStep,
     PlanMarginals,
     PlanStats,
     SparsePlan,
     TopK,
     TopKEvaluator,
 )
-from .array_api import group_costs
+from .array_api import group_costs, hessian_diagonal, pcg, support_hessian
 from .array_api_batch import ArrayAPIBatchOps
 
 __all__ = ["CupyBackend"]
@@ -475,6 +478,38 @@ class _CupyTopK(TopKEvaluator):
                 val = cp.take_along_axis(val, order, axis=1)
         return TopK(gval, gsum, theta, nnz, rows, idx, val)
 
+    def hessian_product(self, out: TopK, shift: float, v: Any) -> Any:
+        """The reference's product (:func:`~otcore.backends.array_api.support_hessian`)
+        with CuPy arrays and a ``cupyx`` sparse support matrix, on the device of ``K``."""
+        cp = _cupy()
+        with self.K.device:
+            M = _support_matrix(out, self.K.shape[1])
+            return support_hessian(cp, M, self.gamma, shift)(cp.asarray(v, dtype=cp.float64))
+
+    def hessian_solve(self, out: TopK, shift: float, rhs: Any, rtol: float,
+                      max_iter: int) -> NewtonStep:
+        """The reference's conjugate gradients (:func:`~otcore.backends.array_api.pcg`)
+        on the device of ``K``, with a ``cupyx`` sparse support matrix."""
+        cp = _cupy()
+        with self.K.device:
+            M = _support_matrix(out, self.K.shape[1])
+            return pcg(cp, support_hessian(cp, M, self.gamma, shift),
+                       hessian_diagonal(cp, M, self.gamma, shift),
+                       cp.asarray(rhs, dtype=cp.float64), rtol, max_iter)
+
+
+def _support_matrix(out: TopK, n: int) -> Any:
+    """The ``(m, n)`` indicator of the supports listed in a top-k evaluation, as a
+    :class:`cupyx.scipy.sparse.csr_matrix` (its listing must cover every support)."""
+    cp = _cupy()
+    m, width = out.idx.shape
+    if m and width < int(out.nnz.max()):
+        raise ValueError("the evaluation lists fewer entries than the supports hold: "
+                         "evaluate with width >= max(nnz)")
+    listed = cp.arange(width)[None, :] < out.nnz[:, None]
+    groups = cp.broadcast_to(cp.arange(m)[:, None], (m, width))[listed]
+    return _cupyx_sparse().csr_matrix(
+        (cp.ones(groups.shape[0], dtype=cp.float64), (groups, out.idx[listed])), shape=(m, n))
 
 class _CupyBatchOps(ArrayAPIBatchOps):
     """Batch kernels on the device: the softmin of a whole batch in one launch of

@@ -33,6 +33,7 @@ from ._contract import (
     Backend,
     BlockLayout,
     GeometryOps,
+    NewtonStep,
     PlanMarginals,
     PlanStats,
     SinkhornIterator,
@@ -457,6 +458,31 @@ class _NumbaTopK(TopKEvaluator):
             get_num_threads(), idx, val, self.hint,
         )
         return TopK(out[0], out[1], out[2], out[3].astype(np.int64), rows, idx, val)
+
+    def hessian_product(self, out: TopK, shift: float, v: Any) -> np.ndarray:
+        from ..kernels.numba import topk_newton
+
+        idx, nnz = _supports(out)
+        return topk_newton.support_hvp(idx, nnz, self.gamma, float(shift),
+                                       np.ascontiguousarray(v, dtype=np.float64))
+
+    def hessian_solve(self, out: TopK, shift: float, rhs: Any, rtol: float,
+                      max_iter: int) -> NewtonStep:
+        from ..kernels.numba import topk_newton
+
+        idx, nnz = _supports(out)
+        x, it, res = topk_newton.support_pcg(idx, nnz, self.gamma, shift,
+                                             np.ascontiguousarray(rhs, dtype=np.float64),
+                                             rtol, max_iter)
+        return NewtonStep(x, int(it), float(res))
+
+
+def _supports(out: TopK) -> tuple[np.ndarray, np.ndarray]:
+    """The listed supports of a top-k evaluation, checked to be complete."""
+    if out.nnz.shape[0] and out.idx.shape[1] < out.nnz.max():
+        raise ValueError("the evaluation lists fewer entries than the supports hold: "
+                         "evaluate with width >= max(nnz)")
+    return np.ascontiguousarray(out.idx), np.ascontiguousarray(out.nnz)
 
 
 class NumbaBackend(Backend):

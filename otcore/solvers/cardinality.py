@@ -1,4 +1,5 @@
-"""Cardinality-constrained optimal transport: dual and semi-dual solvers.
+"""Cardinality-constrained optimal transport (and quadratic OT): dual and semi-dual
+solvers.
 
 The problem (Liu, Puigcerver and Blondel, ICLR 2023) is quadratically regularized OT in
 which every column of the plan has at most ``k`` nonzeros:
@@ -19,9 +20,11 @@ vectors):
 For every f, g: D(f, g) <= S(f), with equality at g = -theta(f) (minus the semi-dual's
 simplex thresholds), so the two have the same optimal value; and S(f) <= the primal
 objective of every feasible k-sparse plan. Both are concave, and smooth except where the
-top-k selection changes; they are maximized with SciPy's L-BFGS-B on value and gradient
-computed together by the backend's fused kernel (``GeometryOps.topk`` of the kernel
-contract, :mod:`otcore.backends._contract`).
+top-k selection changes. The semi-dual is maximized by a semismooth Newton method
+(:mod:`otcore.solvers._cardinality_newton`) where the maximum is smooth, in particular
+for k >= n (quadratically regularized OT), and by SciPy's L-BFGS-B at kinks and for the
+dual; value, gradient and the generalised Hessian's systems come from the backend's
+kernels (``GeometryOps.topk`` of the kernel contract, :mod:`otcore.backends._contract`).
 """
 
 from __future__ import annotations
@@ -44,12 +47,19 @@ from .._validation import (
 from ..backends._contract import TopK
 from ..geometry import PointCloud
 from ..result import OTResult, warn_not_converged
+from ._cardinality_newton import newton_semi_dual
 from ._cardinality_rebuild import rebuild_k1
 from ._monitor import IterationInfo, Monitor, make_monitor
 from ._problem import Problem, make_problem
 
 __all__ = ["cardinality_ot"]
 
+#: L1 marginal error (relative to the mass) of the Newton warm-start stages.
+_STAGE_TOL = 1e-6
+#: Evaluations without progress before a Newton run for k < n gives way to L-BFGS-B.
+_PATIENCE = 10
+#: Scores closer than this (relative to the cost scale) count as tied (a kink).
+_TIE = 1e-7
 #: L-BFGS-B restarts (fresh curvature memory) after it stalls at a kink.
 _MAX_RESTARTS = 5
 #: L-BFGS-B memory (SciPy's default is 10; more pairs help on these nonsmooth objectives).
@@ -105,8 +115,10 @@ class _Objective:
         xp = prob.backend.xp
         self.q_dev, self.zeros_dev = xp.asarray(q), xp.asarray(self.zeros)
         self.evaluator = prob.ops.topk(axis, self.q_dev, gamma, k, simplex)
+        self.width = k if k < self.n else min(self.n, 16)  # support listing (supports)
         self.scale = 1.0  # SciPy minimizes -scale * objective
         self.last: tuple[np.ndarray, float] | None = None  # (x, L1 marginal error)
+        self.listed: tuple[np.ndarray, TopK] | None = None  # the last supports() call
 
     def kernel(self, x: np.ndarray, width: int | None = 0) -> TopK:
         """The backend's top-k kernel at ``x``, on the host."""
@@ -118,20 +130,46 @@ class _Objective:
                  ) -> tuple[float, np.ndarray, float, tuple]:
         """Objective (to maximize), its gradient, the L1 marginal error of the kernel plan,
         and the kernel outputs (with ``width`` plan entries per group), at ``x``."""
-        out = self.kernel(x, width)
+        if width is None and self.listed is not None and np.array_equal(self.listed[0], x):
+            out = TopK(*(self.bk.to_numpy(v) for v in self.listed[1]))  # every entry listed
+        else:
+            out = self.kernel(x, width)
+        return (*self._assemble(x, out.value, out.other, out.mass), out)
+
+    def supports(self, x: np.ndarray) -> tuple[float, np.ndarray, float, TopK]:
+        """As :meth:`evaluate` (semi-dual), with every positive entry listed and the kernel
+        outputs left on the backend's device (for ``TopKEvaluator.hessian_solve``).
+
+        For ``k < n`` the listing is ``k`` wide; for ``k >= n`` as wide as the largest
+        support seen so far (plus a margin), and evaluated again when a support outgrows it.
+        """
+        bk, xp = self.bk, self.bk.xp
+        alpha = xp.asarray(x)
+        out = self.evaluator(alpha, self.zeros_dev, self.width)
+        largest = int(bk.to_numpy(out.nnz).max(initial=0))
+        if largest > self.width:
+            self.width = min(self.n, largest + largest // 4 + 1)
+            out = self.evaluator(alpha, self.zeros_dev, self.width)
+        value, other = (bk.to_numpy(v) for v in (out.value, out.other))
+        self.listed = (x.copy(), out)
+        return (*self._assemble(x, value, other, None), out)
+
+    def _assemble(self, x: np.ndarray, value: np.ndarray, other: np.ndarray,
+                  mass: np.ndarray | None) -> tuple[float, np.ndarray, float]:
+        """Objective, gradient and L1 marginal error from the kernel's host outputs."""
         f = x[: self.n]
-        grad = self.p - out.other
-        value = f @ self.p - out.value.sum()
+        grad = self.p - other
+        total = f @ self.p - value.sum()
         if not self.simplex:
-            value += x[self.n:] @ self.q
-            grad = np.concatenate([grad, self.q - out.mass])
+            total += x[self.n:] @ self.q
+            grad = np.concatenate([grad, self.q - mass])
         err = float(np.abs(grad).sum())  # finite if and only if every entry is
-        if not (math.isfinite(value) and math.isfinite(err)):
+        if not (math.isfinite(total) and math.isfinite(err)):
             raise FloatingPointError(
                 "the cardinality objective became non-finite; this is a bug, please report "
                 "it with the input that triggers it"
             )
-        return float(value), grad, err, out
+        return float(total), grad, err
 
     def variant(self, gamma: float, k: int, simplex: bool) -> _Objective:
         """The objective of the same problem at other settings (warm-start stages)."""
@@ -192,28 +230,93 @@ def _maximize(obj: _Objective, x0: np.ndarray, tol: float, max_iter: int, errors
     return x, n_iter, status == 0, message
 
 
+def _solve(obj: _Objective, x0: np.ndarray, tol: float, max_iter: int, errors: list,
+           monitor: Monitor | None = None, newton_tol: float | None = None
+           ) -> tuple[np.ndarray, int, str, str]:
+    """Maximize ``obj`` from ``x0``; returns ``x``, the iterations done (of every method),
+    a message saying which method ended the run and how, and the status of the Newton
+    run that ended it (``NewtonRun.status``; ``""`` when L-BFGS-B did).
+
+    The semi-dual with ``k >= 2`` runs the semismooth Newton method
+    (:func:`newton_semi_dual`, to ``newton_tol``, default ``tol``) where the backend has
+    the Hessian kernels. For ``k >= n`` (a smooth problem) it has the whole iteration
+    budget, and L-BFGS-B (:func:`_maximize`) continues only if it stalls. For ``k < n``
+    the maximum often lies on a kink, where Newton's method makes no headway: it gets
+    ``_PATIENCE`` evaluations without progress, then L-BFGS-B runs from ``x0`` and Newton's
+    method once more from where L-BFGS-B stopped (the maximum may be smooth after all);
+    the best point is kept. Everything else runs L-BFGS-B alone.
+    """
+    newton_tol = tol if newton_tol is None else newton_tol
+    smooth = obj.k >= obj.n
+    used, best = 0, None
+    if obj.simplex and obj.k >= 2:
+        try:
+            run = newton_semi_dual(obj, x0, newton_tol, max_iter, errors, monitor,
+                                   None if smooth else _PATIENCE)
+        except NotImplementedError:  # a backend without TopKEvaluator.hessian_solve
+            run = None
+        if run is not None:
+            used, best = run.n_iter, run
+            if run.status in ("converged", "rounding", "max_iter", "stopped"):
+                return run.x, used, f"semismooth Newton: {run.message}", run.status
+            if smooth:
+                x0 = run.x
+    x, it, _, message = _maximize(obj, x0, tol, max_iter - used, errors, monitor)
+    used += it
+    message = f"L-BFGS-B: {message.lower().rstrip(': .')}"
+    if best is not None and not smooth and not (monitor is not None and monitor.stopped):
+        run = newton_semi_dual(obj, x, newton_tol, max(1, max_iter - used), errors, monitor,
+                               _PATIENCE)
+        used += run.n_iter
+        if run.status in ("converged", "rounding"):
+            return run.x, used, f"semismooth Newton after L-BFGS-B: {run.message}", run.status
+        value, best = max(((obj.evaluate(r.x)[0], r) for r in (run, best)),
+                          key=lambda pair: pair[0])
+        if value > obj.evaluate(x)[0]:
+            return best.x, used, f"semismooth Newton: {best.message}", best.status
+    return x, used, message, ""
+
+
 def _warm_start(obj: _Objective, tol: float, max_iter: int, errors: list,
-                monitor: Monitor | None = None):
+                monitor: Monitor | None = None) -> tuple[np.ndarray, int]:
     """Semi-dual potentials of quadratically regularized OT (no sparsity constraint; a
     smooth problem), solved by continuation in its regularization: for ``gamma * 10**s``,
     ``s`` in ``_STAGES``, each stage started from the previous one and given at most
-    ``max_iter`` iterations. For ``k = 1`` the stages go on down to ``s = -5``: the target
-    potentials are then those of unregularized OT, which quadratically regularized OT
-    approaches as its ``gamma`` goes to 0. The stage equal to the target
-    problem (``k >= n``, ``s = 0``) is skipped. Returns ``f``, the semi-dual thresholds at
-    ``f`` of the target problem, and the iterations used.
+    ``max_iter`` iterations (:func:`_solve`; Newton stages to an L1 marginal error of
+    ``_STAGE_TOL`` of the mass). For ``k = 1`` the stages go on down to
+    ``s = -5`` with L-BFGS-B: the target potentials are then those of unregularized OT, which
+    quadratically regularized OT approaches as its ``gamma`` goes to 0. The stage equal
+    to the target problem (``k >= n``, ``s = 0``) is skipped. Returns ``f`` and the
+    iterations used.
     """
     n_other = obj.p.shape[0]
     f, used = np.zeros(n_other), 0
     stages = _STAGES_K1 if obj.k == 1 else _STAGES[:-1] if obj.k >= n_other else _STAGES
+    loose = max(tol, _STAGE_TOL * float(obj.p.sum()))
     for s in stages:
         stage = obj.variant(obj.gamma * 10.0**s, n_other, True)
-        f, it, _, _ = _maximize(stage, f, tol, max_iter, errors, monitor)
+        if obj.k == 1:
+            f, it, _, _ = _maximize(stage, f, tol, max_iter, errors, monitor)
+        else:
+            f, it, _, _ = _solve(stage, f, tol, max_iter, errors, monitor, newton_tol=loose)
         used += it
         if monitor is not None and monitor.stopped:
             break
-    theta = _topk(obj, f, obj.zeros_dev, obj.gamma, obj.k, True).theta
-    return f, theta, used
+    return f, used
+
+
+def _kinks(obj: _Objective, f: np.ndarray, nnz: np.ndarray) -> int:
+    """Number of groups whose ``k``-th entry carries mass and whose ``k``-th and
+    ``(k + 1)``-th scores ``f_i - K_ji`` are tied (to ``_TIE`` of the cost scale): there the
+    semi-dual is not differentiable, and changing the selection changes the plan."""
+    n_other, k = obj.p.shape[0], obj.k
+    if k >= n_other:
+        return 0
+    scale = obj.ops.cost_scale()
+    shift = np.full(obj.q.shape[0], float(np.ptp(f)) + scale + 1.0)  # every entry positive
+    out = _topk(obj, f, shift, 1.0, k + 1, False, k + 1)
+    gap = out.val[:, k - 1] - out.val[:, k]
+    return int(np.count_nonzero((gap <= _TIE * max(scale, 1e-300)) & (nnz >= k)))
 
 
 def _plan_matrix(idx: np.ndarray, val: np.ndarray, shape: tuple[int, int], axis: int,
@@ -241,7 +344,7 @@ def cardinality_ot(
     a: Any,
     b: Any,
     C: Any,
-    k: int,
+    k: int | None,
     gamma: float,
     *,
     formulation: str = "semi-dual",
@@ -255,7 +358,8 @@ def cardinality_ot(
     time_limit: float | None = None,
     backend: Any = None,
 ) -> OTResult:
-    r"""Optimal transport with at most ``k`` nonzeros per column of the plan.
+    r"""Optimal transport with at most ``k`` nonzeros per column of the plan; with
+    ``k=None``, quadratically regularized OT.
 
     Solves a relaxation of
 
@@ -265,8 +369,10 @@ def cardinality_ot(
         \langle C, T \rangle + \frac{\gamma}{2} \|T\|_F^2
 
     (each target ``j`` receives mass from at most ``k`` sources), following Liu,
-    Puigcerver and Blondel (ICLR 2023), by maximizing its dual or its semi-dual with
-    SciPy's L-BFGS-B. The returned plan is
+    Puigcerver and Blondel (ICLR 2023), by maximizing its dual or its semi-dual (a
+    semismooth Newton method where the maximum is smooth, SciPy's L-BFGS-B at kinks).
+    For ``k >= n`` the constraint is void and this is quadratically regularized OT, a
+    smooth problem solved to ``tol``. The returned plan is
 
     .. math::
 
@@ -284,10 +390,11 @@ def cardinality_ot(
     C : array of shape (n, m), DenseCost or PointCloud
         The cost. A point cloud is evaluated once into an ``(m, n)`` matrix (these solvers
         need ``O(n m)`` memory).
-    k : int
-        Maximum number of nonzeros per column, ``>= 1``. ``k >= n`` is allowed and gives
-        exactly quadratically regularized OT; ``k = 1`` is the unregularized limit (see
-        Notes).
+    k : int or None
+        Maximum number of nonzeros per column, ``>= 1``. ``None`` (or any ``k >= n``)
+        gives exactly quadratically regularized OT, the counterpart of POT's
+        ``ot.smooth`` l2 solvers and ``ot.solve(C, a, b, reg=gamma, reg_type="L2")``;
+        ``k = 1`` is the unregularized limit (see Notes).
     gamma : float
         Weight of the squared-L2 regularization ``(gamma / 2) |T|_F^2``, > 0, in the units
         of ``C`` divided by the units of mass. The same parameter as ``reg`` in POT's
@@ -297,12 +404,12 @@ def cardinality_ot(
         :math:`S(f) = \langle f, a \rangle - \sum_j b_j \max_{k,j}(f - C_{:, j})`, where
         :math:`\max_{k,j}(x) = \max_{y \in \Delta,\ \|y\|_0 \le k} \langle x, y \rangle
         - \frac{\gamma b_j}{2} \|y\|^2` is attained at the k-sparse simplex projection of
-        :math:`x / (\gamma b_j)`: the plan's **column marginal is exact** (``T^T 1 = b``),
-        the row marginal is met only as far as the optimizer converges and the sparsity
-        allows. ``"dual"`` maximizes
+        :math:`x / (\gamma b_j)`: the plan's **column marginal is exact** (``T^T 1 = b``)
+        and ``tol`` bounds the L1 error of the row marginal. ``"dual"`` maximizes
         :math:`D(f, g) = \langle f, a \rangle + \langle g, b \rangle - \sum_j
         \frac{1}{2\gamma} \mathrm{top}_k([f + g_j - C_{:, j}]_+^2)`: **neither marginal is
-        exact**; both converge as the gradient vanishes. For any potentials
+        exact**, and ``tol`` bounds the sum of their L1 errors; it starts from the
+        semi-dual's solution (see Notes). For any potentials
         ``D(f, g) <= S(f)``, with equality when ``g`` is the semi-dual's ``g`` at ``f``:
         both have the same optimal value, at most the primal objective of any feasible
         k-sparse plan. The semi-dual has fewer variables and an exact column marginal.
@@ -311,16 +418,18 @@ def cardinality_ot(
         most ``k`` targets); then the semi-dual keeps the **row** marginal exact. This is
         the same problem on ``C.T``, and the result is transposed back.
     tol : float, default 1e-9
-        Stop when an L-BFGS-B iteration decreases the objective by less than ``tol``
-        relative to its magnitude (SciPy's ``ftol``, on the objective scaled by its value
-        at the starting point), or when the largest gradient entry, i.e. the largest
-        marginal violation, is below ``tol`` (``gtol``). POT's ``stopThr`` sets the same two
-        SciPy options, but on the unscaled objective, where ``ftol`` is an absolute
-        decrease for objectives below 1. For accurate plans of smooth problems
-        (``k >= n``) pass a smaller ``tol``, such as 1e-14.
+        Bound on the L1 marginal error of the returned plan,
+        ``|T 1 - a|_1 + |T^T 1 - b|_1`` (only the row term for the semi-dual, whose column
+        marginal is exact; the reverse with ``constrain="rows"``). ``converged`` is True
+        exactly when the returned plan meets it. Where the maximum lies on a kink (tied
+        scores in the top-``k`` selection, typical for small ``k`` and always for
+        ``k = 1``) no plan of one selection meets the marginal: the run then ends with
+        ``converged=False``, the status ``"nonsmooth"`` and a warning (see Returns). In
+        float64 the L1 error cannot go much below ``n * 1e-16`` of the mass (status
+        ``"rounding"``).
     max_iter : int, default 1000
-        Maximum number of L-BFGS-B iterations on the target objective (over all
-        restarts); each warm-start stage has the same limit.
+        Maximum number of iterations (Newton steps and L-BFGS-B iterations together) on
+        the target objective; each warm-start stage has the same limit.
     warm_start : bool, default True
         Start from the potentials of quadratically regularized OT solved by continuation
         in ``gamma`` (see Notes); False starts from zero potentials, as POT does.
@@ -330,9 +439,9 @@ def cardinality_ot(
         marginals (an exact unregularized OT plan; not 1-sparse in general). The 1-sparse
         plan is then kept in ``extra["sparse_plan"]``.
     callback, verbose, time_limit
-        As in :func:`otcore.sinkhorn`, checked at every L-BFGS-B iteration (warm-start
-        stages included; ``IterationInfo.error`` is the L1 marginal error of the kernel
-        plan, ``n_iter`` counts every iteration so far).
+        As in :func:`otcore.sinkhorn`, checked at every Newton step and L-BFGS-B
+        iteration (warm-start stages included; ``IterationInfo.error`` is the L1 marginal
+        error of the kernel plan, ``n_iter`` counts every iteration so far).
     backend : {"numba_cpu", "cupy_gpu", "array_api"} or Backend, optional
         Force a backend; by default it follows the array type.
 
@@ -347,11 +456,16 @@ def cardinality_ot(
         libraries), in the dtype of ``C``; so is
         ``extra["sparse_plan"]``. ``value``: the maximized objective
         (``S(f)`` or ``D(f, g)``). ``cost``: ``<C, T>``. ``marginal_error``:
-        ``|T 1 - a|_1 + |T^T 1 - b|_1``. ``n_iter``, ``converged``, and ``errors``: the
-        L1 marginal error of the kernel plan at L-BFGS-B iterations. ``extra`` holds
-        ``row_error`` and ``col_error`` (the two marginal errors), ``primal`` (the primal
-        objective ``<C, T> + gamma/2 |T|^2`` of the returned plan), ``max_nnz`` (largest
-        number of nonzeros in a constrained column or row), ``message`` (the optimizer's),
+        ``|T 1 - a|_1 + |T^T 1 - b|_1``. ``converged``: ``marginal_error <= tol``.
+        ``n_iter``, and ``errors``: the L1 marginal error of the kernel plan at every
+        iteration. ``extra`` holds ``status`` (``"converged"``; ``"nonsmooth"``: the
+        maximum lies on a kink, ``k = 1`` or tied scores, and the error cannot reach
+        ``tol``; ``"rounding"``: ``tol`` is below the rounding error of the marginals;
+        ``"not_converged"``: the iteration limit; ``"stopped"``: by ``callback`` or
+        ``time_limit``), ``message`` (why, and which method ended the run), ``row_error``
+        and ``col_error`` (the two marginal errors), ``primal`` (the primal objective
+        ``<C, T> + gamma/2 |T|^2`` of the returned plan), ``max_nnz`` (largest
+        number of nonzeros in a constrained column or row),
         ``warm_start_iter`` and, with ``rebuild_plan``, ``sparse_plan`` with its
         ``sparse_row_error`` and ``sparse_col_error``, and ``rebuild_lps`` (linear
         programs solved).
@@ -367,7 +481,8 @@ def cardinality_ot(
     Warns
     -----
     ConvergenceWarning
-        If L-BFGS-B stops without meeting ``tol`` (then ``converged`` is False).
+        Whenever the returned plan does not meet ``tol`` (then ``converged`` is False),
+        with the status's explanation.
 
     See Also
     --------
@@ -379,8 +494,12 @@ def cardinality_ot(
     selected; of two equal scores the smaller row index wins, so results are
     deterministic.
 
-    *Limits.* For ``k >= n`` the sparsity constraint is void and the semi-dual is that of
-    quadratically regularized OT (``ot.smooth.smooth_ot_semi_dual(reg_type="l2")``).
+    *Limits.* For ``k >= n`` (``k=None``) the sparsity constraint is void and the
+    semi-dual is that of quadratically regularized OT
+    (``ot.smooth.smooth_ot_semi_dual(reg_type="l2")``, RegOT's ``qrot_*``). ``value`` is
+    the maximized dual objective, equal at the optimum to ``<C, T> + gamma/2 |T|^2``;
+    POT's ``ot.solve(..., reg_type="L2").value`` reports ``<C, T> + gamma |T|^2`` for
+    the same plan.
     For ``k = 1`` the semi-dual equals the semi-dual of unregularized OT plus
     ``(gamma / 2) |b|^2``: its optimum is ``OT(a, b) + (gamma / 2) |b|^2`` and ``f`` is
     an optimal unregularized potential. A plan with one source per column generally
@@ -391,18 +510,25 @@ def cardinality_ot(
     *Optimizer.* Both objectives are concave but nonsmooth where the top-k selection
     changes, more so for small ``k`` and small ``gamma``. With ``warm_start`` (the default)
     the semi-dual potentials of quadratically regularized OT (``k = n``, a smooth problem)
-    are computed first for ``gamma * 10**s``, ``s = 2, 1, 0`` (down to ``s = -5`` for
-    ``k = 1``, whose optimal potentials are those of unregularized OT), each stage started
-    from the previous one; the dual starts from ``(f, -theta)`` of that solution. L-BFGS-B
-    (memory 30) then maximizes the target objective; when it stalls at a kink it is
-    restarted from where it stopped with a fresh memory, while that still improves the
-    objective. ``converged`` is True when SciPy reports its ``ftol`` or ``gtol`` test met
-    in the last run that improved the objective: on a nonsmooth objective this means that
-    progress stalled, not that the optimum is certified. In practice the value reached for
-    ``1 < k < n`` is within about 1e-5 (absolute, for costs normalized to max 1) of the
-    optimum; ``k = 1`` and ``k >= n`` are solved more accurately. ``n_iter`` counts the
-    iterations on the target objective, ``extra["warm_start_iter"]`` those of the warm
-    start; ``errors`` records both.
+    are computed first for ``gamma * 10**s``, ``s = 2, 1`` (and ``0`` for ``k < n``) by
+    Newton's method to an L1 error of ``1e-6`` of the mass (L-BFGS-B down to ``s = -5``
+    for ``k = 1``, whose optimal potentials are those of unregularized OT), each stage
+    started from the previous one. The semi-dual is then maximized by a semismooth Newton
+    method: on the supports :math:`S_j` of the plan's columns the row marginal has the
+    Jacobian :math:`H = \frac{1}{\gamma} \sum_j (\mathrm{diag}(1_{S_j}) - 1_{S_j}
+    1_{S_j}^T / |S_j|)` (independent of ``b``), a graph Laplacian over the rows sharing a
+    column's support; each step solves :math:`(H + \mu I) d = a - T 1` by
+    preconditioned conjugate gradients in the backend's kernel, with a
+    Levenberg-Marquardt shift :math:`\mu` proportional to the error and adapted to a line
+    search. Where the maximum is smooth (always for ``k >= n``) this converges
+    superlinearly to ``tol``. For ``1 < k < n`` Newton's method gets a few evaluations
+    without progress; then L-BFGS-B (memory 30, restarted at kinks while that improves the
+    objective) maximizes from the warm start, and Newton's method tries once more from
+    where it stopped. For ``k >= 2`` the dual starts from ``(f, -theta)`` of the
+    semi-dual's solution (a maximizer of the dual wherever the semi-dual is smooth
+    there), for ``k = 1`` from that of the warm start, and continues with L-BFGS-B.
+    ``n_iter`` counts the iterations on the target objective, ``extra["warm_start_iter"]``
+    the others; ``errors`` records both.
 
     *Precision.* The objective and gradient are evaluated in float64 (SciPy's L-BFGS-B
     works in float64); a float32 cost is read as float32, and ``f``, ``g`` and the plan
@@ -410,8 +536,9 @@ def cardinality_ot(
 
     *Devices.* The cost is laid out once on the backend's device and every evaluation of
     the objective runs there (``GeometryOps.topk`` of the kernel contract); L-BFGS-B
-    runs on the host with SciPy, so with CuPy input each evaluation moves ``O(n + m)``
-    numbers between host and device, never the cost. As for every CuPy input, work
+    and the Newton iteration run on the host (the Newton systems on the device),
+    so with CuPy input each evaluation moves ``O(n + m)`` numbers between host and device,
+    never the cost. As for every CuPy input, work
     inside ``cupy.cuda.Device(i)`` for arrays on a device other than the current one.
 
     References
@@ -431,6 +558,15 @@ def cardinality_ot(
     >>> bool(abs(res.extra["col_error"]) < 1e-12)  # the semi-dual keeps T^T 1 = b
     True
 
+    The maximum for ``k = 2`` usually lies on a kink, and the result says so; quadratic
+    OT (``k=None``) is smooth and meets ``tol``:
+
+    >>> res.extra["status"], bool(res.converged)
+    ('nonsmooth', False)
+    >>> quad = oc.cardinality_ot(None, None, C / C.max(), k=None, gamma=0.1)
+    >>> quad.extra["status"], bool(quad.marginal_error <= 1e-9)
+    ('converged', True)
+
     With ``k = 1`` the value is the unregularized OT cost plus ``(gamma / 2) |b|^2``, and
     ``rebuild_plan=True`` returns an optimal transport plan that meets both marginals:
 
@@ -438,7 +574,7 @@ def cardinality_ot(
     >>> bool(res1.marginal_error < 1e-9), bool(res1.extra["sparse_row_error"] > 0)
     (True, True)
     """
-    k = check_positive_int(k, "k")
+    k = None if k is None else check_positive_int(k, "k")
     gamma = check_eps(gamma, "gamma")
     formulation = check_choice(formulation, "formulation", ("semi-dual", "dual"))
     constrain = check_choice(constrain, "constrain", ("columns", "rows"))
@@ -461,44 +597,77 @@ def cardinality_ot(
     simplex = formulation == "semi-dual"
     a64, b64 = (prob.backend.to_numpy(w).astype(np.float64) for w in (prob.a, prob.b))
     p, q = (a64, b64) if axis == 0 else (b64, a64)
+    k = p.shape[0] if k is None else k  # k >= n: quadratically regularized OT
     obj = _Objective(prob, axis, p, q, gamma, k, simplex)
 
     errors: list = []
     extra: dict = {"warm_start_iter": 0}
+    semi = obj if simplex else obj.variant(gamma, k, True)
     try:
+        x0 = np.zeros(p.shape[0])
         if warm_start:
-            f0, theta0, extra["warm_start_iter"] = _warm_start(obj, tol, max_iter, errors,
-                                                               monitor)
-            x0 = f0 if simplex else np.concatenate([f0, -theta0])
-        else:
-            x0 = np.zeros(p.shape[0] + (0 if simplex else q.shape[0]))
+            x0, extra["warm_start_iter"] = _warm_start(obj, tol, max_iter, errors, monitor)
+            if not simplex and k >= 2 and not monitor.stopped:
+                # the dual starts at (f, -theta(f)) of the semi-dual's solution (Newton's
+                # method where it applies), where D(f, g) = S(f): a maximizer of the dual
+                # wherever S is smooth at f
+                x0, it, _, _ = _solve(semi, x0, tol, max_iter, errors, monitor)
+                extra["warm_start_iter"] += it
+        if not simplex:
+            g0 = -_topk(obj, x0, obj.zeros_dev, gamma, k, True).theta if warm_start else \
+                np.zeros(q.shape[0])
+            x0 = np.concatenate([x0, g0])
         if monitor.stopped:  # during the warm start: no run on the target objective
-            x, n_iter, converged, message = x0, 0, False, monitor.reason()
+            x, n_iter, message, ended = x0, 0, monitor.reason(), "stopped"
         else:
-            x, n_iter, converged, message = _maximize(obj, x0, tol, max_iter, errors,
-                                                      monitor)
+            x, n_iter, message, ended = _solve(obj, x0, tol, max_iter, errors, monitor)
     finally:
         monitor.close()
-    if monitor.stopped:
-        extra["stopped"] = monitor.stopped
-        converged, message = False, monitor.reason()
-    value, grad, _, out = obj.evaluate(x, width=None)
+    value, _, _, out = obj.evaluate(x, width=None)
     pot_other = x[: p.shape[0]]
     pot_group = -out.theta if simplex else x[p.shape[0]:]
-    extra.update(message=message, max_nnz=int(np.count_nonzero(out.val, axis=1).max()))
+    extra.update(max_nnz=int(np.count_nonzero(out.val, axis=1).max()))
     plan = _plan_matrix(out.idx, out.val, prob.geom.shape, axis,
                         host_dtype(prob.xp, prob.dtype))
     if rebuild_plan:
         plan = _rebuild(obj, plan, pot_other, extra)
+    error = sum(_marginal_errors(plan, a64, b64))
+    method = f"cardinality_ot ({formulation})"
+    converged = error <= tol and not monitor.stopped
     if monitor.stopped:
-        warn_not_converged(f"cardinality_ot ({formulation})", n_iter,
-                           float(np.max(np.abs(grad))), tol, monitor.reason())
-    elif not converged:
-        _warn_not_converged(formulation, n_iter, float(np.max(np.abs(grad))), tol, message)
+        extra.update(status="stopped", stopped=monitor.stopped)
+        message = monitor.reason()
+        warn_not_converged(method, n_iter, error, tol, message)
+    elif converged:
+        extra["status"] = "converged"
+    elif ended in ("converged", "rounding"):  # the kernel plan's error, in float64
+        extra["status"] = "rounding"
+        message = (f"{message}; tol is below the rounding error of the plan's marginals in "
+                   "float64")
+        warn_not_converged(method, n_iter, error, tol, message)
+    else:
+        kinks = _kinks(semi, pot_other, out.nnz if simplex else
+                       _topk(obj, pot_other, obj.zeros_dev, gamma, k, True).nnz)
+        extra["status"] = "nonsmooth" if k == 1 or kinks else "not_converged"
+        message = _explain(k, kinks, message)
+        warn_not_converged(method, n_iter, error, tol, message)
+    extra["message"] = message
     f, g = (pot_other, pot_group) if axis == 0 else (pot_group, pot_other)
     return _sparse_result(prob, plan, f, g, gamma, value=value, n_iter=n_iter,
-                          converged=converged, method=f"cardinality_ot ({formulation})",
-                          errors=errors, extra=extra)
+                          converged=converged, method=method, errors=errors, extra=extra)
+
+
+def _explain(k: int, kinks: int, message: str) -> str:
+    """Why the marginal error stayed above ``tol``, for the status message and warning."""
+    if k == 1:
+        return ("k = 1: the semi-dual is piecewise linear and its maximum lies on a kink; a "
+                "plan with one entry per group generally cannot meet the other marginal "
+                "(rebuild_plan=True returns an exact OT plan instead). " + message)
+    if kinks:
+        return (f"the maximum lies on a kink of the objective: in {kinks} group(s) the k-th "
+                "and (k+1)-th scores are tied, and the plan of one top-k selection cannot "
+                f"meet the marginal to tol. {message}")
+    return f"{message}. Increase max_iter, or tol."
 
 
 def _rebuild(obj: _Objective, plan: sparse.csr_matrix, f: np.ndarray, extra: dict
@@ -543,17 +712,6 @@ def _sparse_result(prob: Problem, plan: sparse.csr_matrix, f: np.ndarray, g: np.
         _namespaces=ns, _shape=prob.geom.shape, _dtype=prob.dtype,
         _points=(prob.geom.x, prob.geom.y) if isinstance(prob.geom, PointCloud) else None,
         **fields,
-    )
-
-
-def _warn_not_converged(formulation: str, n_iter: int, error: float, tol: float,
-                        message: str) -> None:
-    """The standard warning, with the largest marginal violation as the error and
-    L-BFGS-B's message."""
-    warn_not_converged(
-        f"cardinality_ot ({formulation})", n_iter, error, tol,
-        f"L-BFGS-B: {message.lower().rstrip(': ')}. Increase max_iter, or tol: on these "
-        "nonsmooth objectives progress can stall at a kink before the marginals are met.",
     )
 
 

@@ -23,6 +23,11 @@ import otcore as oc
 from ..backends.kernel_checks import assert_cardinality_agrees
 from ..problems import random_problem
 
+# Small k (1, often 2) leaves the maximum on a kink, where no plan of one top-k selection
+# meets the row marginal: those solves warn (tests/solvers/test_cardinality_newton.py
+# checks the status and the warning); here they are not the subject.
+pytestmark = pytest.mark.filterwarnings("ignore::otcore.ConvergenceWarning")
+
 
 def make_problem(n, m, seed=0, uniform=False):
     """``(a, b, C)``: Gaussian clouds, squared-Euclidean cost normalized to max 1, random
@@ -178,14 +183,15 @@ def test_semi_dual_keeps_the_column_marginal_exact(k, solve):
 @pytest.mark.parametrize("gamma", [0.1, 1.0])
 @pytest.mark.parametrize("k", [30, 100])
 def test_k_at_least_n_matches_pot_quadratic_semi_dual(gamma, k, solve):
-    # both solved to a tight tolerance: the default 1e-9 (POT's too) stops on the relative
-    # decrease of the objective while the row marginal is still off by ~1e-4
+    # POT solved to a tight tolerance: its default 1e-9 stops on the relative decrease of
+    # the objective while the row marginal is still off by ~1e-4; otcore's tol bounds the
+    # L1 marginal error of the returned plan
     a, b, C = make_problem(30, 25, seed=4)
-    res = solve(a, b, C, k, gamma, tol=1e-14)
+    res = solve(a, b, C, k, gamma, tol=1e-12)
     T_pot, log = ot.smooth.smooth_ot_semi_dual(a, b, C, gamma, reg_type="l2", log=True,
                                                stopThr=1e-14, numItermax=5000)
     assert log["res"].success
-    assert res.converged
+    assert res.converged and res.marginal_error <= 1e-12
     assert res.value == pytest.approx(-log["res"].fun, abs=1e-6)
     np.testing.assert_allclose(res.plan.toarray(), T_pot, atol=1e-5)
     # POT's objective of our potentials (its own formula) agrees with our value too
@@ -195,7 +201,7 @@ def test_k_at_least_n_matches_pot_quadratic_semi_dual(gamma, k, solve):
 @pytest.mark.parametrize("gamma", [0.1, 1.0])
 def test_k_at_least_n_dual_matches_pot_quadratic_dual(gamma, solve):
     a, b, C = make_problem(20, 15, seed=5)
-    res = solve(a, b, C, 20, gamma, formulation="dual", tol=1e-14)
+    res = solve(a, b, C, 20, gamma, formulation="dual", tol=1e-12)
     T_pot, log = ot.smooth.smooth_ot_dual(a, b, C, gamma, reg_type="l2", log=True,
                                           stopThr=1e-14, numItermax=5000)
     assert res.value == pytest.approx(-log["res"].fun, abs=1e-6)
@@ -377,12 +383,16 @@ def test_not_converged_warns(solve):
     assert np.isfinite(res.value) and np.all(np.isfinite(res.f))
 
 
-def test_converged_does_not_warn(solve):
+@pytest.mark.parametrize("k", [8, None])
+def test_converged_does_not_warn(k, solve):
+    # smooth maxima: quadratic OT (k = None) has at most 7 entries per column here, so its
+    # plan is also the solution for k = 8
     a, b, C = make_problem(20, 20, seed=20)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        res = solve(a, b, C, 3, 0.5)
-    assert res.converged
+        res = solve(a, b, C, k, 0.5)
+    assert res.converged and res.extra["status"] == "converged"
+    assert res.marginal_error <= 1e-9
     # the error history numbers warm-start and final iterations consecutively
     steps = [it for it, _ in res.errors]
     assert steps == sorted(steps) and steps[-1] <= res.n_iter + res.extra["warm_start_iter"]
