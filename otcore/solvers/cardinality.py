@@ -45,10 +45,12 @@ from .._validation import (
     check_tol,
 )
 from ..backends._contract import TopK
+from ..collection import is_batch
 from ..geometry import PointCloud
-from ..result import OTResult, warn_not_converged
+from ..result import BatchResult, OTResult, warn_not_converged
 from ._cardinality_newton import newton_semi_dual
 from ._cardinality_rebuild import rebuild_k1
+from ._each import solve_each
 from ._monitor import IterationInfo, Monitor, make_monitor
 from ._problem import Problem, make_problem
 
@@ -357,7 +359,7 @@ def cardinality_ot(
     verbose: bool = False,
     time_limit: float | None = None,
     backend: Any = None,
-) -> OTResult:
+) -> OTResult | BatchResult:
     r"""Optimal transport with at most ``k`` nonzeros per column of the plan; with
     ``k=None``, quadratically regularized OT.
 
@@ -389,7 +391,8 @@ def cardinality_ot(
         Target weights, same total mass as ``a``; ``None`` means uniform ``1/m``.
     C : array of shape (n, m), DenseCost or PointCloud
         The cost. A point cloud is evaluated once into an ``(m, n)`` matrix (these solvers
-        need ``O(n m)`` memory).
+        need ``O(n m)`` memory). Batches in the forms of :func:`otcore.sinkhorn` are
+        accepted and solved one problem after the other (a :class:`~otcore.BatchResult`).
     k : int or None
         Maximum number of nonzeros per column, ``>= 1``. ``None`` (or any ``k >= n``)
         gives exactly quadratically regularized OT, the counterpart of POT's
@@ -587,6 +590,11 @@ def cardinality_ot(
             "rebuild_plan=True needs k=1 and formulation='semi-dual' (the plan is rebuilt "
             f"from exact OT potentials); got k={k}, formulation={formulation!r}"
         )
+    if is_batch(a, b, C):
+        return solve_each(
+            cardinality_ot, a, b, C, k, gamma, formulation=formulation, constrain=constrain,
+            tol=tol, max_iter=max_iter, warm_start=warm_start, rebuild_plan=rebuild_plan,
+            callback=callback, verbose=verbose, time_limit=time_limit, backend=backend)
     monitor = make_monitor(f"cardinality_ot ({formulation})", callback, verbose, time_limit,
                            tol)
     prob = make_problem(a, b, C, backend)

@@ -229,8 +229,8 @@ def test_bad_batch_options_and_clouds(rng):
     with pytest.raises(ValueError, match=r"reg_m \(rho_a\) must be > 0"):
         oc.sinkhorn(np.full((2, 2), 0.5), None, np.eye(2), EPS, reg_m=-1.0)
     with pytest.raises(ValueError, match="stacks 2 point clouds"):
-        oc.cardinality_ot(None, None, oc.PointCloud(np.ones((2, 3, 1)), np.ones((2, 3, 1))),
-                          k=1, gamma=0.1)
+        oc.multiscale_sinkhorn(None, None, oc.PointCloud(np.ones((2, 3, 1)),
+                                                         np.ones((2, 3, 1))), EPS)
 
 
 def test_sns_batch_is_a_loop(rng):
@@ -321,3 +321,14 @@ def test_solve_picks_a_batch_method(rng):
         res.extra["choice"]
     assert res.converged.all()
     _close(res.f[1], oc.sinkhorn_newton_sparse(None, None, Cs[1], 1e-3).f, 0.0)
+
+
+def test_cardinality_batch_is_a_loop(rng):
+    Cs = rng.random((3, 12, 10))
+    res = oc.cardinality_ot(None, None, Cs, k=None, gamma=0.1)
+    assert isinstance(res, oc.BatchResult) and res.method.startswith("cardinality_ot")
+    for k in range(3):
+        single = oc.cardinality_ot(None, None, Cs[k], k=None, gamma=0.1)
+        _close(res.f[k], single.f, 0.0)
+        assert res.value[k] == single.value
+    assert res.converged.all()
