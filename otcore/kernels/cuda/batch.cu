@@ -21,24 +21,7 @@ __device__ void otc_batch_softmin_rows(const T* __restrict__ C, otc_int cstride,
     const otc_int k = active[q];
     const int lane = threadIdx.x;
     const T c2 = T(OTC_LOG2E) / eps;
-    const T* __restrict__ row = C + k * cstride + i * m;
-    const T* __restrict__ hk = h + k * m;
-    OtcLse<T> acc;
-    acc.init();
-    int step = 0;
-    for (otc_int jb = 0; jb < m; jb += 32 * OTC_UNROLL) {
-#pragma unroll
-        for (int u = 0; u < OTC_UNROLL; ++u) {
-            const otc_int j = jb + u * 32 + lane;
-            if (j < m) acc.push((hk[j] - row[j]) * c2);
-        }
-        if (++step == OTC_FOLD) {
-            acc.fold();
-            step = 0;
-        }
-    }
-    acc.fold();
-    acc.warp_merge();
+    const OtcLse<T> acc = otc_warp_row_lse(C + k * cstride + i * m, h + k * m, 0, m, c2, lane);
     if (lane == 0) out[k * n + i] = otc_lse_value(acc.M, acc.S, eps);
 }
 

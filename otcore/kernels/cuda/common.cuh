@@ -106,6 +106,32 @@ struct OtcLse {
     }
 };
 
+// One warp's log-sum-exp of z_j = (h[j] - row[j]) log2(e) / eps over j0 <= j < j1: lanes
+// stride over the columns, OTC_UNROLL loads in flight per lane; every lane gets the
+// merged (M, S).
+template <typename T>
+__device__ __forceinline__ OtcLse<T> otc_warp_row_lse(const T* __restrict__ row,
+                                                     const T* __restrict__ h, otc_int j0,
+                                                     otc_int j1, T c2, int lane) {
+    OtcLse<T> acc;
+    acc.init();
+    int step = 0;
+    for (otc_int jb = j0; jb < j1; jb += 32 * OTC_UNROLL) {
+#pragma unroll
+        for (int u = 0; u < OTC_UNROLL; ++u) {
+            const otc_int j = jb + u * 32 + lane;
+            if (j < j1) acc.push((h[j] - row[j]) * c2);
+        }
+        if (++step == OTC_FOLD) {
+            acc.fold();
+            step = 0;
+        }
+    }
+    acc.fold();
+    acc.warp_merge();
+    return acc;
+}
+
 // -eps * log(2^M S): the softmin value of a folded accumulator (+inf when S == 0).
 // Computed in double: M is of the order of |potential| / eps, and in float32 the sum
 // M + log2(S) would round at ~1e-4 of eps (once per output, so the cost is nil).

@@ -19,23 +19,7 @@ __device__ void otc_softmin_dense_rows(const T* __restrict__ C, const T* __restr
     const otc_int j0 = (otc_int)blockIdx.y * chunk;
     const otc_int j1 = j0 + chunk < m ? j0 + chunk : m;
     const T c2 = T(OTC_LOG2E) / eps;
-    const T* __restrict__ row = C + i * m;
-    OtcLse<T> acc;
-    acc.init();
-    int step = 0;
-    for (otc_int jb = j0; jb < j1; jb += 32 * OTC_UNROLL) {
-#pragma unroll
-        for (int u = 0; u < OTC_UNROLL; ++u) {
-            const otc_int j = jb + u * 32 + lane;
-            if (j < j1) acc.push((h[j] - row[j]) * c2);
-        }
-        if (++step == OTC_FOLD) {
-            acc.fold();
-            step = 0;
-        }
-    }
-    acc.fold();
-    acc.warp_merge();
+    const OtcLse<T> acc = otc_warp_row_lse(C + i * m, h, j0, j1, c2, lane);
     if (lane == 0)
         otc_lse_store(acc.M, acc.S, eps, i, n, (int)blockIdx.y, (int)gridDim.y, out, part_m,
                       part_s);

@@ -30,6 +30,7 @@ from .softmin import (
     _tile_plan_stats,
     _tile_sum_shifted,
     _trusted,
+    finish_columns,
 )
 
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -106,14 +107,7 @@ def sweep_runs(X, YT, kind, p, rc, ptr, lo, hi, hg, la_eps, eps, tau_f, tau_g, f
                     j1 = min(j0 + TILE, hi[r])
                     c = cost_row(X, YT, kind, p, i, j0, j1, buf)
                     _tile_add_shifted(cs[j0:j1], zi, c, inv_eps, sigma_g[j0:j1])
-    ok = True
-    for j in range(m):
-        s = colsum[0, j]
-        for b in range(1, nblocks):
-            s += colsum[b, j]
-        ok = ok and _trusted(s, g_out)
-        g_out[j] = -tau_g * eps * (sigma_g[j] + np.log(s))
-    return ok
+    return finish_columns(colsum, sigma_g, tau_g, eps, g_out)
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)

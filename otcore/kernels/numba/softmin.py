@@ -141,6 +141,21 @@ def softmin_rows(X, YT, kind, p, h, eps, hint, out, nthreads):
             out[i] = -eps * _row_softmin(X, YT, kind, p, i, h, inv_eps, sigma, hinted, tile, buf)
 
 
+@njit(cache=True)
+def finish_columns(colsum, sigma_g, tau_g, eps, g_out):
+    """``g_out_j = -tau_g eps (sigma_j + log s_j)`` with ``s_j`` the sum over the per-thread
+    rows of ``colsum`` (column sums shifted by ``sigma``); False when some ``s_j`` is
+    outside the trusted window (``g_out`` is then incomplete for the caller to redo)."""
+    ok = True
+    for j in range(g_out.shape[0]):
+        s = colsum[0, j]
+        for b in range(1, colsum.shape[0]):
+            s += colsum[b, j]
+        ok = ok and _trusted(s, g_out)
+        g_out[j] = -tau_g * eps * (sigma_g[j] + np.log(s))
+    return ok
+
+
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def sinkhorn_sweep(X, YT, kind, p, hg, la_eps, eps, tau_f, tau_g, f, g, f_out, g_out, K,
                    nthreads):
@@ -185,14 +200,7 @@ def sinkhorn_sweep(X, YT, kind, p, hg, la_eps, eps, tau_f, tau_g, f, g, f_out, g
                 j1 = min(j0 + tile, m)
                 c = cost_row(X, YT, kind, p, i, j0, j1, buf)
                 _tile_add_shifted(cs[j0:j1], zi, c, inv_eps, sigma_g[j0:j1])
-    ok = True
-    for j in range(m):
-        s = colsum[0, j]
-        for b in range(1, nblocks):
-            s += colsum[b, j]
-        ok = ok and _trusted(s, g_out)
-        g_out[j] = -tau_g * eps * (sigma_g[j] + np.log(s))
-    return ok
+    return finish_columns(colsum, sigma_g, tau_g, eps, g_out)
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
