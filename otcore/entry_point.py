@@ -91,9 +91,9 @@ def solve(
     gamma : float, optional
         Quadratic regularization of :func:`otcore.cardinality_ot` (default 0.1 when ``k``
         is given).
-    method : {"auto", "sinkhorn", "sinkhorn_newton_sparse", "multiscale_sinkhorn", \
-"cardinality_ot"}, default "auto"
-        Force a method instead of choosing.
+    method : str, default "auto"
+        ``"auto"`` chooses; ``"sinkhorn"``, ``"sinkhorn_newton_sparse"``,
+        ``"multiscale_sinkhorn"`` or ``"cardinality_ot"`` force that method.
     tol : float, optional
         The chosen solver's tolerance (its default when ``None``).
     callback, verbose, time_limit
