@@ -32,6 +32,9 @@ otcore's). ``loop`` is one ``oc.sinkhorn`` call per problem. Times are medians o
 repeats with the spread in brackets; ratios are of medians, measured in the same run.
 
 Results are printed and written to ``bench/results/batch.md`` and ``batch.png``.
+``--full`` runs only the Sinkhorn-divergence matrix of all 1797 digits, in-process and on
+a local Dask cluster of two worker processes, against POT's ``sinkhorn2`` called once per
+pair (timed on 300 random pairs and extrapolated), and appends it to ``batch.md``.
 """
 
 from __future__ import annotations
@@ -191,6 +194,51 @@ def case_pdist(repeats: int, count: int) -> list[Row]:
     return rows
 
 
+def case_full_pdist(sample: int) -> tuple[list[Row], str]:
+    """The Sinkhorn-divergence matrix of all 1797 digits, in-process and on a local
+    cluster of 2 worker processes (1 thread each), against POT's ``sinkhorn2`` called once
+    per pair, timed on ``sample`` random pairs and extrapolated to all pairs and self
+    terms."""
+    import ot
+    from distributed import Client, LocalCluster
+
+    import otcore as oc
+
+    H, M = digits()
+    N = len(H)
+    total = N * (N - 1) // 2 + N
+    name = f"pdist divergences, all {N} digits ({N * (N - 1) // 2} pairs)"
+    _progress(name)
+    rng = np.random.default_rng(0)
+    pairs = [rng.choice(N, 2, replace=False) for _ in range(sample)]
+    oc.pdist(H[:5], C=M, eps=EPS)  # compile
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = time_repeats(lambda: [ot.sinkhorn2(H[i], H[j], M, EPS, stopThr=TOL,
+                                               numItermax=100_000) for i, j in pairs],
+                         repeats=1, warmup=0)
+    pot = Timing.of([t.median / sample * total])
+    t_local = time_repeats(lambda: oc.pdist(H, C=M, eps=EPS, tol=TOL), repeats=1,
+                           warmup=0)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        oc.pdist(H[:5], C=M, eps=EPS, client=client)  # workers load the kernels
+        t_cluster = time_repeats(lambda: oc.pdist(H, C=M, eps=EPS, tol=TOL,
+                                                  client=client), repeats=1, warmup=0)
+    rows = [Row(name, "otcore pdist, in-process", t_local, "-"),
+            Row(name, "otcore pdist, 2-worker local cluster", t_cluster, "-"),
+            Row(name, f"POT sinkhorn2 per pair (extrapolated from {sample} pairs)", pot,
+                "-")]
+    text = (f"All {N} digits: {N * (N - 1) // 2} divergences and {N} self terms. otcore "
+            f"in-process {t_local.median:.0f} s, on a 2-worker local cluster "
+            f"{t_cluster.median:.0f} s; POT calling `sinkhorn2` once per pair: "
+            f"{t.median / sample * 1e3:.2f} ms per pair on {sample} random pairs, "
+            f"{pot.median:.0f} s extrapolated to all of them: "
+            f"{pot.median / t_local.median:.1f}x (in-process) and "
+            f"{pot.median / t_cluster.median:.1f}x (cluster) faster.")
+    return rows, text
+
+
 def ratios(rows: list[Row]) -> dict[str, float]:
     """Per case, the best POT time over otcore's batch (or pdist) time."""
     out = {}
@@ -261,10 +309,33 @@ def plot(rows: list[Row], path: Any) -> None:
     fig.savefig(path, dpi=110)
 
 
+FULL_HEADING = "## The full pairwise matrix of the digits"
+
+
+def add_full_section(rows: list[Row], text: str) -> str:
+    """Append (or replace) the full-matrix section of ``batch.md``; return it."""
+    table = markdown_table(["case", "solver", "time", "accuracy"],
+                           [(r.case, r.solver, r.timing.format(), r.accuracy) for r in rows],
+                           "llrl")
+    section = "\n".join([FULL_HEADING, "", f"`{command_line('bench.batch')}`", "", text, "",
+                         table, ""])
+    path = RESULTS_DIR / "batch.md"
+    old = path.read_text() if path.exists() else ""
+    old = old.split(FULL_HEADING)[0].rstrip() + "\n\n" if old else ""
+    write_text(path, old + section)
+    return section
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--full", action="store_true",
+                        help="only the full 1797-digit divergence matrix, in-process and on "
+                             "a local cluster (tens of minutes); appended to batch.md")
     args = parser.parse_args()
+    if args.full:
+        print(add_full_section(*case_full_pdist(300)))
+        return
     reps = 2 if args.quick else 3
     rows = case_digits(reps, 300 if args.quick else 1000)
     rows += case_stacked(reps, 100 if args.quick else 500, 64, 1)
