@@ -480,36 +480,63 @@ class _CupyTopK(TopKEvaluator):
 
     def hessian_product(self, out: TopK, shift: float, v: Any) -> Any:
         """The reference's product (:func:`~otcore.backends.array_api.support_hessian`)
-        with CuPy arrays and a ``cupyx`` sparse support matrix, on the device of ``K``."""
+        with CuPy arrays and the support tables of :class:`_Supports`, on the device of
+        ``K``."""
         cp = _cupy()
         with self.K.device:
-            M = _support_matrix(out, self.K.shape[1])
+            M = _Supports.of(out, self.K.shape[1])
             return support_hessian(cp, M, self.gamma, shift)(cp.asarray(v, dtype=cp.float64))
 
     def hessian_solve(self, out: TopK, shift: float, rhs: Any, rtol: float,
                       max_iter: int) -> NewtonStep:
         """The reference's conjugate gradients (:func:`~otcore.backends.array_api.pcg`)
-        on the device of ``K``, with a ``cupyx`` sparse support matrix."""
+        on the device of ``K``, with the support tables of :class:`_Supports`."""
         cp = _cupy()
         with self.K.device:
-            M = _support_matrix(out, self.K.shape[1])
+            M = _Supports.of(out, self.K.shape[1])
             return pcg(cp, support_hessian(cp, M, self.gamma, shift),
                        hessian_diagonal(cp, M, self.gamma, shift),
                        cp.asarray(rhs, dtype=cp.float64), rtol, max_iter)
 
 
-def _support_matrix(out: TopK, n: int) -> Any:
-    """The ``(m, n)`` indicator of the supports listed in a top-k evaluation, as a
-    :class:`cupyx.scipy.sparse.csr_matrix` (its listing must cover every support)."""
-    cp = _cupy()
-    m, width = out.idx.shape
-    if m and width < int(out.nnz.max()):
-        raise ValueError("the evaluation lists fewer entries than the supports hold: "
-                         "evaluate with width >= max(nnz)")
-    listed = cp.arange(width)[None, :] < out.nnz[:, None]
-    groups = cp.broadcast_to(cp.arange(m)[:, None], (m, width))[listed]
-    return _cupyx_sparse().csr_matrix(
-        (cp.ones(groups.shape[0], dtype=cp.float64), (groups, out.idx[listed])), shape=(m, n))
+class _Supports:
+    """The ``(m, n)`` indicator of the supports listed in a top-k evaluation, as a padded
+    index table of its rows and one of its columns: ``M @ v`` and ``M.T @ u`` are gathers
+    and row sums in a fixed order, so Newton steps are bitwise deterministic (the default
+    sparse products of cuSPARSE may sum in another order on each run). ``table[r, :]``
+    lists the nonzero columns of row ``r`` where ``valid[r, :]``; ``T`` is the other
+    table."""
+
+    def __init__(self, table: Any, valid: Any, shape: tuple[int, int]):
+        self.table, self.valid, self.shape = table, valid, shape
+        self.T: _Supports = self
+
+    def __matmul__(self, v: Any) -> Any:
+        return _cupy().sum(_cupy().where(self.valid, v[self.table], 0.0), axis=1)
+
+    @classmethod
+    def of(cls, out: TopK, n: int) -> _Supports:
+        """The tables of ``out``'s supports (its listing must cover every support)."""
+        cp = _cupy()
+        m, width = out.idx.shape
+        if m and width < int(out.nnz.max()):
+            raise ValueError("the evaluation lists fewer entries than the supports hold: "
+                             "evaluate with width >= max(nnz)")
+        valid = cp.arange(width)[None, :] < out.nnz[:, None]
+        rows = cls(cp.where(valid, out.idx, 0), valid, (m, n))
+        # entries sorted by (column, group), then each column's groups in one table row
+        group = cp.broadcast_to(cp.arange(m, dtype=cp.int64)[:, None], (m, width))[valid]
+        col = out.idx[valid].astype(cp.int64)
+        order = cp.argsort(col * max(m, 1) + group)
+        col, group = col[order], group[order]
+        degree = cp.bincount(col, minlength=n)
+        pos = cp.arange(col.shape[0]) - (cp.cumsum(degree) - degree)[col]
+        table = cp.zeros((n, int(degree.max()) if col.shape[0] else 0), dtype=cp.int64)
+        table[col, pos] = group
+        cols = cls(table, cp.arange(table.shape[1])[None, :] < degree[:, None], (n, m))
+        rows.T, cols.T = cols, rows
+        return rows
+
 
 class _CupyBatchOps(ArrayAPIBatchOps):
     """Batch kernels on the device: the softmin of a whole batch in one launch of

@@ -34,6 +34,7 @@ from scipy import sparse
 import otcore as oc
 from otcore.backends import cupy_gpu
 from otcore.backends._contract import PlanMarginals, PlanStats, SparsePlan, TopK
+from otcore.backends.array_api import hessian_diagonal, pcg, support_hessian, support_indicator
 from otcore.backends.numba_cpu import NumbaBackend
 from otcore.collection import Batch
 from otcore.costs import parse_cost
@@ -582,6 +583,32 @@ class KernelContract:
         check_topk(device, out, expected, k)
         ops.topk(axis, device.asarray(w, np.float64), 2.0, 1, False)  # another run
         assert ops._groups[axis] is layout and list(ops._groups) == [axis]
+
+    @pytest.mark.parametrize("case", [TOPK_CASES[i] for i in (1, 2, 6, 13)])
+    def test_newton_systems_match_the_reference(self, device, case, rng):
+        # the generalised Hessian of cardinality OT on the device's supports: products and
+        # conjugate gradients against the reference on the dense indicator of the same
+        # supports, and the same bits when run again (no sums in a varying order)
+        m, n, k, simplex, data, dtype, width = case
+        K, alpha, beta, w = topk_data(rng, m, n, simplex, data, dtype)
+        Kd, alpha_d, beta_d, w_d = (device.asarray(v, v.dtype) for v in (K, alpha, beta, w))
+        ev = cupy_gpu.CupyBackend().bind(oc.DenseCost(Kd.T)).topk(0, w_d, 0.5, k, simplex)
+        out = ev(alpha_d, beta_d, width)
+        M = support_indicator(np, TopK(*(device.to_numpy(o) for o in out)), n)
+        v, shift = rng.normal(size=n), 1e-3
+        ref = support_hessian(np, M, 0.5, shift)(v)
+        v_d, ref_d = device.asarray(v, np.float64), device.asarray(ref, np.float64)
+        got = [device.to_numpy(ev.hessian_product(out, shift, v_d)) for _ in "ab"]
+        np.testing.assert_allclose(got[0], ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+        np.testing.assert_array_equal(got[0], got[1])
+        expected = pcg(np, support_hessian(np, M, 0.5, shift),
+                       hessian_diagonal(np, M, 0.5, shift), ref, 1e-10, 500)
+        steps = [ev.hessian_solve(out, shift, ref_d, 1e-10, 500) for _ in "ab"]
+        xs = [device.to_numpy(step.x) for step in steps]
+        np.testing.assert_allclose(xs[0], expected.x, rtol=1e-8, atol=1e-8 * np.abs(v).max())
+        np.testing.assert_allclose(xs[0], v, rtol=1e-6, atol=1e-6 * np.abs(v).max())
+        np.testing.assert_array_equal(xs[0], xs[1])
+        assert steps[0].iterations == steps[1].iterations
 
     @pytest.mark.parametrize("case", CARDINALITY_CASES)
     def test_cardinality_matches_numba(self, device, case):

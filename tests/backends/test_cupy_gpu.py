@@ -15,7 +15,14 @@ import otcore as oc
 from otcore.backends import cupy_gpu, get_backend
 from otcore.backends.numba_cpu import NumbaBackend
 
-from .kernel_checks import Device, KernelContract, check_topk, tolerance, topk_groups
+from .kernel_checks import (
+    CARDINALITY_CASES,
+    Device,
+    KernelContract,
+    check_topk,
+    tolerance,
+    topk_groups,
+)
 
 cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
 try:
@@ -37,6 +44,15 @@ def device() -> Device:
 
 class TestCudaKernels(KernelContract):
     """The kernel contract on the GPU."""
+
+    @pytest.mark.parametrize("case", [
+        pytest.param(case, marks=pytest.mark.xfail(reason=(
+            "open defect, seen on an H100: float32 semi-dual with k >= n ends at a wrong "
+            "point (L1 error 1.7, honestly reported as not converged) where numba_cpu and "
+            "the CUDA emulator reach 2.6e-8; not reproduced off the device")))
+        if case == CARDINALITY_CASES[3] else case for case in CARDINALITY_CASES])
+    def test_cardinality_matches_numba(self, device, case):
+        self.check_cardinality(device, case)
 
 
 def test_cupy_arrays_dispatch_to_the_gpu_backend():
