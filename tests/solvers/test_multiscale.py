@@ -147,3 +147,36 @@ def test_bad_input(rng, kwargs, match):
 def test_dense_cost_is_refused(rng):
     with pytest.raises(TypeError, match="PointCloud"):
         oc.multiscale_sinkhorn(None, None, rng.random((5, 4)), 0.1)
+
+
+@pytest.mark.parametrize("cost", ["sqeuclidean", "euclidean", ("pnorm", 1.5)])
+def test_every_block_mass_is_within_its_bound(rng, cost):
+    # any potentials, not only optimal ones: the plan mass of every pair of clusters is
+    # at most the bound; for the squared Euclidean cost the bilinear bound is the tighter
+    from otcore.solvers._clusters import grid_cell, grid_clusters
+    from otcore.solvers.multiscale import _PairBounds
+
+    x, y = clouds(rng, 400, 3)
+    geom = oc.PointCloud(x, y, cost, scale=2.0)
+    a, b = rng.random(len(x)), rng.random(len(y))
+    a, b = a / a.sum(), b / b.sum()
+    cell, lo, hi = grid_cell([x, y], 30)
+    cx, cy = (grid_clusters(p, w, geom.ground, cell, lo, hi) for p, w in ((x, a), (y, b)))
+    bounds = _PairBounds(cx, cy, geom, x, y, np.log(a), np.log(b))
+    f, g, eps = 0.2 * rng.normal(size=len(x)), 0.2 * rng.normal(size=len(y)), 0.01
+    logb = bounds.log_bounds(f, g, eps)
+    log_plan = (np.log(a)[:, None] + np.log(b)[None, :]
+                + (f[:, None] + g[None, :] - geom.cost_matrix()) / eps)
+    lab_x, lab_y = (np.repeat(np.arange(len(c.counts)), c.counts)[np.argsort(c.order)]
+                    for c in (cx, cy))
+    top = log_plan.max()
+    mass = np.zeros(logb.shape)
+    np.add.at(mass, (lab_x[:, None], lab_y[None, :]), np.exp(log_plan - top))
+    with np.errstate(divide="ignore"):
+        assert np.all(np.log(mass) + top <= logb + 1e-9)
+    bilinear, bounds.bilinear = bounds.bilinear, None
+    loose = bounds.log_bounds(f, g, eps)
+    if bilinear is None:
+        assert_allclose(logb, loose)
+    else:  # tighter on most blocks, by many orders of magnitude on the far ones
+        assert np.mean(logb < loose - 1.0) > 0.5
