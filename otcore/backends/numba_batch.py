@@ -139,6 +139,7 @@ class _GibbsBatchIterator(BatchIterator):
         self.K = self.alpha = self.beta = None
         self.log_domain = False
         self.lo, self.hi = np.exp(-GROWTH), np.exp(SPREAD)
+        self.zeros = not (np.all(self.a > 0) and np.all(self.b > 0))
         self.kept: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         # buffers of _run, rows of the active problems in front
         self.work_f = np.empty((3, *self.a.shape))
@@ -158,9 +159,10 @@ class _GibbsBatchIterator(BatchIterator):
         return True
 
     def _potential(self, shift: np.ndarray, S: np.ndarray) -> np.ndarray:
-        """``shift - eps log S`` (``S`` clipped to the normal range), in a new array."""
-        out = np.clip(S, 1e-300, 1e300)
-        np.log(out, out=out)
+        """``shift - eps log S``, in a new array. ``S`` is in the window where the weights
+        are positive (checked); where some are zero, it is first clipped to the normal
+        range."""
+        out = np.log(np.clip(S, 1e-300, 1e300) if self.zeros else S)
         out *= -self.eps
         out += shift
         return out

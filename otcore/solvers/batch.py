@@ -25,7 +25,7 @@ def _row_errors(xp: Any, w: Any, f: Any, T: Any, eps: float, rho: float = math.i
     """Per problem, the L1 violation of the row condition of ``(f, g)`` from the softmin
     ``T = T(g)`` (see :func:`otcore.solvers.sinkhorn.sinkhorn_loop`): the row marginal is
     ``w exp((f - T) / eps)``, and its target ``w`` (exact) or ``w exp(-f / rho)``."""
-    cap = xp.full_like(f, 50.0)
+    cap = xp.full_like(f[:1, :1], 50.0)  # broadcast
     d = xp.minimum((f - T) / eps, cap)
     if math.isinf(rho):
         return xp.sum(xp.where(w > 0, w * xp.abs(xp.expm1(d)), 0), axis=1)
