@@ -4,6 +4,7 @@ Run from the repository root::
 
     python -m bench.batch            # all cases (a few minutes)
     python -m bench.batch --quick    # smaller collections, fewer repeats
+    python -m bench.batch --digits   # only the digits against one, printed
 
 **Cases** (float64, eps absolute, every cost normalized to max 1):
 
@@ -26,10 +27,12 @@ Run from the repository root::
 Every solver stops at an L1 marginal error of 1e-9 by its own criterion (otcore: per
 problem; POT: ``stopThr``/``tol`` 1e-9 on its own error). The accuracy column reports,
 for every solver, the largest L1 marginal error over the problems, recomputed by this
-script from the potentials or plans it returned (POT's ``solve_batch`` returns plans;
-``sinkhorn2`` only values, so its row reports the largest difference of its values from
-otcore's). ``loop`` is one ``oc.sinkhorn`` call per problem. Times are medians of
-repeats with the spread in brackets; ratios are of medians, measured in the same run.
+script from the potentials, scalings or plans it returned (POT's ``solve_batch``
+returns plans; ``sinkhorn2`` with ``log=True`` its scalings ``u``, ``v``; its rows also
+give the largest difference of its values from otcore's). ``loop`` is one
+``oc.sinkhorn`` call per problem. Times are medians of repeats with the spread in
+brackets; ratios are of medians, measured in the same run. For the digits, otcore and
+POT's ``sinkhorn2`` take turns, 9 repeats each.
 
 Results are printed and written to ``bench/results/batch.md`` and ``batch.png``.
 ``--full`` runs only the Sinkhorn-divergence matrix of all 1797 digits, in-process and on
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,7 +110,34 @@ def _time(fn: Callable[[], Any], repeats: int) -> tuple[Timing, Any]:
     return time_repeats(fn, repeats=repeats, warmup=0), out
 
 
+def _interleaved(fns: list[Callable[[], Any]], repeats: int) -> list[tuple[Timing, Any]]:
+    """Time each of ``fns`` ``repeats`` times, taking turns (a load on the machine hits
+    all of them alike), after one untimed call each (compilation; its result is
+    returned)."""
+    out = [fn() for fn in fns]
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, times in zip(fns, samples, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return [(Timing.of(times), o) for times, o in zip(samples, out, strict=True)]
+
+
+def _pot_error(log: dict, M: np.ndarray, a: np.ndarray, T: np.ndarray) -> float:
+    """Largest L1 marginal error of the plans of POT's ``sinkhorn2`` (many targets), from
+    the scalings ``u``, ``v`` (or their logarithms) of its log."""
+    if "log_u" in log:
+        logP = log["log_u"].T[:, :, None] + log["log_v"].T[:, None, :] - M / EPS
+        P = np.exp(logP)
+    else:
+        P = log["u"].T[:, :, None] * np.exp(-M / EPS) * log["v"].T[:, None, :]
+    return plan_error(P, np.broadcast_to(a, (len(T), len(a))), T)
+
+
 def case_digits(repeats: int, count: int) -> list[Row]:
+    """The digits against one (the POT runs take turns with otcore's); the log-domain
+    POT variant, which takes minutes, runs once."""
     import ot
 
     import otcore as oc
@@ -115,20 +146,28 @@ def case_digits(repeats: int, count: int) -> list[Row]:
     a, T = H[0], H[1:count + 1]
     name = f"digits, shared cost ({count} x 64 x 64)"
     _progress(name)
-    rows = []
-    t, res = _time(lambda: oc.sinkhorn(a, T, M, EPS, tol=TOL), repeats)
-    rows.append(Row(name, f"otcore batch ({res.extra['path']})", t,
-                    f"{potential_error(M, a, T, res.f, res.g):.1e}"))
-    t, _ = _time(lambda: [oc.sinkhorn(a, h, M, EPS, tol=TOL) for h in T], 1)
-    rows.append(Row(name, "otcore loop", t, "same"))
-    for method in ("sinkhorn", "sinkhorn_log"):
+
+    def pot(method: str) -> tuple[np.ndarray, dict]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            t, v = _time(lambda m=method: ot.sinkhorn2(a, T.T, M, EPS, method=m,
-                                                       stopThr=TOL, numItermax=100_000), 1)
-        gap = np.abs(np.asarray(v) - res.cost).max()
-        rows.append(Row(name, f"POT sinkhorn2 ({method})", t,
-                        f"values differ from otcore's by {gap:.1e}"))
+            return ot.sinkhorn2(a, T.T, M, EPS, method=method, stopThr=TOL,
+                                numItermax=100_000, log=True)
+
+    (t, res), (t_pot, (v, log)) = _interleaved(
+        [lambda: oc.sinkhorn(a, T, M, EPS, tol=TOL), lambda: pot("sinkhorn")], repeats)
+    rows = [Row(name, f"otcore batch ({res.extra['path']})", t,
+                f"{potential_error(M, a, T, res.f, res.g):.1e} ({res.n_iter.mean():.0f} "
+                f"iterations on average, {res.n_iter.max()} at most)")]
+    t, _ = _time(lambda: [oc.sinkhorn(a, h, M, EPS, tol=TOL) for h in T], 1)
+    rows.append(Row(name, "otcore loop", t, "same"))
+    rows.append(Row(name, "POT sinkhorn2 (sinkhorn)", t_pot,
+                    f"{_pot_error(log, M, a, T):.1e} ({log['niter']} iterations; values "
+                    f"differ from otcore's by {np.abs(v - res.cost).max():.1e})"))
+    t0 = time.perf_counter()
+    v, log = pot("sinkhorn_log")
+    rows.append(Row(name, "POT sinkhorn2 (sinkhorn_log)", Timing.of([time.perf_counter() - t0]),
+                    f"{_pot_error(log, M, a, T):.1e} (values differ from otcore's by "
+                    f"{np.abs(v - res.cost).max():.1e})"))
     return rows
 
 
@@ -269,9 +308,10 @@ def report(rows: list[Row], quick: bool) -> str:
     info = machine_info(["numpy", "numba", "pot", "scikit-learn"])
     notes = ("Every solver stops at an L1 marginal error of 1e-9 by its own criterion; the "
              "last column is recomputed by the benchmark from what each solver returned "
-             "(POT's `sinkhorn2` returns values only: their largest difference from "
-             "otcore's). Times are medians of repeats (spread in brackets); the loops and "
-             "POT's runs are single runs when they take seconds. `otcore loop` is one "
+             "(for POT's `sinkhorn2`, from its scalings `u`, `v`). Times are medians of "
+             "repeats (spread in brackets); for the digits, otcore and POT's `sinkhorn2` "
+             "take turns, 9 repeats each; the loops and POT's other runs are single runs "
+             "when they take seconds. `otcore loop` is one "
              "`oc.sinkhorn` call per problem. See `bench/batch.py` for the problems.")
     lines = ["# Many problems at once", "",
              f"`{command_line('bench.batch')}`" + (" (quick)" if quick else ""), "",
@@ -332,18 +372,27 @@ def main() -> None:
     parser.add_argument("--full", action="store_true",
                         help="only the full 1797-digit divergence matrix, in-process and on "
                              "a local cluster (tens of minutes); appended to batch.md")
+    parser.add_argument("--digits", action="store_true",
+                        help="only the digits against one (item 1 of issue 15), printed, "
+                             "not written")
     args = parser.parse_args()
     if args.full:
         print(add_full_section(*case_full_pdist(300)))
         return
     reps = 2 if args.quick else 3
-    rows = case_digits(reps, 300 if args.quick else 1000)
+    rows = case_digits(3 if args.quick else 9, 300 if args.quick else 1000)
+    if args.digits:
+        print(report(rows, args.quick))
+        return
     rows += case_stacked(reps, 100 if args.quick else 500, 64, 1)
     rows += case_stacked(reps, 1000 if args.quick else 5000, 8, 1)
     rows += case_pdist(1 if args.quick else 2, 100 if args.quick else 200)
     text = report(rows, args.quick)
     print(text)
-    write_text(RESULTS_DIR / "batch.md", text)
+    path = RESULTS_DIR / "batch.md"
+    old = path.read_text() if path.exists() else ""
+    full = old[old.index(FULL_HEADING):] if FULL_HEADING in old else ""
+    write_text(path, text + ("\n" + full if full else ""))
     plot(rows, RESULTS_DIR / "batch.png")
 
 

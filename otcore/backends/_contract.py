@@ -463,9 +463,16 @@ class BatchIterator:
             return 0.5 * (f + f_new), 0.5 * (g + g_new)
         return f_new, g_new
 
-    def advance(self, f: Any, g: Any, active: Any, count: int) -> tuple[Any, Any]:
-        """``count`` steps, whose intermediate potentials nobody reads (a backend may
-        skip forming them)."""
-        for _ in range(count):
+    def advance_to_check(self, f: Any, g: Any, active: Any,
+                         count: int) -> tuple[Any, Any, Any, Any]:
+        """``count >= 1`` steps from ``(f, g)`` for the problems in ``active``; returns
+        the input of the last step and its output, ``(f, g, f_new, g_new)`` (the earlier
+        potentials nobody reads: a backend may skip forming them). Rows outside
+        ``active`` are copies of the input.
+
+        A backend may keep the state it reached for the next call, which the batch loop
+        makes with the arrays ``f_new, g_new`` it returned (less the problems that left
+        ``active``); any other input is read as it is."""
+        for _ in range(count - 1):
             f, g = self.step(f, g, active)
-        return f, g
+        return (f, g, *self.step(f, g, active))

@@ -123,9 +123,13 @@ class _GibbsBatchIterator(BatchIterator):
     ``S_f = V K^T``, ``U = a / S_f``, ``S_g = U K``, ``V = b / S_g`` an iteration is two
     matrix products and two divisions, and the potentials are ``f = alpha - eps log S_f``,
     ``g = beta - eps log S_g``. Every ``CHECK_EVERY`` iterations it checks that ``S_f`` and
-    ``S_g`` stay in
-    ``[exp(-GROWTH), exp(SPREAD)]`` where the weights are positive; outside, the last
-    good state is re-absorbed.
+    ``S_g`` stay in ``[exp(-GROWTH), exp(SPREAD)]`` where the weights are positive;
+    outside, the last good state is re-absorbed.
+
+    Only the active problems' rows are computed. The scalings ``V`` reached by a call are
+    kept, with the potentials ``g_new`` returned and the active set, so that the next call
+    from those potentials continues from them (its rows gathered when problems left),
+    without forming ``V`` again.
     """
 
     def __init__(self, ops: NumbaBatchOps, log_a: Any, log_b: Any, eps: float):
@@ -135,6 +139,11 @@ class _GibbsBatchIterator(BatchIterator):
         self.K = self.alpha = self.beta = None
         self.log_domain = False
         self.lo, self.hi = np.exp(-GROWTH), np.exp(SPREAD)
+        self.zeros = not (np.all(self.a > 0) and np.all(self.b > 0))
+        self.kept: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # buffers of _run, rows of the active problems in front
+        self.work_f = np.empty((3, *self.a.shape))
+        self.work_g = np.empty((4, *self.b.shape))
 
     @property
     def path(self) -> str:
@@ -149,49 +158,53 @@ class _GibbsBatchIterator(BatchIterator):
         self.K, self.alpha, self.beta = np.exp(expo, out=expo), alpha, beta
         return True
 
-    def _fits(self, S: np.ndarray, live: np.ndarray) -> bool:
-        return bool(S.min(where=live, initial=np.inf) >= self.lo
-                    and S.max(where=live, initial=0.0) <= self.hi)
-
     def _potential(self, shift: np.ndarray, S: np.ndarray) -> np.ndarray:
-        return shift - self.eps * np.log(np.clip(S, 1e-300, 1e300))
+        """``shift - eps log S``, in a new array. ``S`` is in the window where the weights
+        are positive (checked); where some are zero, it is first clipped to the normal
+        range."""
+        out = np.log(np.clip(S, 1e-300, 1e300) if self.zeros else S)
+        out *= -self.eps
+        out += shift
+        return out
 
-    def _run(self, f: np.ndarray, g: np.ndarray, a: np.ndarray, b: np.ndarray,
-             count: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """Up to ``count`` iterations on the problems' rows ``f, g``; returns the
-        potentials and the number of iterations done (fewer when no absorption fits).
+    def _run(self, f: np.ndarray, g: np.ndarray, V: np.ndarray | None, a: np.ndarray,
+             b: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, Any, int]:
+        """Up to ``count`` iterations on the problems' rows ``f, g`` (with their scalings
+        ``V`` in the current absorption, or ``None``); returns the potentials, their
+        scalings (``None`` when the run stopped short) and the number of iterations done
+        (fewer when no absorption fits).
 
         The window is checked every ``CHECK_EVERY`` iterations (every iteration after a
         failed check, until one passes); a failed check rolls back to the last checked
         state, whose potentials are re-absorbed."""
-        live_a, live_b = a > 0, b > 0
         done, fresh, chunk = 0, self.K is None, CHECK_EVERY
         while done < count:
-            if fresh and not self._absorb(f, g, a, b):
-                break
-            E = np.minimum((g - self.beta) / self.eps, GROWTH)
-            V = b * np.exp(E)
-            if not self._fits(np.exp(-E), live_b):
-                if fresh:
+            if V is None:
+                if fresh and not self._absorb(f, g, a, b):
                     break
-                fresh = True
-                continue
+                E = np.minimum((g - self.beta) / self.eps, GROWTH)
+                if not _kb.in_window(np.exp(-E), b, self.lo, self.hi):
+                    if fresh:
+                        break
+                    fresh = True
+                    continue
+                V = b * np.exp(E)
             start, Sf, Sg = done, None, None
             K, KT = self.K, self.K.T
             # two sets of buffers: the one being written, and the last checked state
-            sf, sg, spare_f, spare_g = (np.empty_like(f), np.empty_like(g),
-                                        np.empty_like(f), np.empty_like(g))
-            U, V1 = np.empty_like(f), np.empty_like(g)
+            sf, spare_f, U = self.work_f[:, :len(f)]
+            sg, spare_g, V0, V1 = self.work_g[:, :len(g)]
             while done < count:
                 steps = min(chunk, count - done)
-                V0 = V.copy()
+                np.copyto(V0, V)
                 with np.errstate(all="ignore"):  # a blow-up fails the check below
                     for _ in range(steps):
                         np.matmul(V, KT, out=sf)
                         np.divide(a, sf, out=U)
                         np.matmul(U, K, out=sg)
                         V = np.divide(b, sg, out=V1)
-                if not (self._fits(sf, live_a) and self._fits(sg, live_b)):
+                if not (_kb.in_window(sf, a, self.lo, self.hi)
+                        and _kb.in_window(sg, b, self.lo, self.hi)):
                     V = V0
                     if chunk == 1:
                         break
@@ -202,35 +215,55 @@ class _GibbsBatchIterator(BatchIterator):
                 done += steps
             if Sf is not None:
                 f, g = self._potential(self.alpha, Sf), self._potential(self.beta, Sg)
-            if done < count and done == start and fresh:
+            if done == count:
+                return f, g, V, done
+            V = None
+            if done == start and fresh:
                 break  # a fresh absorption made no progress: no shared one fits
             fresh = True
-        return f, g, done
+        return f, g, None, done
 
-    def _log_advance(self, f: Any, g: Any, active: Any, count: int) -> tuple[Any, Any]:
-        for _ in range(count):
-            f, g = BatchIterator.step(self, f, g, active)
-        return f, g
+    def _resumed(self, g: np.ndarray, active: np.ndarray) -> np.ndarray | None:
+        """The kept scalings of the rows ``active`` when ``g`` is the kept output and
+        ``active`` a subset of the kept active set (``None`` otherwise)."""
+        if self.kept is None or g is not self.kept[0]:
+            return None
+        _, was, V = self.kept
+        if active.size == was.size:
+            return V if np.array_equal(active, was) else None
+        pos = np.minimum(np.searchsorted(was, active), was.size - 1)
+        return V[pos] if np.array_equal(was[pos], active) else None
 
-    def advance(self, f: Any, g: Any, active: Any, count: int) -> tuple[Any, Any]:
+    def advance_to_check(self, f: Any, g: Any, active: Any,
+                         count: int) -> tuple[Any, Any, Any, Any]:
         if self.log_domain:
-            return self._log_advance(f, g, active, count)
+            return BatchIterator.advance_to_check(self, f, g, active, count)
         full = len(active) == f.shape[0]
-        fa, ga = (f, g) if full else (f[active], g[active])
-        a, b = (self.a, self.b) if full else (self.a[active], self.b[active])
-        fa, ga, done = self._run(fa, ga, a, b, count)
-        if full:
-            f, g = fa, ga
-        else:
-            f, g = f.copy(), g.copy()
-            f[active], g[active] = fa, ga
-        if done < count:  # no shared absorption fits this batch at this eps
-            self.log_domain = True
-            return self._log_advance(f, g, active, count - done)
-        return f, g
 
-    def step(self, f: Any, g: Any, active: Any) -> tuple[Any, Any]:
-        return self.advance(f, g, active, 1)
+        def rows(x: np.ndarray) -> np.ndarray:
+            return x if full else x[active]
+
+        def spread(x: np.ndarray, r: np.ndarray) -> np.ndarray:
+            if full:
+                return r
+            out = x.copy()
+            out[active] = r
+            return out
+
+        V = self._resumed(g, active)
+        self.kept = None
+        a, b = rows(self.a), rows(self.b)
+        fa, ga, V, done = self._run(rows(f), rows(g), V, a, b, count - 1)
+        if done == count - 1:
+            fb, gb, V, one = self._run(fa, ga, V, a, b, 1)
+            if one:
+                g_new = spread(g, gb)
+                self.kept = g_new, active.copy(), V
+                return spread(f, fa), spread(g, ga), spread(f, fb), g_new
+        # no shared absorption fits this batch at this eps: on in the log domain
+        self.log_domain = True
+        return BatchIterator.advance_to_check(self, spread(f, fa), spread(g, ga), active,
+                                              count - done)
 
 
 class _CachedKernelsIterator(BatchIterator):

@@ -25,7 +25,7 @@ def _row_errors(xp: Any, w: Any, f: Any, T: Any, eps: float, rho: float = math.i
     """Per problem, the L1 violation of the row condition of ``(f, g)`` from the softmin
     ``T = T(g)`` (see :func:`otcore.solvers.sinkhorn.sinkhorn_loop`): the row marginal is
     ``w exp((f - T) / eps)``, and its target ``w`` (exact) or ``w exp(-f / rho)``."""
-    cap = xp.full_like(f, 50.0)
+    cap = xp.full_like(f[:1, :1], 50.0)  # broadcast
     d = xp.minimum((f - T) / eps, cap)
     if math.isinf(rho):
         return xp.sum(xp.where(w > 0, w * xp.abs(xp.expm1(d)), 0), axis=1)
@@ -68,20 +68,24 @@ def _loop(ops: Any, bt: Batch, eps: float, tol: float, max_iter: int, check_ever
     it = ops.iterator(log_a, log_b, eps, symmetric, (ta, tb))
     n_iter = np.full(B, max_iter, dtype=np.int64)
     errors: list = [[] for _ in range(B)]
+    # (f, g) are the running iterates of the active problems; a problem that converges
+    # leaves its potentials in (f_done, g_done) and the loop
+    f_done, g_done, left = f, g, np.zeros(B, dtype=bool)
     k = 0
     while k < max_iter and active.size:
         # the next check is after iteration k_check (0-based): run up to it unchecked
         k_check = min(((k // check_every) + 1) * check_every, max_iter) - 1
-        while k < k_check:
-            if shift:  # one step at a time: each shifts by its own translation
+        if shift:  # one step at a time: each shifts by its own translation
+            while k < k_check:
                 t = _translation(xp, f, g, log_a, log_b, rho)
                 f, g = it.step(f + t, g - t, active)
                 k += 1
-            else:
-                f, g = it.advance(f, g, active, k_check - k)
-                k = k_check
-        t = _translation(xp, f, g, log_a, log_b, rho) if shift else 0.0
-        f_new, g_new = it.step(f + t, g - t, active) if shift else it.step(f, g, active)
+            t = _translation(xp, f, g, log_a, log_b, rho)
+            f_new, g_new = it.step(f + t, g - t, active)
+        else:
+            t = 0.0
+            f, g, f_new, g_new = it.advance_to_check(f, g, active, k_check - k + 1)
+            k = k_check
         rows = None if active.size == B else xp.asarray(active)
         if symmetric:  # the step averaged: T(g) = (2 f_new - f) / tau_a, likewise T(f)
             e = (_row_errors(xp, *_take(xp, rows, bt.a, f, (2 * f_new - f) / ta), eps,
@@ -89,24 +93,32 @@ def _loop(ops: Any, bt: Batch, eps: float, tol: float, max_iter: int, check_ever
                  + _row_errors(xp, *_take(xp, rows, bt.b, g, (2 * g_new - g) / tb), eps,
                                rho[1]))
         else:  # T(g) = T(g - t) - t, and T(g - t) = f_new / tau_a
-            e = _row_errors(xp, *_take(xp, rows, bt.a, f, f_new / ta - t), eps, rho[0])
-        err = np.full(B, np.nan)
-        err[active] = np.asarray(to_host(e), dtype=np.float64)
-        for q in active:
-            errors[q].append((k, float(err[q])))
-        if not np.all(np.isfinite(err[active])):
+            T = f_new if ta == 1.0 else f_new / ta
+            e = _row_errors(xp, *_take(xp, rows, bt.a, f, T - t if shift else T), eps,
+                            rho[0])
+        err = np.asarray(to_host(e), dtype=np.float64)
+        for q, e_q in zip(active.tolist(), err.tolist(), strict=True):
+            errors[q].append((k, e_q))
+        if not np.all(np.isfinite(err)):
             raise FloatingPointError(
                 "Sinkhorn produced a non-finite error in a batch; eps may be too small for "
                 "the cost's scale (see oc.sinkhorn)")
-        n_iter[active[err[active] < tol]] = k  # converged: keep (f, g), leave the loop
-        active = active[err[active] >= tol]
-        keep = _mask(xp, B, active)
-        f, g = xp.where(keep, f_new, f), xp.where(keep, g_new, g)
+        leaving = active[err < tol]  # converged: keep (f, g), leave the loop
+        if leaving.size:
+            n_iter[leaving] = k
+            left[leaving] = True
+            now = _mask(xp, B, leaving)
+            f_done, g_done = xp.where(now, f, f_done), xp.where(now, g, g_done)
+            active, err = active[err >= tol], err[err >= tol]
+        f, g = f_new, g_new
         if (monitor is not None and monitor.active and active.size
-                and monitor.check(k, float(err[active].max()))):
+                and monitor.check(k, float(err.max()))):
             n_iter[active] = k + 1
             break
         k += 1
+    if left.any():
+        done = _mask(xp, B, np.flatnonzero(left))
+        f, g = xp.where(done, f_done, f), xp.where(done, g_done, g)
     return f, g, n_iter, errors, it.path
 
 

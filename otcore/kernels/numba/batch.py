@@ -21,7 +21,7 @@ from .cost import DENSE, TILE, cost_row
 from .gibbs import _add_scaled, _row_dot
 from .softmin import _FASTMATH, _row_softmin, _tile_plan_stats
 
-__all__ = ["batch_plan_stats", "batch_scaled_sweep", "batch_softmin_rows"]
+__all__ = ["batch_plan_stats", "batch_scaled_sweep", "batch_softmin_rows", "in_window"]
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
@@ -108,3 +108,16 @@ def batch_scaled_sweep(K, V, A, F0, G0, eps, window, idx, F_out, G_out, ok):
                     break
                 G_out[k, j] = G0[k, j] - eps * np.log(col[j])
         ok[k] = good
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def in_window(S, W, lo, hi):
+    """Whether ``lo <= S[k, i] <= hi`` wherever ``W[k, i] > 0`` (a NaN fails); a
+    branch-free pass over each row, stopping after the first row with an entry outside."""
+    for k in range(S.shape[0]):
+        bad = 0
+        for i in range(S.shape[1]):
+            bad += (W[k, i] > 0) & ~(lo <= S[k, i] <= hi)
+        if bad:
+            return False
+    return True
