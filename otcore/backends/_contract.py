@@ -463,6 +463,18 @@ class BatchIterator:
             return 0.5 * (f + f_new), 0.5 * (g + g_new)
         return f_new, g_new
 
+    def first_g(self, f: Any, active: Any, out: Any) -> Any:
+        """The loop's first column update from ``f``, ``tau_b softmin(f + eps log a,
+        axis=0)``, into the rows ``active`` of ``out`` (whose rows are estimates of the
+        result, as in :meth:`BatchOps.softmin`); returns the result."""
+        g = self.ops.softmin(f + self.la_eps, self.eps, 0, active, out)
+        return g if self.tau[1] == 1.0 else self.tau[1] * g
+
+    def plan_stats(self, hf: Any, hg: Any) -> PlanStats:
+        """:meth:`BatchOps.plan_stats` at this iterator's ``eps``; a backend may compute
+        them from the state it keeps, to the same accuracy."""
+        return self.ops.plan_stats(hf, hg, self.eps)
+
     def advance_to_check(self, f: Any, g: Any, active: Any,
                          count: int) -> tuple[Any, Any, Any, Any]:
         """``count >= 1`` steps from ``(f, g)`` for the problems in ``active``; returns

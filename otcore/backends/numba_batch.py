@@ -158,6 +158,43 @@ class _GibbsBatchIterator(BatchIterator):
         self.K, self.alpha, self.beta = np.exp(expo, out=expo), alpha, beta
         return True
 
+    def first_g(self, f: Any, active: Any, out: Any) -> Any:
+        """Through one matrix product: with ``alpha`` the batch maxima of ``f`` and
+        ``s_j = max_i (alpha_i - C_ij)``, ``g = -s - eps log((a exp((f - alpha) / eps))
+        exp((alpha - C - s) / eps))``, whose factors are at most 1; the Numba kernel where
+        a sum falls below ``exp(-SPREAD)`` (or a maximum is not finite)."""
+        alpha = _masked_max(f, self.a)
+        expo = alpha[:, None] - self.C
+        s = expo.max(axis=0)
+        if np.all(np.isfinite(alpha)) and np.all(np.isfinite(s)):
+            expo -= s
+            expo /= self.eps
+            U = self.a[active] * np.exp(np.minimum((f[active] - alpha) / self.eps, 0.0))
+            S = U @ np.exp(expo, out=expo)
+            if S.min() >= self.lo:
+                out[active] = self._potential(-s, S)
+                return out
+        return BatchIterator.first_g(self, f, active, out)
+
+    def plan_stats(self, hf: Any, hg: Any) -> PlanStats:
+        """From the absorbed kernel, in matrix products: with the scalings
+        ``U = exp((hf - alpha) / eps)``, ``V = exp((hg - beta) / eps)``, the rows
+        ``U (V K^T)``, the columns ``V (U K)`` and ``<C, P> = sum U (V (K C)^T)``; the
+        Numba kernel when no kernel was absorbed or the potentials leave the window of
+        the iteration (``a / U`` and ``b / V`` in ``[exp(-GROWTH), exp(SPREAD)]`` where the
+        weights are positive)."""
+        if self.K is not None:
+            with np.errstate(all="ignore"):  # a scaling outside the window fails the check
+                U = np.exp((hf - self.alpha) / self.eps)
+                V = np.exp((hg - self.beta) / self.eps)
+                inside = (_kb.in_window(self.a / U, self.a, self.lo, self.hi)
+                          and _kb.in_window(self.b / V, self.b, self.lo, self.hi))
+            if inside:
+                KC = self.K * np.minimum(self.C, np.finfo(self.C.dtype).max)
+                return PlanStats(U * (V @ self.K.T), V * (U @ self.K),
+                                 np.sum(U * (V @ KC.T), axis=1))
+        return BatchIterator.plan_stats(self, hf, hg)
+
     def _potential(self, shift: np.ndarray, S: np.ndarray) -> np.ndarray:
         """``shift - eps log S``, in a new array. ``S`` is in the window where the weights
         are positive (checked); where some are zero, it is first clipped to the normal

@@ -49,11 +49,11 @@ def _translation(xp: Any, f: Any, g: Any, log_a: Any, log_b: Any,
 
 def _loop(ops: Any, bt: Batch, eps: float, tol: float, max_iter: int, check_every: int,
           symmetric: bool, rho: tuple[float, float], monitor: Monitor | None,
-          to_host: Any) -> tuple[Any, Any, np.ndarray, list, str]:
+          to_host: Any) -> tuple[Any, Any, np.ndarray, list, Any]:
     """Alternating (or symmetric, from ``f = g = 0``) Sinkhorn on every problem of
     ``bt``, balanced or relaxed by ``rho`` (with translation-invariant updates, as
     :func:`otcore.solvers.sinkhorn.sinkhorn_loop`); returns ``f, g, n_iter, errors``
-    and the path that ran."""
+    and the iterator that ran."""
     xp, B = bt.xp, bt.size
     n, m = bt.shape
     log_a, log_b = safe_log(xp, bt.a), safe_log(xp, bt.b)
@@ -62,10 +62,9 @@ def _loop(ops: Any, bt: Batch, eps: float, tol: float, max_iter: int, check_ever
     active = np.arange(B, dtype=np.int64)
     f = xp.zeros((B, n), dtype=bt.dtype)
     g = xp.zeros((B, m), dtype=bt.dtype)
-    if not symmetric:
-        g = ops.softmin(f + eps * log_a, eps, 0, active, g)
-        g = g if tb == 1.0 else tb * g
     it = ops.iterator(log_a, log_b, eps, symmetric, (ta, tb))
+    if not symmetric:
+        g = it.first_g(f, active, g)
     n_iter = np.full(B, max_iter, dtype=np.int64)
     errors: list = [[] for _ in range(B)]
     # (f, g) are the running iterates of the active problems; a problem that converges
@@ -119,7 +118,7 @@ def _loop(ops: Any, bt: Batch, eps: float, tol: float, max_iter: int, check_ever
     if left.any():
         done = _mask(xp, B, np.flatnonzero(left))
         f, g = xp.where(done, f_done, f), xp.where(done, g_done, g)
-    return f, g, n_iter, errors, it.path
+    return f, g, n_iter, errors, it
 
 
 def _take(xp: Any, rows: Any, *arrays: Any) -> list:
@@ -167,10 +166,10 @@ def _solve(bt: Batch, eps: float, tol: float, max_iter: int, check_every: int,
     xp = bt.xp
     bk = _backend(bt, backend)
     ops = bk.bind_batch(bt)
-    f, g, n_iter, errors, path = _loop(ops, bt, eps, tol, max_iter, check_every, symmetric,
-                                       rho, monitor, bk.to_numpy)
+    f, g, n_iter, errors, it = _loop(ops, bt, eps, tol, max_iter, check_every, symmetric,
+                                     rho, monitor, bk.to_numpy)
     log_a, log_b = safe_log(xp, bt.a), safe_log(xp, bt.b)
-    stats = ops.plan_stats(f + eps * log_a, g + eps * log_b, eps)
+    stats = it.plan_stats(f + eps * log_a, g + eps * log_b)
     rows, cols = stats.rows, stats.cols
     (err_a, dual_a, kl_a), (err_b, dual_b, kl_b) = (
         _side(xp, bt.a, f, rows, rho[0]), _side(xp, bt.b, g, cols, rho[1]))
@@ -181,7 +180,7 @@ def _solve(bt: Batch, eps: float, tol: float, max_iter: int, check_every: int,
         dual_a + dual_b,
         xp.sum(rows, axis=1), xp.sum(bt.a, axis=1) * xp.sum(bt.b, axis=1), stats.cost)]
     marginal_error, fp, dual, transported, mass, cost = host
-    return _Solved(f, g, n_iter, errors, path, marginal_error,
+    return _Solved(f, g, n_iter, errors, it.path, marginal_error,
                    fp - eps * (transported - mass), dual - eps * (transported - mass), cost)
 
 
