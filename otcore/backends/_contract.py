@@ -53,6 +53,7 @@ solvers that need them say so. Multi-output kernels return the named tuples belo
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any, NamedTuple
 
@@ -431,6 +432,44 @@ class BatchOps(ABC):
         """An upper bound of ``max |C|`` over the finite entries of all problems."""
 
 
+#: Cap of the exponents in :func:`row_errors` (a violation counts at most ``exp(50)``).
+ERROR_CAP = 50.0
+
+
+def take_rows(xp: Any, rows: Any, *arrays: Any) -> list:
+    """The ``rows`` of each array (all of them when ``rows`` is None)."""
+    return [x if rows is None else xp.take(x, rows, axis=0) for x in arrays]
+
+
+def row_errors(xp: Any, w: Any, f: Any, T: Any, eps: float, rho: float = math.inf) -> Any:
+    """Per problem, the L1 violation of the row condition of ``(f, g)`` from the softmin
+    ``T = T(g)`` (see :func:`otcore.solvers.sinkhorn.sinkhorn_loop`): the row marginal is
+    ``w exp((f - T) / eps)``, and its target ``w`` (exact) or ``w exp(-f / rho)``; the
+    batch loop's convergence measure.
+
+    Parameters
+    ----------
+    xp : module
+        The arrays' namespace.
+    w, f, T : arrays of shape (B, n)
+        Weights, potentials and softmins of ``B`` problems.
+    eps : float
+    rho : float, optional
+        The relaxation of the marginal (``inf``: exact).
+
+    Returns
+    -------
+    array of shape (B,)
+    """
+    cap = xp.full_like(f[:1, :1], ERROR_CAP)  # broadcast
+    d = xp.minimum((f - T) / eps, cap)
+    if math.isinf(rho):
+        return xp.sum(xp.where(w > 0, w * xp.abs(xp.expm1(d)), 0), axis=1)
+    c = xp.minimum(-f / rho, cap)
+    gap = xp.minimum(d - c, cap)
+    return xp.sum(xp.where(w > 0, w * xp.exp(c) * xp.abs(xp.expm1(gap)), 0), axis=1)
+
+
 class BatchIterator:
     """Alternating Sinkhorn updates of a batch at fixed ``eps``; the reference, two
     :meth:`BatchOps.softmin` calls a step. Backends may keep state (a shared Gibbs
@@ -488,3 +527,42 @@ class BatchIterator:
         for _ in range(count - 1):
             f, g = self.step(f, g, active)
         return (f, g, *self.step(f, g, active))
+
+    def check_errors(self, xp: Any, w: tuple[Any, Any], f: Any, g: Any, f_new: Any,
+                     g_new: Any, active: Any, rho: tuple[float, float]) -> Any:
+        """The convergence measure of the batch loop at a check: for the problems in
+        ``active`` (in its order), the L1 violation of the marginal conditions of the
+        potentials ``(f, g)`` that :meth:`advance_to_check` just returned with
+        ``(f_new, g_new)``, from the softmins its last step gave.
+
+        Alternating, the row condition: :func:`row_errors` of ``f`` with
+        ``T = f_new / tau_a``. Symmetric (the step averaged), the sum of both sides' with
+        ``T = (2 f_new - f) / tau_a`` and ``(2 g_new - g) / tau_b``. A backend may compute
+        them from the state that :meth:`advance_to_check` reached, equal up to rounding.
+
+        Parameters
+        ----------
+        xp : module
+            The arrays' namespace.
+        w : pair of arrays of shape (B, n) and (B, m)
+            The weights ``(a, b)``.
+        f, g, f_new, g_new : arrays of shape (B, n) and (B, m)
+            The four arrays :meth:`advance_to_check` returned.
+        active : host integer array
+            The problems of the check (those :meth:`advance_to_check` advanced).
+        rho : pair of float
+            The relaxations of the marginals (``inf``: exact).
+
+        Returns
+        -------
+        array of shape (len(active),)
+        """
+        (ta, tb), eps = self.tau, self.eps
+        rows = None if len(active) == f.shape[0] else xp.asarray(active)
+        if self.symmetric:
+            return (row_errors(xp, *take_rows(xp, rows, w[0], f, (2 * f_new - f) / ta), eps,
+                               rho[0])
+                    + row_errors(xp, *take_rows(xp, rows, w[1], g, (2 * g_new - g) / tb),
+                                 eps, rho[1]))
+        T = f_new if ta == 1.0 else f_new / ta
+        return row_errors(xp, *take_rows(xp, rows, w[0], f, T), eps, rho[0])

@@ -20,6 +20,7 @@ continues in the log domain, from the same potentials, to its end.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from ..collection import Batch
 from ..kernels.numba import SERIAL_BELOW
 from ..kernels.numba import batch as _kb
 from ..kernels.numba.cost import DENSE
-from ._contract import BatchIterator, BatchOps, PlanStats
+from ._contract import ERROR_CAP, BatchIterator, BatchOps, PlanStats
 from .numba_cpu import GIBBS_CACHE_BYTES, GIBBS_WINDOW, _threads
 
 __all__ = ["NumbaBatchOps"]
@@ -130,6 +131,11 @@ class _GibbsBatchIterator(BatchIterator):
     kept, with the potentials ``g_new`` returned and the active set, so that the next call
     from those potentials continues from them (its rows gathered when problems left),
     without forming ``V`` again.
+
+    The row errors of a check come from the scalings too: with ``S_f`` and ``S_f'`` the
+    products of the last two row updates in one absorption, ``f - f_new = eps log(S_f' /
+    S_f)``, so the row marginal of ``f`` is ``a S_f' / S_f`` and its error
+    ``sum_i a_i |S_f'_i / S_f_i - 1|``, without a logarithm.
     """
 
     def __init__(self, ops: NumbaBatchOps, log_a: Any, log_b: Any, eps: float):
@@ -141,6 +147,11 @@ class _GibbsBatchIterator(BatchIterator):
         self.lo, self.hi = np.exp(-GROWTH), np.exp(SPREAD)
         self.zeros = not (np.all(self.a > 0) and np.all(self.b > 0))
         self.kept: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # the last accepted row products with the number of their absorption, and the
+        # output f_new of the last check with |S_f' / S_f - 1| of its rows
+        self.absorptions = 0
+        self.row_products: tuple[np.ndarray, int] | None = None
+        self.checked: tuple[np.ndarray, np.ndarray] | None = None
         # buffers of _run, rows of the active problems in front
         self.work_f = np.empty((3, *self.a.shape))
         self.work_g = np.empty((4, *self.b.shape))
@@ -156,6 +167,7 @@ class _GibbsBatchIterator(BatchIterator):
                 and expo.max() <= K_EXPONENT):
             return False
         self.K, self.alpha, self.beta = np.exp(expo, out=expo), alpha, beta
+        self.absorptions += 1
         return True
 
     def first_g(self, f: Any, active: Any, out: Any) -> Any:
@@ -252,6 +264,7 @@ class _GibbsBatchIterator(BatchIterator):
                 done += steps
             if Sf is not None:
                 f, g = self._potential(self.alpha, Sf), self._potential(self.beta, Sg)
+                self.row_products = Sf, self.absorptions
             if done == count:
                 return f, g, V, done
             V = None
@@ -288,19 +301,39 @@ class _GibbsBatchIterator(BatchIterator):
             return out
 
         V = self._resumed(g, active)
-        self.kept = None
+        self.kept = self.checked = None
         a, b = rows(self.a), rows(self.b)
         fa, ga, V, done = self._run(rows(f), rows(g), V, a, b, count - 1)
         if done == count - 1:
+            before = None
+            if done:  # the input's row products (the next run may reuse their buffer)
+                before = self.row_products[0].copy(), self.row_products[1]
             fb, gb, V, one = self._run(fa, ga, V, a, b, 1)
             if one:
-                g_new = spread(g, gb)
+                f_new, g_new = spread(f, fb), spread(g, gb)
                 self.kept = g_new, active.copy(), V
-                return spread(f, fa), spread(g, ga), spread(f, fb), g_new
+                after, absorption = self.row_products
+                if before is not None and before[1] == absorption:
+                    with np.errstate(all="ignore"):  # zero weights: masked by the caller
+                        ratio = np.minimum(after / before[0], np.exp(ERROR_CAP))
+                    ratio -= 1.0
+                    self.checked = f_new, np.abs(ratio, out=ratio)
+                return spread(f, fa), spread(g, ga), f_new, g_new
         # no shared absorption fits this batch at this eps: on in the log domain
         self.log_domain = True
         return BatchIterator.advance_to_check(self, spread(f, fa), spread(g, ga), active,
                                               count - done)
+
+
+    def check_errors(self, xp: Any, w: tuple[Any, Any], f: Any, g: Any, f_new: Any,
+                     g_new: Any, active: Any, rho: tuple[float, float]) -> Any:
+        """From the row products of the last two row updates (class docstring) when the
+        last :meth:`advance_to_check` ran both in one absorption and returned ``f_new``;
+        from the potentials otherwise."""
+        if self.checked is None or f_new is not self.checked[0] or not math.isinf(rho[0]):
+            return BatchIterator.check_errors(self, xp, w, f, g, f_new, g_new, active, rho)
+        a = w[0] if len(active) == f.shape[0] else w[0][active]
+        return np.sum(np.where(a > 0, a * self.checked[1], 0), axis=1)
 
 
 class _CachedKernelsIterator(BatchIterator):

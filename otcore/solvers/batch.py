@@ -12,6 +12,7 @@ import numpy as np
 
 from .._array import safe_log
 from ..backends import get_backend
+from ..backends._contract import row_errors, take_rows
 from ..collection import Batch
 from ..result import BatchResult, ConvergenceWarning, OTResult, warn_outside
 from ._finish import finish_entropic, kl
@@ -19,19 +20,6 @@ from ._monitor import Monitor
 from ._problem import make_problem
 
 __all__ = ["sinkhorn_batch"]
-
-
-def _row_errors(xp: Any, w: Any, f: Any, T: Any, eps: float, rho: float = math.inf) -> Any:
-    """Per problem, the L1 violation of the row condition of ``(f, g)`` from the softmin
-    ``T = T(g)`` (see :func:`otcore.solvers.sinkhorn.sinkhorn_loop`): the row marginal is
-    ``w exp((f - T) / eps)``, and its target ``w`` (exact) or ``w exp(-f / rho)``."""
-    cap = xp.full_like(f[:1, :1], 50.0)  # broadcast
-    d = xp.minimum((f - T) / eps, cap)
-    if math.isinf(rho):
-        return xp.sum(xp.where(w > 0, w * xp.abs(xp.expm1(d)), 0), axis=1)
-    c = xp.minimum(-f / rho, cap)
-    gap = xp.minimum(d - c, cap)
-    return xp.sum(xp.where(w > 0, w * xp.exp(c) * xp.abs(xp.expm1(gap)), 0), axis=1)
 
 
 def _translation(xp: Any, f: Any, g: Any, log_a: Any, log_b: Any,
@@ -82,19 +70,13 @@ def _loop(ops: Any, bt: Batch, eps: float, tol: float, max_iter: int, check_ever
             t = _translation(xp, f, g, log_a, log_b, rho)
             f_new, g_new = it.step(f + t, g - t, active)
         else:
-            t = 0.0
             f, g, f_new, g_new = it.advance_to_check(f, g, active, k_check - k + 1)
             k = k_check
-        rows = None if active.size == B else xp.asarray(active)
-        if symmetric:  # the step averaged: T(g) = (2 f_new - f) / tau_a, likewise T(f)
-            e = (_row_errors(xp, *_take(xp, rows, bt.a, f, (2 * f_new - f) / ta), eps,
-                             rho[0])
-                 + _row_errors(xp, *_take(xp, rows, bt.b, g, (2 * g_new - g) / tb), eps,
-                               rho[1]))
-        else:  # T(g) = T(g - t) - t, and T(g - t) = f_new / tau_a
-            T = f_new if ta == 1.0 else f_new / ta
-            e = _row_errors(xp, *_take(xp, rows, bt.a, f, T - t if shift else T), eps,
-                            rho[0])
+        if shift:  # T(g) = T(g - t) - t, and T(g - t) = f_new / tau_a
+            rows = None if active.size == B else xp.asarray(active)
+            e = row_errors(xp, *take_rows(xp, rows, bt.a, f, f_new / ta - t), eps, rho[0])
+        else:
+            e = it.check_errors(xp, (bt.a, bt.b), f, g, f_new, g_new, active, rho)
         err = np.asarray(to_host(e), dtype=np.float64)
         for q, e_q in zip(active.tolist(), err.tolist(), strict=True):
             errors[q].append((k, e_q))
@@ -119,11 +101,6 @@ def _loop(ops: Any, bt: Batch, eps: float, tol: float, max_iter: int, check_ever
         done = _mask(xp, B, np.flatnonzero(left))
         f, g = xp.where(done, f_done, f), xp.where(done, g_done, g)
     return f, g, n_iter, errors, it
-
-
-def _take(xp: Any, rows: Any, *arrays: Any) -> list:
-    """The ``rows`` of each array (all of them when ``rows`` is None)."""
-    return [x if rows is None else xp.take(x, rows, axis=0) for x in arrays]
 
 
 def _mask(xp: Any, B: int, active: np.ndarray) -> Any:

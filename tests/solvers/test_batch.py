@@ -360,3 +360,34 @@ def test_gibbs_start_and_plan_stats_match_kernels(rng):
     hf, hg = f + eps * la, g + eps * lb
     for x, y in zip(it.plan_stats(hf, hg), BatchIterator.plan_stats(it, hf, hg), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-13, atol=1e-300)
+
+
+def test_gibbs_check_errors_match_potentials(rng):
+    """The row errors the shared-cost CPU iterator reports at a check, from its scalings,
+    equal those of the potentials it returned (a cost with nonzero column minima, a zero
+    weight), on the whole batch and after problems left."""
+    from otcore.backends import get_backend
+    from otcore.backends._contract import BatchIterator
+    from otcore.collection import as_batch
+
+    n, m, B, eps = 12, 9, 5, 0.05
+    C = rng.random((n, m)) + 3.0
+    a, b = rng.random((B, n)) + 0.1, rng.random((B, m)) + 0.1
+    a[0, 3] = 0.0
+    a /= a.sum(axis=1, keepdims=True)
+    b /= b.sum(axis=1, keepdims=True)
+    bt = as_batch(a, b, C)
+    with np.errstate(divide="ignore"):
+        la, lb = np.log(a), np.log(b)
+    it = get_backend(C).bind_batch(bt).iterator(la, lb, eps)
+    rho = (np.inf, np.inf)
+    f, g = np.zeros((B, n)), it.first_g(np.zeros((B, n)), np.arange(B), np.zeros((B, m)))
+    for active in (np.arange(B), np.array([0, 2, 3])):
+        state = it.advance_to_check(f, g, active, 4)
+        err = it.check_errors(np, (a, b), *state, active, rho)
+        assert it.checked is not None  # from the scalings
+        ref = BatchIterator.check_errors(it, np, (a, b), *state, active, rho)
+        assert err.shape == (active.size,) and np.all(ref > 1e-6)
+        np.testing.assert_allclose(err, ref, rtol=1e-12, atol=0)
+        f, g = state[2:]
+    assert it.path == "gibbs"
