@@ -523,7 +523,9 @@ class BatchIterator:
 
         A backend may keep the state it reached for the next call, which the batch loop
         makes with the arrays ``f_new, g_new`` it returned (less the problems that left
-        ``active``); any other input is read as it is."""
+        ``active``); any other input is read as it is. A backend whose
+        :meth:`check_errors` does not read ``f, g`` may return ``None`` for them and form
+        them in :meth:`check_input`, until the next call."""
         for _ in range(count - 1):
             f, g = self.step(f, g, active)
         return (f, g, *self.step(f, g, active))
@@ -566,3 +568,11 @@ class BatchIterator:
                                  eps, rho[1]))
         T = f_new if ta == 1.0 else f_new / ta
         return row_errors(xp, *take_rows(xp, rows, w[0], f, T), eps, rho[0])
+
+    def check_input(self, f: Any, g: Any, leaving: Any) -> tuple[Any, Any]:
+        """The input ``(f, g)`` of the last step of the last :meth:`advance_to_check`,
+        as returned by it (the default), or formed by the backend where it returned
+        ``None`` for them: arrays of shape ``(B, n)`` and ``(B, m)`` exact on the rows
+        ``leaving`` (host integer array, increasing, of problems of that call's
+        ``active``), whatever elsewhere."""
+        return f, g

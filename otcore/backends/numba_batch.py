@@ -21,7 +21,7 @@ continues in the log domain, from the same potentials, to its end.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numba import get_num_threads
@@ -109,6 +109,18 @@ class NumbaBatchOps(BatchOps):
         return float(self.batch.ground.pairwise(np, lo[None], hi[None])[0, 0])
 
 
+class _Reached(NamedTuple):
+    """A state of the matrix-product iteration, whose potentials are formed on demand:
+    ``f = alpha - eps log S_f``, ``g = beta - eps log S_g`` on the rows it ran."""
+
+    Sf: np.ndarray
+    Sg: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
+    absorption: int
+    """The number of the absorption of ``alpha, beta`` (counted by the iterator)."""
+
+
 def _masked_max(pot: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Column maxima of ``pot`` over the problems where the weight is positive (over all
     problems where none is)."""
@@ -135,7 +147,10 @@ class _GibbsBatchIterator(BatchIterator):
     The row errors of a check come from the scalings too: with ``S_f`` and ``S_f'`` the
     products of the last two row updates in one absorption, ``f - f_new = eps log(S_f' /
     S_f)``, so the row marginal of ``f`` is ``a S_f' / S_f`` and its error
-    ``sum_i a_i |S_f'_i / S_f_i - 1|``, without a logarithm.
+    ``sum_i a_i |S_f'_i / S_f_i - 1|``, without a logarithm. The input ``(f, g)`` of the
+    last step is then formed only for the problems that leave (:meth:`check_input`).
+    The products of the accepted states alternate between two buffers across calls, so
+    that the input's stay readable until the next call.
     """
 
     def __init__(self, ops: NumbaBatchOps, log_a: Any, log_b: Any, eps: float):
@@ -147,14 +162,15 @@ class _GibbsBatchIterator(BatchIterator):
         self.lo, self.hi = np.exp(-GROWTH), np.exp(SPREAD)
         self.zeros = not (np.all(self.a > 0) and np.all(self.b > 0))
         self.kept: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        # the last accepted row products with the number of their absorption, and the
-        # output f_new of the last check with |S_f' / S_f - 1| of its rows
+        # of the last check: its output f_new, |S_f' / S_f - 1| of its rows, the state of
+        # its input and its active problems
+        self.checked: tuple[np.ndarray, np.ndarray, _Reached, np.ndarray] | None = None
         self.absorptions = 0
-        self.row_products: tuple[np.ndarray, int] | None = None
-        self.checked: tuple[np.ndarray, np.ndarray] | None = None
-        # buffers of _run, rows of the active problems in front
+        # buffers of _run, rows of the active problems in front: the products S_f, S_g
+        # (two of each, the next one written at index turn), U, and two of V
         self.work_f = np.empty((3, *self.a.shape))
         self.work_g = np.empty((4, *self.b.shape))
+        self.turn = 0
 
     @property
     def path(self) -> str:
@@ -216,10 +232,20 @@ class _GibbsBatchIterator(BatchIterator):
         out += shift
         return out
 
-    def _run(self, f: np.ndarray, g: np.ndarray, V: np.ndarray | None, a: np.ndarray,
-             b: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, Any, int]:
-        """Up to ``count`` iterations on the problems' rows ``f, g`` (with their scalings
-        ``V`` in the current absorption, or ``None``); returns the potentials, their
+    def _potentials(self, state: Any, pos: np.ndarray | None = None) -> tuple[Any, Any]:
+        """The potentials ``(f, g)`` of a state of :meth:`_run` (a :class:`_Reached`, or
+        the potentials themselves), of its rows ``pos`` (all when ``None``; only for a
+        :class:`_Reached`)."""
+        if not isinstance(state, _Reached):
+            return state
+        Sf, Sg = (state.Sf, state.Sg) if pos is None else (state.Sf[pos], state.Sg[pos])
+        return self._potential(state.alpha, Sf), self._potential(state.beta, Sg)
+
+    def _run(self, state: Any, V: np.ndarray | None, a: np.ndarray, b: np.ndarray,
+             count: int) -> tuple[Any, Any, int]:
+        """Up to ``count`` iterations on the problems' rows from ``state`` (see
+        :meth:`_potentials`; with its scalings ``V`` in the current absorption, or
+        ``None``); returns the state reached (``state`` when no iteration was done), its
         scalings (``None`` when the run stopped short) and the number of iterations done
         (fewer when no absorption fits).
 
@@ -229,6 +255,7 @@ class _GibbsBatchIterator(BatchIterator):
         done, fresh, chunk = 0, self.K is None, CHECK_EVERY
         while done < count:
             if V is None:
+                f, g = self._potentials(state)
                 if fresh and not self._absorb(f, g, a, b):
                     break
                 E = np.minimum((g - self.beta) / self.eps, GROWTH)
@@ -241,8 +268,10 @@ class _GibbsBatchIterator(BatchIterator):
             start, Sf, Sg = done, None, None
             K, KT = self.K, self.K.T
             # two sets of buffers: the one being written, and the last checked state
-            sf, spare_f, U = self.work_f[:, :len(f)]
-            sg, spare_g, V0, V1 = self.work_g[:, :len(g)]
+            rows = len(a)
+            sf, spare_f = self.work_f[self.turn, :rows], self.work_f[1 - self.turn, :rows]
+            sg, spare_g = self.work_g[self.turn, :rows], self.work_g[1 - self.turn, :rows]
+            U, (V0, V1) = self.work_f[2, :rows], self.work_g[2:, :rows]
             while done < count:
                 steps = min(chunk, count - done)
                 np.copyto(V0, V)
@@ -261,17 +290,17 @@ class _GibbsBatchIterator(BatchIterator):
                     continue
                 Sf, Sg, chunk = sf, sg, CHECK_EVERY
                 sf, sg, spare_f, spare_g = spare_f, spare_g, sf, sg
+                self.turn = 1 - self.turn
                 done += steps
             if Sf is not None:
-                f, g = self._potential(self.alpha, Sf), self._potential(self.beta, Sg)
-                self.row_products = Sf, self.absorptions
+                state = _Reached(Sf, Sg, self.alpha, self.beta, self.absorptions)
             if done == count:
-                return f, g, V, done
+                return state, V, done
             V = None
             if done == start and fresh:
                 break  # a fresh absorption made no progress: no shared one fits
             fresh = True
-        return f, g, None, done
+        return state, None, done
 
     def _resumed(self, g: np.ndarray, active: np.ndarray) -> np.ndarray | None:
         """The kept scalings of the rows ``active`` when ``g`` is the kept output and
@@ -293,47 +322,57 @@ class _GibbsBatchIterator(BatchIterator):
         def rows(x: np.ndarray) -> np.ndarray:
             return x if full else x[active]
 
-        def spread(x: np.ndarray, r: np.ndarray) -> np.ndarray:
+        def spread(state: Any) -> tuple[np.ndarray, np.ndarray]:
+            """The potentials of a state of :meth:`_run`, on every problem."""
+            fs, gs = self._potentials(state)
             if full:
-                return r
-            out = x.copy()
-            out[active] = r
-            return out
+                return fs, gs
+            f_out, g_out = f.copy(), g.copy()
+            f_out[active], g_out[active] = fs, gs
+            return f_out, g_out
 
         V = self._resumed(g, active)
         self.kept = self.checked = None
         a, b = rows(self.a), rows(self.b)
-        fa, ga, V, done = self._run(rows(f), rows(g), V, a, b, count - 1)
+        mid, V, done = self._run((rows(f), rows(g)), V, a, b, count - 1)
         if done == count - 1:
-            before = None
-            if done:  # the input's row products (the next run may reuse their buffer)
-                before = self.row_products[0].copy(), self.row_products[1]
-            fb, gb, V, one = self._run(fa, ga, V, a, b, 1)
+            end, V, one = self._run(mid, V, a, b, 1)
             if one:
-                f_new, g_new = spread(f, fb), spread(g, gb)
+                f_new, g_new = spread(end)
                 self.kept = g_new, active.copy(), V
-                after, absorption = self.row_products
-                if before is not None and before[1] == absorption:
+                if isinstance(mid, _Reached) and mid.absorption == end.absorption:
                     with np.errstate(all="ignore"):  # zero weights: masked by the caller
-                        ratio = np.minimum(after / before[0], np.exp(ERROR_CAP))
+                        ratio = np.minimum(end.Sf / mid.Sf, np.exp(ERROR_CAP))
                     ratio -= 1.0
-                    self.checked = f_new, np.abs(ratio, out=ratio)
-                return spread(f, fa), spread(g, ga), f_new, g_new
+                    self.checked = f_new, np.abs(ratio, out=ratio), mid, self.kept[1]
+                    return None, None, f_new, g_new
+                return (*spread(mid), f_new, g_new)
         # no shared absorption fits this batch at this eps: on in the log domain
         self.log_domain = True
-        return BatchIterator.advance_to_check(self, spread(f, fa), spread(g, ga), active,
-                                              count - done)
-
+        return BatchIterator.advance_to_check(self, *spread(mid), active, count - done)
 
     def check_errors(self, xp: Any, w: tuple[Any, Any], f: Any, g: Any, f_new: Any,
                      g_new: Any, active: Any, rho: tuple[float, float]) -> Any:
         """From the row products of the last two row updates (class docstring) when the
-        last :meth:`advance_to_check` ran both in one absorption and returned ``f_new``;
-        from the potentials otherwise."""
-        if self.checked is None or f_new is not self.checked[0] or not math.isinf(rho[0]):
+        last :meth:`advance_to_check` ran both in one absorption and returned ``f_new``
+        (and ``None`` for ``f, g``); from the potentials otherwise."""
+        if f is not None:
             return BatchIterator.check_errors(self, xp, w, f, g, f_new, g_new, active, rho)
-        a = w[0] if len(active) == f.shape[0] else w[0][active]
+        if f_new is not self.checked[0] or not math.isinf(rho[0]):
+            raise ValueError("check_errors: not the output of the last advance_to_check")
+        a = w[0] if len(active) == f_new.shape[0] else w[0][active]
         return np.sum(np.where(a > 0, a * self.checked[1], 0), axis=1)
+
+    def check_input(self, f: Any, g: Any, leaving: Any) -> tuple[Any, Any]:
+        """Formed from the products of the input's state on the rows ``leaving`` when
+        :meth:`advance_to_check` returned ``None`` for ``f, g``."""
+        if f is not None:
+            return f, g
+        _, _, mid, active = self.checked
+        fl, gl = self._potentials(mid, np.searchsorted(active, leaving))
+        f, g = np.zeros_like(self.a), np.zeros_like(self.b)
+        f[leaving], g[leaving] = fl, gl
+        return f, g
 
 
 class _CachedKernelsIterator(BatchIterator):

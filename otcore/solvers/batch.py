@@ -89,7 +89,8 @@ def _loop(ops: Any, bt: Batch, eps: float, tol: float, max_iter: int, check_ever
             n_iter[leaving] = k
             left[leaving] = True
             now = _mask(xp, B, leaving)
-            f_done, g_done = xp.where(now, f, f_done), xp.where(now, g, g_done)
+            f_in, g_in = it.check_input(f, g, leaving)
+            f_done, g_done = xp.where(now, f_in, f_done), xp.where(now, g_in, g_done)
             active, err = active[err >= tol], err[err >= tol]
         f, g = f_new, g_new
         if (monitor is not None and monitor.active and active.size

@@ -384,10 +384,14 @@ def test_gibbs_check_errors_match_potentials(rng):
     f, g = np.zeros((B, n)), it.first_g(np.zeros((B, n)), np.arange(B), np.zeros((B, m)))
     for active in (np.arange(B), np.array([0, 2, 3])):
         state = it.advance_to_check(f, g, active, 4)
+        assert state[0] is None and state[1] is None  # formed on demand
         err = it.check_errors(np, (a, b), *state, active, rho)
-        assert it.checked is not None  # from the scalings
-        ref = BatchIterator.check_errors(it, np, (a, b), *state, active, rho)
+        f_in, g_in = it.check_input(*state[:2], active)
+        ref = BatchIterator.check_errors(it, np, (a, b), f_in, g_in, *state[2:], active, rho)
         assert err.shape == (active.size,) and np.all(ref > 1e-6)
         np.testing.assert_allclose(err, ref, rtol=1e-12, atol=0)
+        log = BatchIterator.advance_to_check(it, f, g, active, 4)
+        for x, y in zip((f_in, g_in, *state[2:]), log, strict=True):
+            _close(x[active], y[active], 1e-13)
         f, g = state[2:]
     assert it.path == "gibbs"
