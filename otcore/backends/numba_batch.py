@@ -360,8 +360,10 @@ class _GibbsBatchIterator(BatchIterator):
             return BatchIterator.check_errors(self, xp, w, f, g, f_new, g_new, active, rho)
         if f_new is not self.checked[0] or not math.isinf(rho[0]):
             raise ValueError("check_errors: not the output of the last advance_to_check")
-        a = w[0] if len(active) == f_new.shape[0] else w[0][active]
-        return np.sum(np.where(a > 0, a * self.checked[1], 0), axis=1)
+        a, dev = w[0] if len(active) == f_new.shape[0] else w[0][active], self.checked[1]
+        if self.zeros:  # the rows of zero weights do not count (their ratio may be NaN)
+            dev = np.where(a > 0, dev, 0.0)
+        return np.einsum("ij,ij->i", a, dev)
 
     def check_input(self, f: Any, g: Any, leaving: Any) -> tuple[Any, Any]:
         """Formed from the products of the input's state on the rows ``leaving`` when
