@@ -20,7 +20,6 @@ continues in the log domain, from the same potentials, to its end.
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -162,9 +161,9 @@ class _GibbsBatchIterator(BatchIterator):
         self.lo, self.hi = np.exp(-GROWTH), np.exp(SPREAD)
         self.zeros = not (np.all(self.a > 0) and np.all(self.b > 0))
         self.kept: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        # of the last check: its output f_new, |S_f' / S_f - 1| of its rows, the state of
-        # its input and its active problems
-        self.checked: tuple[np.ndarray, np.ndarray, _Reached, np.ndarray] | None = None
+        # of the last check: |S_f' / S_f - 1| of its rows, the state of its input and its
+        # active problems
+        self.checked: tuple[np.ndarray, _Reached, np.ndarray] | None = None
         self.absorptions = 0
         # buffers of _run, rows of the active problems in front: the products S_f, S_g
         # (two of each, the next one written at index turn), U, and two of V
@@ -344,7 +343,7 @@ class _GibbsBatchIterator(BatchIterator):
                     with np.errstate(all="ignore"):  # zero weights: masked by the caller
                         ratio = np.minimum(end.Sf / mid.Sf, np.exp(ERROR_CAP))
                     ratio -= 1.0
-                    self.checked = f_new, np.abs(ratio, out=ratio), mid, self.kept[1]
+                    self.checked = np.abs(ratio, out=ratio), mid, self.kept[1]
                     return None, None, f_new, g_new
                 return (*spread(mid), f_new, g_new)
         # no shared absorption fits this batch at this eps: on in the log domain
@@ -354,13 +353,12 @@ class _GibbsBatchIterator(BatchIterator):
     def check_errors(self, xp: Any, w: tuple[Any, Any], f: Any, g: Any, f_new: Any,
                      g_new: Any, active: Any, rho: tuple[float, float]) -> Any:
         """From the row products of the last two row updates (class docstring) when the
-        last :meth:`advance_to_check` ran both in one absorption and returned ``f_new``
-        (and ``None`` for ``f, g``); from the potentials otherwise."""
+        last :meth:`advance_to_check` ran both in one absorption (it returned ``None`` for
+        ``f, g``; the problems are balanced on this path); from the potentials
+        otherwise."""
         if f is not None:
             return BatchIterator.check_errors(self, xp, w, f, g, f_new, g_new, active, rho)
-        if f_new is not self.checked[0] or not math.isinf(rho[0]):
-            raise ValueError("check_errors: not the output of the last advance_to_check")
-        a, dev = w[0] if len(active) == f_new.shape[0] else w[0][active], self.checked[1]
+        a, dev = w[0] if len(active) == f_new.shape[0] else w[0][active], self.checked[0]
         if self.zeros:  # the rows of zero weights do not count (their ratio may be NaN)
             dev = np.where(a > 0, dev, 0.0)
         return np.einsum("ij,ij->i", a, dev)
@@ -370,7 +368,7 @@ class _GibbsBatchIterator(BatchIterator):
         :meth:`advance_to_check` returned ``None`` for ``f, g``."""
         if f is not None:
             return f, g
-        _, _, mid, active = self.checked
+        _, mid, active = self.checked
         fl, gl = self._potentials(mid, np.searchsorted(active, leaving))
         f, g = np.zeros_like(self.a), np.zeros_like(self.b)
         f[leaving], g[leaving] = fl, gl
