@@ -312,7 +312,11 @@ def report(rows: list[Row], quick: bool) -> str:
              "repeats (spread in brackets); for the digits, otcore and POT's `sinkhorn2` "
              "take turns, 9 repeats each; the loops and POT's other runs are single runs "
              "when they take seconds. `otcore loop` is one "
-             "`oc.sinkhorn` call per problem. See `bench/batch.py` for the problems.")
+             "`oc.sinkhorn` call per problem. POT's `ot.batch.solve_batch` runs "
+             "`log_sinkhorn` by default (`method='auto'` with `reg > 0`); its exp-domain "
+             "`sinkhorn` is timed too. See `bench/batch.py` for the problems. On a GPU: "
+             "[batch_gpu.md](batch_gpu.md) (4096 problems of 256 x 256 on an H100, "
+             "`python -m bench.batch_gpu`).")
     lines = ["# Many problems at once", "",
              f"`{command_line('bench.batch')}`" + (" (quick)" if quick else ""), "",
              notes, "", summary, "", table, "", "Machine:", ""]
