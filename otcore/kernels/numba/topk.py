@@ -39,12 +39,13 @@ the ``L`` listed entries are ranked, in index order (the same tie order) and wit
 same arithmetic: the result is that of a full search. An optimizer's late, short steps
 then cost ``O(L)`` per group instead of a pass over the group's ``n`` costs. A group
 whose list has run out is searched in full: for the ``L`` best (a new list) when the
-step is shorter than the last span, else (an optimizer's long trial step) for the
-``k + 1`` best only, as without lists. For ``k >= n`` nothing needs ranking: the
-semi-dual threshold comes from Michelot's active-set iteration started at the hint (the
-last threshold), or without one from the top ``_PROBE`` scores when the support is that
-small (exact, see :func:`_groups`) and otherwise from Michelot's iteration started
-there; no sort either way.
+step is shorter than a quarter of the last span (``_RENEW``), else (an optimizer's long
+trial step) for the ``k + 1`` best only, as without lists.
+
+For ``k >= n`` nothing needs ranking: the semi-dual threshold comes from Michelot's
+active-set iteration started at the hint (the last threshold), or without one from the
+top ``_PROBE`` scores when the support is that small (exact, see :func:`_groups`) and
+otherwise from Michelot's iteration started there; no sort either way.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ _INSERTION_MAX = 48
 _PROBE = 8
 #: Chunk of a group screened at once: skipped if its best score cannot enter the top k.
 _CHUNK = 32
+#: A group's list is rebuilt after a step shorter than its last span over this: the new
+#: list (radius half the span) then serves at least a few more steps of that length.
+_RENEW = 4.0
 #: No candidate lists (``topk_groups(lists=None)``).
 _NO_LISTS = (np.zeros((0, 0), dtype=np.int64), np.zeros((0, 0)), np.zeros(0), np.zeros(0))
 
@@ -291,7 +295,7 @@ def _groups(K, j0, j1, alpha, beta, w, gamma, k, simplex, sel, u, s, cand, idx, 
                 radius[j] -= step
                 c = kk
             else:
-                renew = listing and step < span[j]
+                renew = listing and _RENEW * step < span[j]
                 top, tau = kk, hint[j]
                 if renew:
                     # a short step: a new list, searched for below the last hint by
