@@ -5,6 +5,7 @@ Run from the repository root::
     python -m bench.cardinality                      # both parts (about half an hour on 2 cores)
     python -m bench.cardinality --quick              # n = 200 only (a few minutes)
     python -m bench.cardinality --baseline DIR       # also an earlier otcore, DIR/otcore
+    python -m bench.cardinality --rounds 3           # otcore and the baseline alternate 3 times
 
 Problems: two 2-D Gaussian clouds with different means (``bench._common.dense_problem``),
 squared-Euclidean cost divided by its maximum, uniform weights, float64, ``n = m``.
@@ -32,7 +33,9 @@ same code for all), both L1 marginal errors of the returned plan, otcore's statu
 Each solver and problem runs in a fresh process with one BLAS thread and one Numba thread
 (RegOT and POT run on one thread). otcore's process first solves once untimed (JIT
 compilation from the cache); otcore is timed ``--repeats`` times (median), RegOT and POT
-once per tolerance.
+once per tolerance. With ``--rounds R`` the cardinality cases run otcore's and the
+baseline's processes ``R`` times each, alternating (otcore first in odd rounds), and
+pool the ``R * repeats`` times, so that a change in the machine's load affects both.
 
 Results are printed and written to ``bench/results/cardinality.md`` and
 ``cardinality.png``.
@@ -209,16 +212,23 @@ def _best_regot(case: dict) -> tuple[str, float] | None:
 
 
 def k_case(n: int, k: int, gamma: float, formulation: str, repeats: int, pot_cap: float,
-           baseline: str | None) -> dict:
+           baseline: str | None, rounds: int = 1) -> dict:
     kwargs = {"n": n, "k": k, "gamma": gamma, "formulation": formulation}
     try:
         pot = run_isolated(f"bench.{NAME}:measure_pot", timeout=pot_cap, **kwargs)
     except Exception as exc:  # killed at the cap (TimeoutExpired) or failed
         _progress(f"  POT did not finish: {type(exc).__name__}")
         pot = None
-    ours = run_isolated(f"bench.{NAME}:measure_otcore", repeats=repeats, **kwargs)
-    base = None if baseline is None else run_isolated(
-        f"bench.{NAME}:measure_otcore", repeats=repeats, source=baseline, **kwargs)
+    sources = {"otcore": None} if baseline is None else {"otcore": None, "baseline": baseline}
+    runs: dict[str, dict] = {}
+    for r in range(rounds):  # alternating, so that both see the same load
+        for name in (list(sources) if r % 2 == 0 else list(sources)[::-1]):
+            run = run_isolated(f"bench.{NAME}:measure_otcore", repeats=repeats,
+                               source=sources[name], **kwargs)
+            if name in runs:  # the same deterministic solve: pool the times
+                run["times"] = runs[name]["times"] + run["times"]
+            runs[name] = run
+    ours, base = runs["otcore"], runs.get("baseline")
     case = {**kwargs, "otcore": ours, "POT": pot, "baseline": base}
     parts = [f"otcore {Timing.of(ours['times']).format()}"]
     for name, run in (("baseline", base), ("POT", pot)):
@@ -263,7 +273,7 @@ def k_table(cases: list[dict]) -> str:
                "speed-up over POT",
                *(["baseline otcore time", "speed-up over baseline"] if with_base else []),
                "objective otcore - POT", "row error otcore / POT", "col error otcore / POT",
-               *(["row error baseline"] if with_base else []), "otcore status",
+               *(["row / col error baseline"] if with_base else []), "otcore status",
                "max nnz per column"]
     rows = []
     for c in cases:
@@ -277,7 +287,7 @@ def k_table(cases: list[dict]) -> str:
                 f"{ours['row_error']:.1e} / " + (f"{pot['row_error']:.1e}" if pot else "n/a"),
                 f"{ours['col_error']:.1e} / " + (f"{pot['col_error']:.1e}" if pot else "n/a")]
         if with_base:
-            row.append(f"{base['row_error']:.1e}")
+            row.append(f"{base['row_error']:.1e} / {base['col_error']:.1e}")
         row += [ours["status"], ours["max_nnz"]]
         rows.append(row)
     return markdown_table(headers, rows, align="rrrl" + "r" * (len(headers) - 4))
@@ -344,6 +354,8 @@ def plot(quadratic: list[dict], kcases: list[dict], path: Any) -> None:
 
 
 QUADRATIC_HEADING = "## Quadratic OT: time to an L1 marginal error of 1e-9"
+KEPT = ("From an earlier run of this script (its command and machine are in this file's "
+        "history; not rerun here):\n\n")
 K_HEADING = "## Cardinality-constrained OT"
 
 
@@ -372,8 +384,10 @@ def report(quadratic: list[dict], kcases: list[dict], settings: dict) -> str:
     method = method.replace("``", "`")  # reST literals to markdown
     return "\n\n".join([
         *header, "## Machine", machine, "## Method", method.strip(),
-        f"Repeats (otcore): {settings['repeats']}; cap: {settings['cap']:g} s per RegOT "
-        f"run, {settings['pot_cap']:g} s per POT solve.",
+        f"Repeats (otcore): {settings['repeats']} per process, {settings['rounds']} "
+        f"round(s) of alternating otcore and baseline processes; cap: "
+        + ("" if settings["skip"] == "quadratic" else f"{settings['cap']:g} s per RegOT run, ")
+        + f"{settings['pot_cap']:g} s per POT solve.",
         "## Summary", "\n".join(filter(None, [settings["kept_summary"],
                                               summary(quadratic, kcases)])),
         QUADRATIC_HEADING, settings["kept"] if settings["skip"] == "quadratic" else
@@ -389,6 +403,8 @@ def main(argv: list[str] | None = None) -> None:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="n = 200 only")
     parser.add_argument("--repeats", type=int, default=3, help="timed otcore solves per case")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternating otcore and baseline processes per cardinality case")
     parser.add_argument("--cap", type=float, default=120.0,
                         help="seconds after which a peer's run ends its case (default 120)")
     parser.add_argument("--threads", type=int, default=1, help="Numba threads for otcore")
@@ -410,9 +426,11 @@ def main(argv: list[str] | None = None) -> None:
     quadratic = [] if args.skip == "quadratic" else [
         quadratic_case(n, gamma, args.repeats, args.cap) for n in sizes for gamma in GAMMAS]
     kcases = [] if args.skip == "k" else [
-        k_case(k_size, k, gamma, form, args.repeats, args.pot_cap, args.baseline)
+        k_case(k_size, k, gamma, form, args.repeats, args.pot_cap, args.baseline,
+               args.rounds)
         for k in KS for gamma in GAMMAS for form in FORMULATIONS]
-    settings = {"repeats": args.repeats, "cap": args.cap, "pot_cap": args.pot_cap,
+    settings = {"repeats": args.repeats, "rounds": args.rounds, "cap": args.cap,
+                "pot_cap": args.pot_cap,
                 "threads": args.threads, "note": args.note, "baseline": args.baseline,
                 "baseline_label": args.baseline_label, "skip": args.skip, "kept": None,
                 "kept_summary": None}
@@ -422,12 +440,12 @@ def main(argv: list[str] | None = None) -> None:
         earlier = _section(text, QUADRATIC_HEADING if args.skip == "quadratic" else K_HEADING)
         starts = ("- Quadratic OT",) if args.skip == "quadratic" else (
             "- Cardinality OT", "- Against the baseline")
-        settings["kept_summary"] = "\n".join(
-            f"{line} (earlier run)" for line in (_section(text, "## Summary") or "").splitlines()
+        settings["kept_summary"] = "\n".join(  # marked once, however often kept
+            line if "(earlier run" in line else f"{line} (earlier run)"
+            for line in (_section(text, "## Summary") or "").splitlines()
             if line.startswith(starts)) or None
         settings["kept"] = ("Not measured in this run." if earlier is None else
-                            "From an earlier run of this script (its command and machine "
-                            "are in this file's history; not rerun here):\n\n" + earlier)
+                            KEPT + earlier.removeprefix(KEPT))
     print(summary(quadratic, kcases))
     write_text(RESULTS_DIR / f"{NAME}.md", report(quadratic, kcases, settings))
     plot(quadratic, kcases, RESULTS_DIR / f"{NAME}.png")

@@ -434,16 +434,43 @@ class _NumbaIterator(SinkhornIterator):
         return f_out, g_out
 
 
+#: Entries kept per group beyond the ``k + 1`` best in the top-k kernel's candidate lists.
+_SPARE = 16
+
+
 class _NumbaTopK(TopKEvaluator):
     """The top-k kernel of :mod:`otcore.kernels.numba.topk`, keeping per group the last
     call's ``(k + 1)``-th largest score (or semi-dual threshold) as the next call's
-    starting guess: between nearby potentials, as along an L-BFGS-B run, only the few
-    scores above it are ranked; results are the same as without."""
+    starting guess, and for ``k < n`` a candidate list of the ``k + 1 + _SPARE`` best
+    entries: between nearby potentials, as along an L-BFGS-B run, only the few scores
+    above the guess, or only the listed ones, are ranked; results are the same as
+    without."""
 
     def __init__(self, K: np.ndarray, w: Any, gamma: float, k: int, simplex: bool):
         self.K, self.gamma, self.k, self.simplex = K, float(gamma), int(k), bool(simplex)
         self.w = np.ascontiguousarray(w, dtype=np.float64)
-        self.hint = np.full(K.shape[0], np.nan)
+        m, n = K.shape
+        self.hint = np.full(m, np.nan)
+        self.lists = None
+        if self.k < n:
+            size = min(n, self.k + 1 + _SPARE)
+            self.lists = (np.zeros((m, size), dtype=np.int64), np.zeros((m, size)),
+                          np.full(m, -np.inf), np.full(m, np.inf))
+        self.last: np.ndarray | None = None  # the previous call's alpha
+        self.cost_max: float | None = None  # max |K|, from the second call on
+
+    def _step(self, alpha: np.ndarray) -> float:
+        """``topk_groups``'s ``step`` from the previous call's ``alpha`` (inf for none),
+        with the scores' rounding."""
+        last, self.last = self.last, alpha.copy()
+        if last is None:
+            return np.inf
+        if self.cost_max is None:
+            self.cost_max = float(np.max(np.abs(self.K), initial=0.0))
+        moved = float(np.max(np.abs(alpha - last), initial=0.0))
+        size = max(float(np.max(np.abs(alpha), initial=0.0)),
+                   float(np.max(np.abs(last), initial=0.0)))
+        return moved + 2.0**-50 * (size + self.cost_max)
 
     def __call__(self, alpha: Any, beta: Any, width: int = 0) -> TopK:
         from ..kernels.numba import topk as _topk  # compiled on first use
@@ -452,10 +479,11 @@ class _NumbaTopK(TopKEvaluator):
         idx = np.empty((m, width), dtype=np.int64)
         val = np.empty((m, width), dtype=np.float64)
         f64 = np.float64
+        alpha = np.ascontiguousarray(alpha, dtype=f64)
         out, rows = _topk.topk_groups(
-            self.K, np.ascontiguousarray(alpha, dtype=f64),
-            np.ascontiguousarray(beta, dtype=f64), self.w, self.gamma, self.k, self.simplex,
-            get_num_threads(), idx, val, self.hint,
+            self.K, alpha, np.ascontiguousarray(beta, dtype=f64), self.w, self.gamma,
+            self.k, self.simplex, get_num_threads(), idx, val, self.hint, self.lists,
+            self._step(alpha) if self.lists is not None else np.inf,
         )
         return TopK(out[0], out[1], out[2], out[3].astype(np.int64), rows, idx, val)
 

@@ -307,10 +307,11 @@ def _warm_start(obj: _Objective, tol: float, max_iter: int, errors: list,
     return f, used
 
 
-def _kinks(obj: _Objective, f: np.ndarray, nnz: np.ndarray) -> int:
+def _kinks(obj: _Objective, f: np.ndarray, nnz: np.ndarray, reach: float) -> int:
     """Number of groups whose ``k``-th entry carries mass and whose ``k``-th and
-    ``(k + 1)``-th scores ``f_i - K_ji`` are tied (to ``_TIE`` of the cost scale): there the
-    semi-dual is not differentiable, and changing the selection changes the plan."""
+    ``(k + 1)``-th scores ``f_i - K_ji`` are tied, to within ``reach`` (and at least
+    ``_TIE`` of the cost scale): there the semi-dual is not differentiable, and a move of
+    the potentials by ``reach`` changes the selection, and with it the plan."""
     n_other, k = obj.p.shape[0], obj.k
     if k >= n_other:
         return 0
@@ -318,7 +319,8 @@ def _kinks(obj: _Objective, f: np.ndarray, nnz: np.ndarray) -> int:
     shift = np.full(obj.q.shape[0], float(np.ptp(f)) + scale + 1.0)  # every entry positive
     out = _topk(obj, f, shift, 1.0, k + 1, False, k + 1)
     gap = out.val[:, k - 1] - out.val[:, k]
-    return int(np.count_nonzero((gap <= _TIE * max(scale, 1e-300)) & (nnz >= k)))
+    tie = max(_TIE * max(scale, 1e-300), reach)
+    return int(np.count_nonzero((gap <= tie) & (nnz >= k)))
 
 
 def _plan_matrix(idx: np.ndarray, val: np.ndarray, shape: tuple[int, int], axis: int,
@@ -462,9 +464,12 @@ def cardinality_ot(
         ``|T 1 - a|_1 + |T^T 1 - b|_1``. ``converged``: ``marginal_error <= tol``.
         ``n_iter``, and ``errors``: the L1 marginal error of the kernel plan at every
         iteration. ``extra`` holds ``status`` (``"converged"``; ``"nonsmooth"``: the
-        maximum lies on a kink, ``k = 1`` or tied scores, and the error cannot reach
-        ``tol``; ``"rounding"``: ``tol`` is below the rounding error of the marginals;
-        ``"not_converged"``: the iteration limit; ``"stopped"``: by ``callback`` or
+        optimizers stopped before the iteration limit at a kink, ``k = 1`` or scores
+        tied closer than ``gamma`` times the largest marginal violation (the move of the
+        potentials that would correct it), and the error cannot reach ``tol``;
+        ``"rounding"``: ``tol`` is below the rounding error of the marginals;
+        ``"not_converged"``: the iteration limit, or a stop without such ties;
+        ``"stopped"``: by ``callback`` or
         ``time_limit``), ``message`` (why, and which method ended the run), ``row_error``
         and ``col_error`` (the two marginal errors), ``primal`` (the primal objective
         ``<C, T> + gamma/2 |T|^2`` of the returned plan), ``max_nnz`` (largest
@@ -631,7 +636,7 @@ def cardinality_ot(
             x, n_iter, message, ended = _solve(obj, x0, tol, max_iter, errors, monitor)
     finally:
         monitor.close()
-    value, _, _, out = obj.evaluate(x, width=None)
+    value, grad, _, out = obj.evaluate(x, width=None)
     pot_other = x[: p.shape[0]]
     pot_group = -out.theta if simplex else x[p.shape[0]:]
     extra.update(max_nnz=int(np.count_nonzero(out.val, axis=1).max()))
@@ -653,9 +658,16 @@ def cardinality_ot(
         message = (f"{message}; tol is below the rounding error of the plan's marginals in "
                    "float64")
         warn_not_converged(method, n_iter, error, tol, message)
+    elif n_iter >= max_iter:
+        extra["status"] = "not_converged"
+        message = _explain(k, 0, message)
+        warn_not_converged(method, n_iter, error, tol, message)
     else:
+        # the potentials would have to move by about gamma times the largest violation of
+        # the marginal on their side to correct it: ties within that reach are kinks
+        reach = gamma * float(np.max(np.abs(grad[: p.shape[0]]), initial=0.0))
         kinks = _kinks(semi, pot_other, out.nnz if simplex else
-                       _topk(obj, pot_other, obj.zeros_dev, gamma, k, True).nnz)
+                       _topk(obj, pot_other, obj.zeros_dev, gamma, k, True).nnz, reach)
         extra["status"] = "nonsmooth" if k == 1 or kinks else "not_converged"
         message = _explain(k, kinks, message)
         warn_not_converged(method, n_iter, error, tol, message)
@@ -673,8 +685,9 @@ def _explain(k: int, kinks: int, message: str) -> str:
                 "(rebuild_plan=True returns an exact OT plan instead). " + message)
     if kinks:
         return (f"the maximum lies on a kink of the objective: in {kinks} group(s) the k-th "
-                "and (k+1)-th scores are tied, and the plan of one top-k selection cannot "
-                f"meet the marginal to tol. {message}")
+                "and (k+1)-th scores are tied (closer than gamma times the largest marginal "
+                "violation, the move of the potentials that would correct it), and the plan "
+                f"of one top-k selection cannot meet the marginal to tol. {message}")
     return f"{message}. Increase max_iter, or tol."
 
 

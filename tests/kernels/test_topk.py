@@ -201,16 +201,39 @@ def test_parallel_and_serial_kernels_agree(simplex):
     assert m * n >= SERIAL_BELOW
     K, alpha, w = rng.random((m, n)), rng.normal(size=n), rng.random(m)
     beta = np.zeros(m) if simplex else rng.normal(size=m)
-    idx_p, val_p = np.empty((m, k), np.int64), np.empty((m, k))
-    idx_s, val_s = np.empty((m, k), np.int64), np.empty((m, k))
-    hint_p, hint_s = np.full(m, np.nan), np.full(m, np.nan)
-    par = topk._parallel(K, alpha, beta, w, 0.1, k, simplex, 3, idx_p, val_p, hint_p)
-    ser = topk._serial(K, alpha, beta, w, 0.1, k, simplex, idx_s, val_s, hint_s)
-    for p, s in zip(par, ser, strict=True):
-        np.testing.assert_allclose(p, s, rtol=1e-13, atol=1e-15)
-    np.testing.assert_array_equal(idx_p, idx_s)
-    np.testing.assert_array_equal(val_p, val_s)
-    np.testing.assert_array_equal(hint_p, hint_s)
+    state = {name: (np.full(m, np.nan), (np.zeros((m, k + 6), np.int64), np.zeros((m, k + 6)),
+                                         np.full(m, -np.inf), np.full(m, np.inf)))
+             for name in ("par", "ser")}
+    radius = state["ser"][1][2]
+    # a first call (no previous one: searches in full), one a short step away (searches
+    # that keep candidate lists), then one a step away that is within the radii of half
+    # of the groups (their lists are used, the others searched again)
+    used = None
+    for call in range(3):
+        step = (np.inf, 1e-9, float(np.median(radius)))[call]
+        if call:
+            alpha = alpha + step * rng.uniform(-1, 1, size=n)
+            used = radius > step
+        idx_p, val_p = np.empty((m, k), np.int64), np.empty((m, k))
+        idx_s, val_s = np.empty((m, k), np.int64), np.empty((m, k))
+        par = topk._parallel(K, alpha, beta, w, 0.1, k, simplex, 3, idx_p, val_p,
+                             state["par"][0], *state["par"][1], step)
+        ser = topk._serial(K, alpha, beta, w, 0.1, k, simplex, idx_s, val_s,
+                           state["ser"][0], *state["ser"][1], step)
+        for p, s in zip(par, ser, strict=True):
+            np.testing.assert_allclose(p, s, rtol=1e-13, atol=1e-15)
+        np.testing.assert_array_equal(idx_p, idx_s)
+        np.testing.assert_array_equal(val_p, val_s)
+        for p, s in zip((state["par"][0], *state["par"][1]),
+                        (state["ser"][0], *state["ser"][1]), strict=True):
+            np.testing.assert_array_equal(p, s)
+        # the same as a search of every group in full
+        plain = topk.topk_groups(K, alpha, beta, w, 0.1, k, simplex, 1, idx_p, val_p,
+                                 np.zeros(0))
+        for p, s in zip(plain, ser, strict=True):
+            np.testing.assert_allclose(p, s, rtol=1e-13, atol=1e-15)
+        np.testing.assert_array_equal(idx_p, idx_s)
+    assert 0 < np.count_nonzero(used) < m
 
 
 @pytest.mark.parametrize("simplex", [True, False])

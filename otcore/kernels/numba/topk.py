@@ -26,11 +26,26 @@ order). The ``k + 1`` largest are selected: the ``(k + 1)``-th is returned as th
 *hint*. Given a hint ``tau`` from a call at nearby ``alpha`` (consecutive evaluations of
 an optimizer), one pass lists the few scores ``s_i >= tau`` and only those are ranked;
 if fewer than ``k`` qualify the hint was too high and the group is searched in full, so
-the result never depends on the hint. For ``k >= n`` nothing needs ranking: the
-semi-dual threshold comes from Michelot's active-set iteration started at the hint (the
-last threshold), or without one from the top ``_PROBE`` scores when the support is that
-small (exact, see :func:`_groups`) and otherwise from Michelot's iteration started
-there; no sort either way.
+the result never depends on the hint.
+
+*Candidate lists* (``k < n``, optional): a group keeps a list of its ``L >= k + 1`` best
+entries (indices in increasing order, with their costs), the *span*
+``s_(k+1) - s_(L)`` and the *radius*, half the span. While ``alpha`` has moved less than
+the radius in the max-norm since the list was made (the caller passes each call's
+``step`` from the previous call's ``alpha``; the radius shrinks by it), no score outside
+the list can reach the ``k + 1`` best (each score moves by at most the step: the listed
+``k + 1`` stay above ``s_(k+1)`` minus it, the others below ``s_(L)`` plus it), so only
+the ``L`` listed entries are ranked, in index order (the same tie order) and with the
+same arithmetic: the result is that of a full search. An optimizer's late, short steps
+then cost ``O(L)`` per group instead of a pass over the group's ``n`` costs. A group
+whose list has run out is searched in full: for the ``L`` best (a new list) when the
+step is shorter than a quarter of the last span (``_RENEW``), else (an optimizer's long
+trial step) for the ``k + 1`` best only, as without lists.
+
+For ``k >= n`` nothing needs ranking: the semi-dual threshold comes from Michelot's
+active-set iteration started at the hint (the last threshold), or without one from the
+top ``_PROBE`` scores when the support is that small (exact, see :func:`_groups`) and
+otherwise from Michelot's iteration started there; no sort either way.
 """
 
 from __future__ import annotations
@@ -46,6 +61,11 @@ _INSERTION_MAX = 48
 _PROBE = 8
 #: Chunk of a group screened at once: skipped if its best score cannot enter the top k.
 _CHUNK = 32
+#: A group's list is rebuilt after a step shorter than its last span over this: the new
+#: list (radius half the span) then serves at least a few more steps of that length.
+_RENEW = 4.0
+#: No candidate lists (``topk_groups(lists=None)``).
+_NO_LISTS = (np.zeros((0, 0), dtype=np.int64), np.zeros((0, 0)), np.zeros(0), np.zeros(0))
 
 
 @njit(cache=True, fastmath=True)
@@ -196,6 +216,35 @@ def _select_above(alpha, Kj, kk, tau, sel, u, cand, cs):
 
 
 @njit(cache=True)
+def _select_listed(alpha, lidx, lcost, kk, sel, u):
+    """The ``kk`` largest scores among a candidate list (indices ``lidx`` in increasing
+    order, costs ``lcost``), as :func:`_select` over the whole group when the list holds
+    them (see the module docstring)."""
+    for r in range(lidx.shape[0]):
+        v = alpha[lidx[r]] - lcost[r]
+        if r < kk:
+            _insert(v, lidx[r], r, sel, u)
+        elif v > u[kk - 1]:
+            _insert(v, lidx[r], kk - 1, sel, u)
+
+
+@njit(cache=True)
+def _keep_list(Kj, sel, lidx, lcost):
+    """Store the ``len(lidx)`` selected indices ``sel`` in increasing order, with their
+    costs, as the group's candidate list."""
+    size = lidx.shape[0]
+    for r in range(size):
+        i = sel[r]
+        pos = r
+        while pos > 0 and lidx[pos - 1] > i:
+            lidx[pos] = lidx[pos - 1]
+            pos -= 1
+        lidx[pos] = i
+    for r in range(size):
+        lcost[r] = Kj[lidx[r]]
+
+
+@njit(cache=True)
 def _shifted_scores(alpha, Kj, bj, u):
     """``u_i = (alpha_i - K_ji) + b_j`` for the whole group."""
     for i in range(alpha.shape[0]):
@@ -221,16 +270,18 @@ def _finish_dense(u, th, inv_gamma, gamma, rows):
 
 @njit(cache=True)
 def _groups(K, j0, j1, alpha, beta, w, gamma, k, simplex, sel, u, s, cand, idx, val, rows,
-            out, hint):
+            out, hint, lidx, lcost, radius, span, step):
     """Evaluate groups ``j0 <= j < j1``: ``(value, mass, threshold, nnz)`` into
     ``out[:, j]``, their entries added to ``rows`` and, up to ``idx.shape[1]``, written to
     ``idx``/``val``. ``sel``, ``u``, ``s``, ``cand`` are scratch of length ``n``. ``hint``
-    (length ``m``, or 0 for none) is read and updated: see :func:`topk_groups`. (One call
-    for a range of groups: a call per group, with its many array arguments, costs about as
-    much as ranking a short group.)"""
+    (length ``m``, or 0 for none) and the candidate lists ``lidx``, ``lcost``, ``radius``,
+    ``span`` (``m`` rows, or 0 for none) are read and updated: see :func:`topk_groups`.
+    (One call for a range of groups: a call per group, with its many array arguments,
+    costs about as much as ranking a short group.)"""
     n = alpha.shape[0]
     width = idx.shape[1]
     inv_gamma = 1.0 / gamma
+    listing = lidx.shape[0] > 0
     for j in range(j0, j1):
         bj = beta[j]
         Kj = K[j]
@@ -239,10 +290,28 @@ def _groups(K, j0, j1, alpha, beta, w, gamma, k, simplex, sel, u, s, cand, idx, 
         if k < n:
             # select k + 1: the (k + 1)-th score is the next call's hint
             kk = k + 1
-            c = _select_above(alpha, Kj, kk, hint[j], sel, u, cand, s) if hinted else -1
-            if c < k:
-                _select(alpha, Kj, kk, sel, u, s)
-                c = n
+            if listing and step < radius[j]:
+                _select_listed(alpha, lidx[j], lcost[j], kk, sel, u)
+                radius[j] -= step
+                c = kk
+            else:
+                renew = listing and _RENEW * step < span[j]
+                top, tau = kk, hint[j]
+                if renew:
+                    # a short step: a new list, searched for below the last hint by
+                    # twice the last span and the step (enough unless c < top)
+                    top, tau = lidx.shape[1], hint[j] - 2.0 * span[j] - step
+                c = (_select_above(alpha, Kj, top, tau, sel, u, cand, s)
+                     if hinted and tau > -np.inf else -1)
+                if c < (top if renew else k):
+                    _select(alpha, Kj, top, sel, u, s)
+                    c = n
+                if renew:
+                    _keep_list(Kj, sel, lidx[j], lcost[j])
+                    span[j] = u[k] - u[top - 1] if top < n else np.inf
+                    radius[j] = 0.5 * span[j]
+                elif listing:
+                    radius[j] = -np.inf
             if hint.shape[0] > 0 and c >= kk:
                 hint[j] = u[k]
             for r in range(k):
@@ -314,7 +383,8 @@ def _groups(K, j0, j1, alpha, beta, w, gamma, k, simplex, sel, u, s, cand, idx, 
 
 
 @njit(parallel=True, cache=True)
-def _parallel(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val, hint):
+def _parallel(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val, hint, lidx, lcost,
+              radius, span, step):
     m, n = K.shape
     nblocks = max(1, min(m, nthreads))
     out = np.empty((4, m), dtype=np.float64)
@@ -325,12 +395,14 @@ def _parallel(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val, hint):
         s = np.empty(n, dtype=np.float64)
         cand = np.empty(n, dtype=np.int64)
         _groups(K, b * m // nblocks, (b + 1) * m // nblocks, alpha, beta, w, gamma, k,
-                simplex, sel, u, s, cand, idx, val, acc[b], out, hint)
+                simplex, sel, u, s, cand, idx, val, acc[b], out, hint, lidx, lcost,
+                radius, span, step)
     return out, acc.sum(axis=0)
 
 
 @njit(cache=True)
-def _serial(K, alpha, beta, w, gamma, k, simplex, idx, val, hint):
+def _serial(K, alpha, beta, w, gamma, k, simplex, idx, val, hint, lidx, lcost, radius, span,
+            step):
     m, n = K.shape
     out = np.empty((4, m), dtype=np.float64)
     rows = np.zeros(n, dtype=np.float64)
@@ -339,11 +411,12 @@ def _serial(K, alpha, beta, w, gamma, k, simplex, idx, val, hint):
     s = np.empty(n, dtype=np.float64)
     cand = np.empty(n, dtype=np.int64)
     _groups(K, 0, m, alpha, beta, w, gamma, k, simplex, sel, u, s, cand, idx, val, rows,
-            out, hint)
+            out, hint, lidx, lcost, radius, span, step)
     return out, rows
 
 
-def topk_groups(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val, hint):
+def topk_groups(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val, hint,
+                lists=None, step=np.inf):
     """Fused top-k evaluation over the groups (rows) of ``K``; see the module docstring.
 
     Parameters
@@ -373,6 +446,16 @@ def topk_groups(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val, hint):
         ``alpha``, so that only the scores above it need ranking); for the semi-dual with
         ``k >= n`` the threshold (the start of Michelot's iteration); untouched for the
         dual with ``k >= n``.
+    lists : tuple (lidx, lcost, radius, span), optional
+        For ``k < n``, the candidate lists of the module docstring, updated in place:
+        ``lidx`` ``(m, L)`` int64 and ``lcost`` ``(m, L)`` float64 with
+        ``k + 1 <= L <= n``, ``radius`` and ``span`` ``(m,)`` float64 (``-inf`` and
+        ``inf`` before the first call); they need ``hint`` (length ``m``). Results do not
+        depend on them.
+    step : float, default inf
+        With ``lists``: an upper bound of ``max_i |alpha_i - alpha'_i|`` over the previous
+        call's ``alpha'``, including the rounding of the scores (formed in float64:
+        ``2**-50 * (max |alpha| + max |K|)`` over both calls more).
 
     Returns
     -------
@@ -383,6 +466,10 @@ def topk_groups(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val, hint):
         ``sum_j t_ji``.
     """
     k = min(k, K.shape[1])
+    lidx, lcost, radius, span = lists if lists is not None and k < K.shape[1] else _NO_LISTS
+    step = float(step)
     if K.shape[0] * K.shape[1] < SERIAL_BELOW or nthreads == 1:
-        return _serial(K, alpha, beta, w, gamma, k, simplex, idx, val, hint)
-    return _parallel(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val, hint)
+        return _serial(K, alpha, beta, w, gamma, k, simplex, idx, val, hint, lidx, lcost,
+                       radius, span, step)
+    return _parallel(K, alpha, beta, w, gamma, k, simplex, nthreads, idx, val, hint, lidx,
+                     lcost, radius, span, step)
