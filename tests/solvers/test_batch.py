@@ -334,11 +334,10 @@ def test_cardinality_batch_is_a_loop(rng):
     assert res.converged.all()
 
 
-def test_gibbs_start_and_plan_stats_match_kernels(rng):
-    """The matrix-product first update and final statistics of the shared-cost CPU path
-    equal the Numba kernels' (a cost with nonzero column minima, a zero weight)."""
+def _gibbs_case(rng):
+    """A shared-cost batch whose cost has nonzero column minima and one zero weight, with
+    its Gibbs (matrix-product) iterator: ``(a, b, log a, log b, eps, iterator)``."""
     from otcore.backends import get_backend
-    from otcore.backends._contract import BatchIterator
     from otcore.collection import as_batch
 
     n, m, B, eps = 12, 9, 5, 0.05
@@ -347,10 +346,19 @@ def test_gibbs_start_and_plan_stats_match_kernels(rng):
     a[0, 3] = 0.0
     a /= a.sum(axis=1, keepdims=True)
     b /= b.sum(axis=1, keepdims=True)
-    bt = as_batch(a, b, C)
     with np.errstate(divide="ignore"):
         la, lb = np.log(a), np.log(b)
-    it = get_backend(C).bind_batch(bt).iterator(la, lb, eps)
+    return a, b, la, lb, eps, get_backend(C).bind_batch(as_batch(a, b, C)).iterator(la, lb,
+                                                                                       eps)
+
+
+def test_gibbs_start_and_plan_stats_match_kernels(rng):
+    """The matrix-product first update and final statistics of the shared-cost CPU path
+    equal the Numba kernels' (a cost with nonzero column minima, a zero weight)."""
+    from otcore.backends._contract import BatchIterator
+
+    a, b, la, lb, eps, it = _gibbs_case(rng)
+    B, n, m = a.shape[0], a.shape[1], b.shape[1]
     assert it.path == "gibbs"
     active = np.arange(B)
     f = 0.3 * rng.random((B, n))
@@ -366,20 +374,10 @@ def test_gibbs_check_errors_match_potentials(rng):
     """The row errors the shared-cost CPU iterator reports at a check, from its scalings,
     equal those of the potentials it returned (a cost with nonzero column minima, a zero
     weight), on the whole batch and after problems left."""
-    from otcore.backends import get_backend
     from otcore.backends._contract import BatchIterator
-    from otcore.collection import as_batch
 
-    n, m, B, eps = 12, 9, 5, 0.05
-    C = rng.random((n, m)) + 3.0
-    a, b = rng.random((B, n)) + 0.1, rng.random((B, m)) + 0.1
-    a[0, 3] = 0.0
-    a /= a.sum(axis=1, keepdims=True)
-    b /= b.sum(axis=1, keepdims=True)
-    bt = as_batch(a, b, C)
-    with np.errstate(divide="ignore"):
-        la, lb = np.log(a), np.log(b)
-    it = get_backend(C).bind_batch(bt).iterator(la, lb, eps)
+    a, b, *_, it = _gibbs_case(rng)
+    B, n, m = a.shape[0], a.shape[1], b.shape[1]
     rho = (np.inf, np.inf)
     f, g = np.zeros((B, n)), it.first_g(np.zeros((B, n)), np.arange(B), np.zeros((B, m)))
     for active in (np.arange(B), np.array([0, 2, 3])):
