@@ -315,7 +315,7 @@ def report(rows: list[Row], quick: bool) -> str:
              "`oc.sinkhorn` call per problem. POT's `ot.batch.solve_batch` runs "
              "`log_sinkhorn` by default (`method='auto'` with `reg > 0`); its exp-domain "
              "`sinkhorn` is timed too. See `bench/batch.py` for the problems. On a GPU: "
-             "[batch_gpu.md](batch_gpu.md) (4096 problems of 256 x 256 on an H100, "
+             "`bench/results/batch_gpu.md` (4096 problems of 256 x 256 on an H100, "
              "`python -m bench.batch_gpu`).")
     lines = ["# Many problems at once", "",
              f"`{command_line('bench.batch')}`" + (" (quick)" if quick else ""), "",
