@@ -631,9 +631,15 @@ class KernelContract:
             cost, dev_cost = C, device.asarray(C, dtype)
         kwargs = {"formulation": formulation, "constrain": constrain, "rebuild_plan": rebuild,
                   "tol": 1e-12 if smooth(case) else 1e-9}
-        ref = oc.cardinality_ot(a, b, cost, k, 0.5, **kwargs)
-        res = oc.cardinality_ot(device.asarray(a, dtype), device.asarray(b, dtype), dev_cost,
-                                k, 0.5, backend=cupy_gpu.CupyBackend(), **kwargs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", oc.ConvergenceWarning)
+            ref = oc.cardinality_ot(a, b, cost, k, 0.5, **kwargs)
+            res = oc.cardinality_ot(device.asarray(a, dtype), device.asarray(b, dtype),
+                                    dev_cost, k, 0.5, backend=cupy_gpu.CupyBackend(),
+                                    **kwargs)
+        # one warning for each solve that did not converge, none otherwise
+        assert [issubclass(w.category, oc.ConvergenceWarning) for w in caught] == [
+            True] * ((not ref.converged) + (not res.converged))
         assert res.backend == "cupy_gpu"
         assert isinstance(res.plan, device.sparse_type), type(res.plan)
         for arr in (res.f, res.g):
