@@ -180,3 +180,22 @@ def test_every_block_mass_is_within_its_bound(rng, cost):
         assert_allclose(logb, loose)
     else:  # tighter on most blocks, by many orders of magnitude on the far ones
         assert np.mean(logb < loose - 1.0) > 0.5
+
+
+def test_kept_pairs_are_the_greedy_choice(rng):
+    # the pairs dropped are the smallest bounds, as many as fit in the budget (the
+    # selection skips sorting the tiny ones: same result as sorting them all)
+    from otcore.solvers.multiscale import _PairBounds
+
+    logb = rng.normal(size=(40, 30)) * 6.0 - 14.0
+    logb[3, :] = -np.inf  # a cluster without mass
+    for budget in (1e-12, 1e-8, 1e-5, 1e-2):
+        keep, dropped = _PairBounds.keep(logb, budget)
+        order = np.sort(logb.reshape(-1))
+        count = int(np.searchsorted(np.cumsum(np.exp(order)), budget, side="right"))
+        expected = logb > order[count - 1] if count else np.ones(logb.shape, dtype=bool)
+        expected[np.arange(40), np.argmax(logb, axis=1)] = True
+        expected[np.argmax(logb, axis=0), np.arange(30)] = True
+        np.testing.assert_array_equal(keep, expected)
+        assert dropped == pytest.approx(np.exp(logb[~expected]).sum(), rel=1e-12)
+        assert dropped <= budget
