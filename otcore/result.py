@@ -19,8 +19,8 @@ import numpy as np
 
 from ._array import Namespaces, astype, concat, namespaces
 
-__all__ = ["BatchResult", "ConvergenceWarning", "LossResult", "OTResult", "warn_not_converged",
-           "warn_outside"]
+__all__ = ["BatchResult", "ConvergenceWarning", "LossResult", "OTResult", "check_plan_entries",
+           "warn_not_converged", "warn_outside"]
 
 
 class ConvergenceWarning(UserWarning):
@@ -47,6 +47,18 @@ def warn_not_converged(
     """Emit the standard :class:`ConvergenceWarning` (see :func:`warn_outside`)."""
     warn_outside(f"{method} did not converge in {n_iter} {unit}: error {error:.3e} > tol "
                  f"{tol:.3e}.{' ' + advice if advice else ''}")
+
+
+def check_plan_entries(n: int, m: int) -> None:
+    """Refuse to form the ``(n, m)`` plan of a point cloud past
+    ``OTResult.max_plan_entries`` entries (:class:`ValueError`)."""
+    if n * m > OTResult.max_plan_entries:
+        raise ValueError(
+            f"the plan of this point cloud has {n * m:.3g} entries, above "
+            f"OTResult.max_plan_entries={OTResult.max_plan_entries}; use apply() or "
+            "barycentric_projection(), or raise that limit if you really want to "
+            "materialize it"
+        )
 
 
 @dataclass(repr=False)

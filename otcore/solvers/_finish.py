@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from ..geometry import PointCloud
-from ..result import OTResult, warn_not_converged
+from ..result import OTResult, check_plan_entries, warn_not_converged
 from ._problem import Problem
 
 __all__ = ["finish_entropic", "kl"]
@@ -88,13 +88,8 @@ def finish_entropic(
     is_cloud = isinstance(prob.geom, PointCloud)
 
     def plan() -> Any:
-        if is_cloud and n * m > OTResult.max_plan_entries:
-            raise ValueError(
-                f"the plan of this point cloud has {n * m:.3g} entries, above "
-                f"OTResult.max_plan_entries={OTResult.max_plan_entries}; use apply() or "
-                "barycentric_projection(), or raise that limit if you really want to "
-                "materialize it"
-            )
+        if is_cloud:
+            check_plan_entries(n, m)
         return ns.to_user(ops.plan(hf, hg, eps))
 
     return OTResult(

@@ -87,6 +87,46 @@ def test_clusters_of_one_point_and_duplicated_points(rng):
     assert same.converged and same.extra["n_clusters"] == (1, 1)
 
 
+def test_duplicates_are_merged_exactly(backend, rng):
+    # quantized clouds: every point repeated 1 to 4 times, one zero weight, one distinct
+    # point whose copies all have zero weight
+    x = np.repeat(rng.integers(0, 12, (90, 2)) / 12, rng.integers(1, 5, 90), axis=0)
+    y = np.repeat(rng.integers(0, 10, (70, 2)) / 10, rng.integers(1, 5, 70), axis=0) ** 2
+    x = np.concatenate([x, [[2.0, 2.0], [2.0, 2.0]]])
+    a = rng.uniform(0.5, 1, len(x))
+    a[3], a[-2:] = 0.0, 0.0
+    a /= a.sum()
+    b = rng.uniform(0.5, 1, len(y))
+    b /= b.sum()
+    kw = dict(tol=1e-9, truncation=1e-13, n_clusters=30)  # both plans to 1e-13
+    geom = oc.PointCloud(backend.asarray(x), backend.asarray(y))
+    res = oc.multiscale_sinkhorn(backend.asarray(a), backend.asarray(b), geom, 5e-3, **kw)
+    ref = oc.multiscale_sinkhorn(a, b, oc.PointCloud(x, y), 5e-3, merge_duplicates=False,
+                                 **kw)
+    assert res.converged and ref.converged and "distinct_points" not in ref.extra
+    assert res.extra["distinct_points"] == (len(np.unique(x, axis=0)), len(np.unique(y, axis=0)))
+    np_ = backend.to_numpy
+    c = np.mean(np_(res.f)[a > 0] - ref.f[a > 0])
+    assert_allclose(np_(res.f)[a > 0], ref.f[a > 0] + c, atol=1e-8)
+    assert_allclose(np_(res.g), ref.g - c, atol=1e-8)
+    # the plan of the original points, its products and statistics
+    plan = ref.plan
+    assert_allclose(np_(res.plan), plan, rtol=1e-6, atol=1e-12)
+    for got, want in zip(res.marginals, (plan.sum(1), plan.sum(0)), strict=True):
+        assert_allclose(np_(got), want, rtol=1e-6, atol=1e-13)
+    assert res.cost == pytest.approx(ref.cost, rel=1e-8)
+    assert res.value == pytest.approx(ref.value, rel=1e-8)
+    assert res.marginal_error <= 1e-9
+    u, v = rng.normal(size=(len(x), 3)), rng.normal(size=len(y))
+    assert_allclose(np_(res.apply(backend.asarray(v))), plan @ v, rtol=1e-6, atol=1e-12)
+    assert_allclose(np_(res.apply(backend.asarray(u), axis=0)), plan.T @ u, rtol=1e-6,
+                    atol=1e-12)
+    proj = np_(res.barycentric_projection())
+    assert np.isnan(proj[a == 0]).all()
+    assert_allclose(proj[a > 0], ref.barycentric_projection()[a > 0], rtol=1e-6)
+    assert res.plan.shape == (len(x), len(y))
+
+
 def test_backends_agree(backend, rng):
     x, y = clouds(rng, 300, 2)
     a = rng.uniform(0.5, 1, 300)
