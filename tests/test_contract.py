@@ -174,3 +174,26 @@ def test_reference_plan_of_the_formula():
     C = ((x[:, None] - y[None]) ** 2).sum(-1) / 2.5
     assert_allclose(REFERENCE.bind(geom_np).plan(hf, hg, 0.2),
                     np.exp((hf[:, None] + hg[None] - C) / 0.2), rtol=1e-13, atol=1e-300)
+
+
+@pytest.mark.parametrize("kind", ["dense", "sqeuclidean"])
+@pytest.mark.parametrize("omega", [1.0, 1.6])
+def test_sinkhorn_iterator_relaxed_step(case, kind, omega):
+    """``f' = f + omega (T(g) - f)``, ``g' = g + omega (T'(f') - g)`` from the reference
+    softmins; ``omega = 1`` is the plain step."""
+    geom_np, geom, hf, hg = make(kind, case.to_xp)
+    ref, ops = REFERENCE.bind(geom_np), case.backend.bind(geom)
+    X, eps = case.to_xp, 0.2
+    la, lb = np.full(hf.shape, -np.log(hf.size)), np.full(hg.shape, -np.log(hg.size))
+    f, g = 0.1 * hf, hg.copy()
+    f[3] = 0.0
+    got = ops.sinkhorn_iterator(X(la), X(lb), eps).relaxed_step(X(f), X(g), omega)
+    f_T = ref.softmin(g + eps * lb, eps, axis=1)
+    f_new = f + omega * (f_T - f)
+    g_T = ref.softmin(f_new + eps * la, eps, axis=0)
+    for value, want in zip(got, (f_new, g + omega * (g_T - g), f_T, g_T), strict=True):
+        assert_allclose(case.to_np(value), want, rtol=1e-12, atol=1e-13)
+    if omega == 1.0:
+        plain = ref.sinkhorn_iterator(la, lb, eps).step(f, g)
+        assert_allclose(case.to_np(got[0]), plain[0], rtol=1e-12, atol=1e-13)
+        assert_allclose(case.to_np(got[1]), plain[1], rtol=1e-12, atol=1e-13)

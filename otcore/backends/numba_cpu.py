@@ -401,6 +401,9 @@ class _NumbaIterator(SinkhornIterator):
             self.K = np.empty(ops.geom.shape)
         self.f0 = self.g0 = None  # the potentials K was stored at; None: no valid K
 
+    def _softmin(self, h: Any, axis: int, hint: Any) -> np.ndarray:
+        return self.ops.hinted_softmin(h, self.eps, axis, hint)
+
     def step(self, f: Any, g: Any) -> tuple[np.ndarray, np.ndarray]:
         ops, eps = self.ops, self.eps
         ta, tb = self.tau

@@ -64,6 +64,7 @@ from ._clusters import Clusters, grid_cell, grid_clusters
 from ._duplicates import distinct_points, expand_result
 from ._finish import finish_entropic
 from ._monitor import IterationInfo, make_monitor
+from ._overrelax import overrelaxed_loop
 from ._problem import Problem, default_tol, make_problem
 from .sinkhorn import sinkhorn, sinkhorn_loop
 
@@ -427,9 +428,11 @@ def _solve(prob: Problem, eps: float, tol: float, truncation: float,
 
     # Final eps: Sinkhorn on the kept pairs, in stretches; after each, the bound is
     # recomputed with the current potentials and the kept pairs chosen again if it fails.
-    errors: list = []
     keep, bound = bounds.select(bk.to_numpy(f), bk.to_numpy(g), eps, truncation / 2)
     fine = dataclasses.replace(prob, ops=prob.ops.block_sparse(bounds.layout(keep)))
+    f, g, n_iter, errors = overrelaxed_loop(fine, eps, f, g, tol=tol - 2 * truncation,
+                                            max_iter=max_iter, first_iter=n_iter,
+                                            monitor=monitor)
     while True:
         f, g, n_iter, met, errs = sinkhorn_loop(
             fine, eps, tol=tol - 2 * truncation,

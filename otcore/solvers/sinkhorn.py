@@ -55,7 +55,7 @@ def check_init(prob: Problem, init: Any) -> tuple[Any, Any]:
     return out[0], out[1]
 
 
-def _row_error(xp: Any, w: Any, pot: Any, T: Any, eps: float, rho: float) -> Any:
+def row_error(xp: Any, w: Any, pot: Any, T: Any, eps: float, rho: float) -> Any:
     """L1 violation of the marginal's optimality condition, from the softmin ``T`` of the
     other side (no extra pass over the cost).
 
@@ -167,10 +167,10 @@ def sinkhorn_loop(
             # (f, g) meets the column condition exactly (alternating); the row softmin of
             # g, T(g) = T(g - t) - t, measures its rows.
             row_softmin = f_new if ta == 1.0 else f_new / ta
-            err = _row_error(xp, prob.a, f, row_softmin - t if shift else row_softmin, eps,
+            err = row_error(xp, prob.a, f, row_softmin - t if shift else row_softmin, eps,
                              rho_a)
             if symmetric:
-                err = err + _row_error(xp, prob.b, g, g_new if tb == 1.0 else g_new / tb,
+                err = err + row_error(xp, prob.b, g, g_new if tb == 1.0 else g_new / tb,
                                        eps, rho_b)
             err = bk.to_float(err)
             errors.append((n_iter, err))

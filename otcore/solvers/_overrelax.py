@@ -1,0 +1,120 @@
+r"""Over-relaxed Sinkhorn iterations with a relaxation factor estimated on the fly.
+
+Near its fixed point, balanced Sinkhorn contracts the error by a factor ``rho`` per
+iteration, close to 1 when eps is small against the spread of the plan. Over-relaxing
+both half-steps (:meth:`~otcore.backends._contract.SinkhornIterator.relaxed_step`),
+
+.. math::
+
+    f \leftarrow f + \omega\,(T(g) - f), \qquad g \leftarrow g + \omega\,(T'(f) - g),
+
+is successive over-relaxation of a two-block system, whose optimal factor is
+``omega* = 2 / (1 + sqrt(1 - rho))`` with local rate ``omega* - 1`` (Thibault, Chizat,
+Dossal and Papadakis, *Overrelaxed Sinkhorn-Knopp algorithm for regularized optimal
+transport*, 2017): at ``rho = 0.9``, 0.53 instead of 0.9, so about seven times fewer
+iterations. ``rho`` is measured on a few plain iterations first. A relaxed iteration is
+two softmin passes (a plain one fuses them into one pass), so it pays when ``rho`` is
+above about 0.6.
+
+The loop is a *fast start*: it returns once its own estimate of the error is below the
+tolerance, with the last column update exact, and the caller finishes with plain
+iterations, whose error is measured exactly. An iteration whose error grows tenfold over
+the best one is undone and ``omega`` brought halfway back to 1.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ._monitor import Monitor
+from ._problem import Problem
+from .sinkhorn import row_error
+
+__all__ = ["overrelaxed_loop"]
+
+#: Plain iterations measuring the contraction rate; the rate is taken over the last
+#: ``_SPAN`` of them.
+_PROBE, _SPAN = 6, 3
+#: Largest relaxation factor used (the local rate is ``omega - 1``).
+_OMEGA_MAX = 1.9
+
+
+def relaxation_factor(rate: float) -> float:
+    """``2 / (1 + sqrt(1 - rate))``, the optimal over-relaxation for a plain contraction
+    ``rate`` in ``[0, 1)``, at most :data:`_OMEGA_MAX`; 1 (no relaxation) otherwise."""
+    if not 0.0 <= rate < 1.0:
+        return 1.0
+    return min(2.0 / (1.0 + math.sqrt(1.0 - rate)), _OMEGA_MAX)
+
+
+def overrelaxed_loop(prob: Problem, eps: float, f: Any, g: Any, *, tol: float,
+                     max_iter: int, first_iter: int, monitor: Monitor | None = None,
+                     ) -> tuple[Any, Any, int, list]:
+    """Plain then over-relaxed Sinkhorn iterations on a balanced problem from ``(f, g)``,
+    until the estimated L1 marginal error is below ``tol`` (or ``max_iter`` iterations
+    counted from ``first_iter``). Returns ``f, g, n_iter, errors``; ``g`` is the exact
+    column update of ``f``, as after a plain iteration."""
+    xp, bk = prob.xp, prob.backend
+    log_a, log_b = prob.log_weights()
+    iterator = prob.ops.sinkhorn_iterator(log_a, log_b, eps)
+    n_iter, errors = first_iter, []
+
+    def error(w: Any, pot: Any, T: Any) -> float:
+        return bk.to_float(row_error(xp, w, pot, T, eps, math.inf))
+
+    def stop(err: float) -> bool:
+        """Record ``err``; whether to leave the loop (converged, non-finite, stopped)."""
+        errors.append((n_iter, err))
+        if err < tol or not math.isfinite(err):
+            return True
+        return monitor is not None and monitor.active and bool(monitor.check(n_iter, err))
+
+    # Plain iterations: after the first, g is the exact column update of f, and the row
+    # error of (f, g) is the L1 marginal error.
+    while n_iter < min(max_iter, first_iter + _PROBE):
+        f_new, g_new = iterator.step(f, g)
+        err = error(prob.a, f, f_new)
+        stop_now = stop(err)
+        f, g, n_iter = f_new, g_new, n_iter + 1
+        if stop_now:
+            return f, g, n_iter, errors
+    recent = [e for _, e in errors[-(_SPAN + 1):]]
+    omega = 1.0
+    if len(recent) == _SPAN + 1 and recent[0] > 0:
+        omega = relaxation_factor((recent[-1] / recent[0]) ** (1.0 / _SPAN))
+    if omega == 1.0:
+        return f, g, n_iter, errors
+
+    g_exact = g  # T'(f): the exact column update of the current f
+    since = len(errors) + 1  # the first relaxed error mixes plain and relaxed iterates
+    best = (math.inf, f, g, g_exact)
+    while n_iter < max_iter:
+        f_new, g_new, f_T, g_T = iterator.relaxed_step(f, g, omega)
+        # the row error of (f, g) and the column error of (f_new, g)
+        err = error(prob.a, f, f_T) + error(prob.b, g, g_T)
+        if err < best[0]:
+            best = (err, f, g, g_exact)
+        elif not err <= 10.0 * best[0]:  # diverging: undo, relax less
+            _, f, g, g_exact = best
+            omega = 1.0 + 0.5 * (omega - 1.0)
+            if omega < 1.05:
+                break
+            continue
+        stop_now = stop(err)
+        f, g, g_exact, n_iter = f_new, g_new, g_T, n_iter + 1
+        if stop_now:
+            break
+        if len(errors) - since > _SPAN:  # a rate slower than omega - 1: omega < omega*
+            omega, since = _retuned(omega, errors[-(_SPAN + 1):]), len(errors)
+    return f, g_exact, n_iter, errors
+
+
+def _retuned(omega: float, recent: list) -> float:
+    """``omega`` raised to the optimum when the relaxed iterations ``recent`` (``(n_iter,
+    error)``) contract slower than ``omega - 1``: below the optimum, the rate ``r`` is the
+    larger root of ``(r + omega - 1)^2 = r omega^2 rho``, which gives ``rho``."""
+    r = (recent[-1][1] / recent[0][1]) ** (1.0 / (len(recent) - 1))
+    if not omega - 1.0 < 0.9 * r < 0.9:
+        return omega
+    return max(omega, relaxation_factor((r + omega - 1.0) ** 2 / (r * omega**2)))
