@@ -10,8 +10,12 @@ The scheme (after Schmitzer's sparse scaling and GeomLoss's multiscale backend):
    resolving the plan.
 3. Its potentials are extended to every point by one softmin against the other cloud's
    centres, and eps-scaling goes on at the fine level with one iteration per value of
-   eps, then Sinkhorn iterations at ``eps`` until ``tol``. At every value of eps only the
-   pairs of clusters that may carry mass are evaluated.
+   eps, then over-relaxed Sinkhorn iterations at ``eps``
+   (:mod:`otcore.solvers._overrelax`) and plain ones until ``tol``. At every value of
+   eps only the pairs of clusters that may carry mass are evaluated.
+
+Duplicated points are merged first (exactly: equal points have equal potentials), so
+quantized clouds such as the pixels of an image solve on their distinct points.
 
 **The truncation bound.** For clusters ``I`` (sources) and ``J`` (targets) with centres
 ``c_I, c_J`` and radii ``r_I, r_J`` in the norm of the ground cost, the triangle
