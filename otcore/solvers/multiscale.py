@@ -287,9 +287,9 @@ def multiscale_sinkhorn(
         Convergence check period at the final eps.
     callback, verbose, time_limit
         Progress and control at the final eps, as in :func:`otcore.sinkhorn`.
-    backend : {"numba_cpu", "array_api"} or Backend, optional
-        Force a backend. Backends without block-sparse kernels (``cupy_gpu`` for now)
-        fall back to :func:`otcore.sinkhorn`.
+    backend : {"numba_cpu", "cupy_gpu", "array_api"} or Backend, optional
+        Force a backend. Backends without block-sparse kernels fall back to
+        :func:`otcore.sinkhorn`.
 
     Returns
     -------
