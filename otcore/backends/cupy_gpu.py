@@ -409,13 +409,8 @@ class _CupyBlockOps(GeometryOps):
         cp = _cupy()
         self.geom, self.base = base.geom, base
         lay = BlockLayout(*(np.asarray(v, dtype=np.int64) for v in layout))
-        n, m = base.geom.shape
-        if lay.x_order.shape[0] != n or lay.y_order.shape[0] != m:
-            raise ValueError(f"layout: clusters of {lay.x_order.shape[0]} and "
-                             f"{lay.y_order.shape[0]} points do not match a geometry of "
-                             f"shape {(n, m)}")
         self.layout = lay
-        runs = block_runs(lay)
+        runs = block_runs(lay, base.geom.shape)  # checks the layout first
         with base.device:
             self.order = {1: cp.asarray(lay.x_order), 0: cp.asarray(lay.y_order)}
             X, Y = base.X[self.order[1]], base.Y[self.order[0]]

@@ -254,9 +254,9 @@ class _NumbaBlockOps(GeometryOps):
         self.kind, self.p, self.nthreads = base.kind, base.p, base.nthreads
         lay = BlockLayout(*(np.asarray(v, dtype=np.int64) for v in layout))
         self.layout = lay
+        runs = block_runs(lay, base.geom.shape)  # checks the layout first
         self.px, self.py = lay.x_order, lay.y_order
         X, Y = base.X[self.px], base.Y[self.py]
-        runs = block_runs(lay)
         self.sides = {
             1: (X, np.ascontiguousarray(Y.T), self.kind, self.p, *runs[1]),
             0: (Y, np.ascontiguousarray(X.T), self.kind, self.p, *runs[0]),

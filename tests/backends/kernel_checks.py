@@ -643,6 +643,21 @@ class KernelContract:
         with pytest.raises(TypeError, match="PointCloud"):
             ops.block_sparse(BlockLayout(*(np.zeros(1, dtype=np.int64),) * 6))
 
+    @pytest.mark.parametrize("bad", ["order", "start", "ptr", "idx"])
+    def test_block_sparse_refuses_a_layout_out_of_bounds(self, device, bad, rng):
+        # a layout that would index past the points is refused before any launch, as on
+        # the CPU
+        geom, lay = block_problem(rng, 2, "sqeuclidean", 1.0, BLOCK_LAYOUTS["runs"],
+                                  np.float64)
+        field = {"order": "y_order", "start": "x_start", "ptr": "pair_ptr",
+                 "idx": "pair_idx"}[bad]
+        wrong = getattr(lay, field).copy()
+        wrong[-1] = wrong.max() + 1  # one past the points, the pairs or the clusters
+        lay = lay._replace(**{field: wrong})
+        for ops in (self._ops(device, geom, np.float64), NumbaBackend().bind(geom)):
+            with pytest.raises(ValueError, match="layout"):
+                ops.block_sparse(lay)
+
     @pytest.mark.parametrize("dtype", DTYPES)
     def test_multiscale_matches_numba(self, device, dtype, rng):
         # the fine level on the block-sparse CUDA kernels (no fallback), a zero weight
