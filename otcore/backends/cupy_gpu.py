@@ -389,7 +389,6 @@ class _CupyOps(GeometryOps):
             return self.backend.to_float(self.geom.pairwise(lo[None], hi[None])[0, 0])
 
 
-
 class _CupyBlockOps(GeometryOps):
     """The kernels of ``blocksparse.cu`` over the kept pairs of a
     :class:`~otcore.backends._contract.BlockLayout`, on the device of the geometry.
@@ -503,6 +502,7 @@ class _CupyBlockOps(GeometryOps):
 
     def cost_entries(self, i: Any, j: Any) -> Any:
         return self.base.cost_entries(i, j)
+
 
 class CupyBackend(Backend):
     """CuPy arrays on a CUDA GPU, with fused CUDA kernels.
