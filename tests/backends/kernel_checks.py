@@ -667,10 +667,11 @@ class KernelContract:
         a, x, y = (a / a.sum()).astype(dtype), x.astype(dtype), y.astype(dtype)
         tol = 1e-8 if dtype == np.float64 else 1e-4
         kw = dict(tol=tol, n_clusters=40)
-        ref = oc.multiscale_sinkhorn(a, None, oc.PointCloud(x, y), 4e-3, **kw)
+        eps = 1e-2  # 350 iterations in float64, 63% of the pairs kept
+        ref = oc.multiscale_sinkhorn(a, None, oc.PointCloud(x, y), eps, **kw)
         res = oc.multiscale_sinkhorn(
             device.asarray(a, dtype), None,
-            oc.PointCloud(device.asarray(x, dtype), device.asarray(y, dtype)), 4e-3,
+            oc.PointCloud(device.asarray(x, dtype), device.asarray(y, dtype)), eps,
             backend=cupy_gpu.CupyBackend(), **kw)
         assert res.backend == "cupy_gpu" and res.method == "multiscale_sinkhorn"
         assert "multiscale" not in res.extra  # no fallback
@@ -679,7 +680,7 @@ class KernelContract:
         assert res.extra["kept_fraction"] < 0.9  # something was truncated
         # float64: to 1e-8 (the loops stop at the same check); float32 stops at tol 1e-4
         # after a different number of iterations as rounding differs: to 1e-3 of eps
-        atol = 1e-8 if dtype == np.float64 else 1e-3 * 4e-3
+        atol = 1e-8 if dtype == np.float64 else 1e-3 * eps
         device.check(res.f, ref.f, dtype, unit=atol / tolerance(dtype))
         device.check(res.g, ref.g, dtype, unit=atol / tolerance(dtype))
         assert res.value == pytest.approx(ref.value, rel=tolerance(dtype))
