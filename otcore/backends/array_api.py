@@ -26,7 +26,7 @@ from ._contract import (
     TopKEvaluator,
 )
 
-__all__ = ["ArrayAPIBackend", "group_costs", "kept_mask"]
+__all__ = ["ArrayAPIBackend", "block_runs", "group_costs", "kept_mask"]
 
 _BLOCK_ENTRIES = 1 << 22
 #: Smallest threshold of ``sparsify_plan``: normalized values below it count as zero.
@@ -82,6 +82,79 @@ def kept_mask(xp: Any, shape: tuple[int, int], layout: BlockLayout) -> Any:
                          f"match a geometry of shape {shape}")
     return xp.asarray(keep[lx[:, None], ly[None, :]])
 
+
+
+def _runs(ptr: np.ndarray, idx: np.ndarray, start: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kept pairs ``(ptr, idx)`` (CSR over row clusters) as runs of contiguous
+    columns: ``(run_ptr, lo, hi)``, adjacent kept clusters merged into one run."""
+    rows = np.repeat(np.arange(ptr.shape[0] - 1), np.diff(ptr))
+    new = np.ones(idx.shape[0], dtype=bool)
+    new[1:] = (idx[1:] != idx[:-1] + 1) | (rows[1:] != rows[:-1])
+    first = np.flatnonzero(new)
+    last = np.append(first[1:], idx.shape[0]) - 1
+    run_ptr = np.zeros(ptr.shape[0], dtype=np.int64)
+    np.cumsum(np.bincount(rows[first], minlength=ptr.shape[0] - 1), out=run_ptr[1:])
+    return run_ptr, start[idx[first]], start[idx[last] + 1]
+
+
+def _transpose(ptr: np.ndarray, idx: np.ndarray, ncols: int) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR pattern ``(ptr, idx)`` of a ``(len(ptr) - 1, ncols)`` matrix, transposed."""
+    rows = np.repeat(np.arange(ptr.shape[0] - 1), np.diff(ptr))
+    order = np.argsort(idx, kind="stable")  # rows stay increasing within a column
+    tptr = np.zeros(ncols + 1, dtype=np.int64)
+    np.cumsum(np.bincount(idx, minlength=ncols), out=tptr[1:])
+    return tptr, rows[order]
+
+
+def block_runs(layout: BlockLayout, shape: tuple[int, int]
+               ) -> dict[int, tuple[np.ndarray, ...]]:
+    """The kept pairs of a block layout as runs of contiguous columns, the input of the
+    block-sparse kernels (host NumPy ``int64``), after checking that the layout indexes
+    within the geometry (so that no kernel reads out of bounds).
+
+    With both clouds sorted by cluster, sorted row ``i`` interacts with the sorted columns
+    ``lo[r] <= j < hi[r]`` for ``run_ptr[rc[i]] <= r < run_ptr[rc[i] + 1]``; adjacent kept
+    clusters merge into one run.
+
+    Parameters
+    ----------
+    layout : BlockLayout
+        With ``int64`` arrays.
+    shape : (int, int)
+        ``(n, m)`` of the geometry.
+
+    Returns
+    -------
+    dict
+        ``{1: (rc, run_ptr, lo, hi), 0: ...}``: for ``axis=1`` the rows are the sources
+        and the columns the targets; for ``axis=0`` the roles swap (the transposed pairs).
+
+    Raises
+    ------
+    ValueError
+        If the clusters do not partition ``n`` and ``m`` points or the kept pairs are not
+        a CSR pattern over the clusters.
+    """
+    for side, order, start, size in (("sources", layout.x_order, layout.x_start, shape[0]),
+                                     ("targets", layout.y_order, layout.y_start, shape[1])):
+        if not (order.shape[0] == size and start.shape[0] >= 2 and start[0] == 0
+                and start[-1] == size and np.all(np.diff(start) >= 0)
+                and (size == 0 or 0 <= order.min() <= order.max() < size)):
+            raise ValueError(f"layout: the clusters of the {side} do not partition its "
+                             f"{size} points")
+    K, L = layout.x_start.shape[0] - 1, layout.y_start.shape[0] - 1
+    ptr, idx = layout.pair_ptr, layout.pair_idx
+    if not (ptr.shape[0] == K + 1 and ptr[0] == 0 and ptr[-1] == idx.shape[0]
+            and np.all(np.diff(ptr) >= 0)
+            and (idx.shape[0] == 0 or 0 <= idx.min() <= idx.max() < L)):
+        raise ValueError(f"layout: the kept pairs are not a CSR pattern over {K} x {L} "
+                         "clusters")
+    rx = np.repeat(np.arange(K), np.diff(layout.x_start))
+    ry = np.repeat(np.arange(L), np.diff(layout.y_start))
+    tptr, tidx = _transpose(layout.pair_ptr, layout.pair_idx, L)
+    return {1: (rx, *_runs(layout.pair_ptr, layout.pair_idx, layout.y_start)),
+            0: (ry, *_runs(tptr, tidx, layout.x_start))}
 
 class _ArrayAPIOps(GeometryOps):
     def __init__(self, xp: Any, geom: DenseCost | PointCloud):

@@ -33,6 +33,7 @@ from ..kernels import cuda as _cuda
 from ..kernels.cuda import launch as _launch
 from ._contract import (
     Backend,
+    BlockLayout,
     GeometryOps,
     NewtonStep,
     PlanMarginals,
@@ -41,7 +42,14 @@ from ._contract import (
     TopK,
     TopKEvaluator,
 )
-from .array_api import group_costs, hessian_diagonal, pcg, support_hessian
+from .array_api import (
+    block_runs,
+    group_costs,
+    hessian_diagonal,
+    kept_mask,
+    pcg,
+    support_hessian,
+)
 from .array_api_batch import ArrayAPIBatchOps
 
 __all__ = ["CupyBackend"]
@@ -50,6 +58,7 @@ _SUFFIX = {"float32": "f32", "float64": "f64"}
 # The source file of each kernel family.
 _SOURCE_OF = {
     "otc_batch": "batch.cu",
+    "otc_block": "blocksparse.cu",
     "otc_softmin": "softmin.cu",
     "otc_lse": "softmin.cu",
     "otc_plan": "plan.cu",
@@ -362,6 +371,13 @@ class _CupyOps(GeometryOps):
                 self._groups[axis] = cp.ascontiguousarray(group_costs(cp, self.geom, axis))
         return _CupyTopK(self._groups[axis], w, gamma, k, simplex)
 
+    def block_sparse(self, layout: BlockLayout) -> GeometryOps:
+        """The block-sparse kernels of ``blocksparse.cu`` over the kept pairs of
+        ``layout`` (:class:`_CupyBlockOps`)."""
+        if self.kind == DENSE:
+            raise TypeError("block_sparse needs a PointCloud: a dense cost has no clusters")
+        return _CupyBlockOps(self, layout)
+
     def cost_scale(self) -> float:
         cp = _cupy()
         with self.device:
@@ -371,6 +387,121 @@ class _CupyOps(GeometryOps):
             both = cp.concatenate([self.X, self.Y])
             lo, hi = both.min(axis=0), both.max(axis=0)
             return self.backend.to_float(self.geom.pairwise(lo[None], hi[None])[0, 0])
+
+
+class _CupyBlockOps(GeometryOps):
+    """The kernels of ``blocksparse.cu`` over the kept pairs of a
+    :class:`~otcore.backends._contract.BlockLayout`, on the device of the geometry.
+
+    The points are copied once onto the device sorted by cluster (rows and transposed
+    columns of both clouds, ``O((n + m) d)``), with the runs of kept columns of both
+    directions (:func:`~otcore.backends.array_api.block_runs`, built on the host:
+    ``O(kept pairs of clusters)``). Potentials are gathered into that order at each call
+    and the results scattered back, ``O(n + m)`` against the ``O(kept pairs)`` of a
+    kernel. Each softmin is one launch (a warp per row), so an iteration of the
+    contract's :class:`~otcore.backends._contract.SinkhornIterator` is two launches and
+    no host synchronization; :meth:`plan_stats` is two launches (rows with ``<C, P>``,
+    then columns on the transposed runs), without atomics.
+    """
+
+    def __init__(self, base: _CupyOps, layout: BlockLayout):
+        cp = _cupy()
+        self.geom, self.base = base.geom, base
+        lay = BlockLayout(*(np.asarray(v, dtype=np.int64) for v in layout))
+        self.layout = lay
+        runs = block_runs(lay, base.geom.shape)  # checks the layout first
+        with base.device:
+            self.order = {1: cp.asarray(lay.x_order), 0: cp.asarray(lay.y_order)}
+            X, Y = base.X[self.order[1]], base.Y[self.order[0]]
+            self.sides = {
+                axis: (cp.ascontiguousarray(rows), cp.ascontiguousarray(cols.T),
+                       np.int32(base.X.shape[1]), np.int32(base.kind), base._real(base.p),
+                       *(cp.asarray(np.ascontiguousarray(v)) for v in runs[axis]))
+                for axis, rows, cols in ((1, X, Y), (0, Y, X))
+            }
+
+    def _run(self, name: str, axis: int, inputs: tuple, outputs: tuple) -> None:
+        """Launch ``name`` with the rows of ``axis`` (sources for 1, targets for 0): its
+        arguments are the points and runs of that side, ``inputs``, the sizes, then
+        ``outputs``."""
+        rows, cols = self.order[axis].shape[0], self.order[1 - axis].shape[0]
+        self.base._launch(name, _launch.block_sparse_rows(rows),
+                          (*self.sides[axis], *inputs, np.int64(rows), np.int64(cols),
+                           *outputs))
+
+    def _sorted(self, v: Any, axis: int) -> Any:
+        """A potential-like vector in kernel units (times the scale), in the sorted order
+        of the points of ``axis``."""
+        s = self.base.scale
+        v = v * s if s != 1.0 else v
+        return _cupy().ascontiguousarray(v[self.order[axis]], dtype=self.base.dtype)
+
+    def _unsorted(self, v: Any, axis: int) -> Any:
+        """Sorted values of the points of ``axis`` back in the original order."""
+        out = _cupy().empty_like(v)
+        out[self.order[axis]] = v
+        return out
+
+    def softmin(self, h: Any, eps: float, axis: int) -> Any:
+        """Soft-minimum of ``h - C`` along ``axis`` over the kept pairs: one launch of
+        ``otc_block_softmin`` (``+inf`` for a point without kept mass)."""
+        cp = _cupy()
+        base, s = self.base, self.base.scale
+        with base.device:
+            out = cp.empty(self.order[axis].shape[0], dtype=base.dtype)
+            self._run("otc_block_softmin", axis,
+                      (self._sorted(h, 1 - axis), base._real(eps * s)), (out,))
+            out = self._unsorted(out, axis)
+            return out / s if s != 1.0 else out
+
+    def _sums(self, h1: Any, h2: Any, eps: float, axis: int) -> tuple[Any, Any]:
+        """``otc_block_sums`` on the rows of ``axis``: the plan's sums over the other side
+        and their ``<C, P>`` shares, double, sorted order (``h1`` on the rows)."""
+        cp = _cupy()
+        size = self.order[axis].shape[0]
+        sums, costs = cp.empty(size, dtype=np.float64), cp.empty(size, dtype=np.float64)
+        self._run("otc_block_sums", axis,
+                  (self._sorted(h1, axis), self._sorted(h2, 1 - axis),
+                   self.base._real(eps * self.base.scale)), (sums, costs))
+        return sums, costs
+
+    def plan_stats(self, hf: Any, hg: Any, eps: float) -> PlanStats:
+        base = self.base
+        with base.device:
+            rows, costs = self._sums(hf, hg, eps, 1)
+            cols, _ = self._sums(hg, hf, eps, 0)
+            return PlanStats(self._unsorted(rows.astype(base.dtype), 1),
+                             self._unsorted(cols.astype(base.dtype), 0),
+                             base.backend.to_float(costs.sum()) / base.scale)
+
+    def apply(self, hf: Any, hg: Any, eps: float, V: Any, axis: int) -> Any:
+        """``P V`` or ``P^T V`` over the kept pairs: one launch of ``otc_block_apply``
+        (products and sums in double)."""
+        cp = _cupy()
+        base = self.base
+        h1, h2 = (hf, hg) if axis == 1 else (hg, hf)
+        with base.device:
+            V = cp.ascontiguousarray(V[self.order[1 - axis]], dtype=base.dtype)
+            out = cp.empty((self.order[axis].shape[0], V.shape[1]), dtype=base.dtype)
+            self._run("otc_block_apply", axis,
+                      (self._sorted(h1, axis), self._sorted(h2, 1 - axis),
+                       base._real(eps * base.scale), V, np.int64(V.shape[1])), (out,))
+            return self._unsorted(out, axis)
+
+    def plan(self, hf: Any, hg: Any, eps: float) -> Any:
+        P = self.base.plan(hf, hg, eps)
+        with self.base.device:
+            P[~kept_mask(_cupy(), self.geom.shape, self.layout)] = 0.0
+        return P
+
+    def cost_scale(self) -> float:
+        return self.base.cost_scale()
+
+    def cost_matrix(self) -> Any:
+        return self.base.cost_matrix()
+
+    def cost_entries(self, i: Any, j: Any) -> Any:
+        return self.base.cost_entries(i, j)
 
 
 class CupyBackend(Backend):

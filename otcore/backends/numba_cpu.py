@@ -41,7 +41,7 @@ from ._contract import (
     TopK,
     TopKEvaluator,
 )
-from .array_api import group_costs, kept_mask
+from .array_api import block_runs, group_costs, kept_mask
 
 __all__ = ["NumbaBackend"]
 
@@ -240,29 +240,6 @@ class _NumbaOps(GeometryOps):
         return _NumbaBlockOps(self, layout)
 
 
-def _runs(ptr: np.ndarray, idx: np.ndarray, start: np.ndarray
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The kept pairs ``(ptr, idx)`` (CSR over row clusters) as runs of contiguous
-    columns: ``(run_ptr, lo, hi)``, adjacent kept clusters merged into one run."""
-    rows = np.repeat(np.arange(ptr.shape[0] - 1), np.diff(ptr))
-    new = np.ones(idx.shape[0], dtype=bool)
-    new[1:] = (idx[1:] != idx[:-1] + 1) | (rows[1:] != rows[:-1])
-    first = np.flatnonzero(new)
-    last = np.append(first[1:], idx.shape[0]) - 1
-    run_ptr = np.zeros(ptr.shape[0], dtype=np.int64)
-    np.cumsum(np.bincount(rows[first], minlength=ptr.shape[0] - 1), out=run_ptr[1:])
-    return run_ptr, start[idx[first]], start[idx[last] + 1]
-
-
-def _transpose(ptr: np.ndarray, idx: np.ndarray, ncols: int) -> tuple[np.ndarray, np.ndarray]:
-    """The CSR pattern ``(ptr, idx)`` of a ``(len(ptr) - 1, ncols)`` matrix, transposed."""
-    rows = np.repeat(np.arange(ptr.shape[0] - 1), np.diff(ptr))
-    order = np.argsort(idx, kind="stable")  # rows stay increasing within a column
-    tptr = np.zeros(ncols + 1, dtype=np.int64)
-    np.cumsum(np.bincount(idx, minlength=ncols), out=tptr[1:])
-    return tptr, rows[order]
-
-
 class _NumbaBlockOps(GeometryOps):
     """The kernels of :mod:`otcore.kernels.numba.blocksparse` over the kept pairs of a
     :class:`~otcore.backends._contract.BlockLayout`.
@@ -277,17 +254,12 @@ class _NumbaBlockOps(GeometryOps):
         self.kind, self.p, self.nthreads = base.kind, base.p, base.nthreads
         lay = BlockLayout(*(np.asarray(v, dtype=np.int64) for v in layout))
         self.layout = lay
+        runs = block_runs(lay, base.geom.shape)  # checks the layout first
         self.px, self.py = lay.x_order, lay.y_order
         X, Y = base.X[self.px], base.Y[self.py]
-        K, L = lay.x_start.shape[0] - 1, lay.y_start.shape[0] - 1
-        rx = np.repeat(np.arange(K), np.diff(lay.x_start))
-        ry = np.repeat(np.arange(L), np.diff(lay.y_start))
-        tptr, tidx = _transpose(lay.pair_ptr, lay.pair_idx, L)
         self.sides = {
-            1: (X, np.ascontiguousarray(Y.T), self.kind, self.p, rx,
-                *_runs(lay.pair_ptr, lay.pair_idx, lay.y_start)),
-            0: (Y, np.ascontiguousarray(X.T), self.kind, self.p, ry,
-                *_runs(tptr, tidx, lay.x_start)),
+            1: (X, np.ascontiguousarray(Y.T), self.kind, self.p, *runs[1]),
+            0: (Y, np.ascontiguousarray(X.T), self.kind, self.p, *runs[0]),
         }
 
     def _orders(self, axis: int) -> tuple[np.ndarray, np.ndarray]:

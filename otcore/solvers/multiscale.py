@@ -301,9 +301,9 @@ def multiscale_sinkhorn(
         shrinks by the ratio of pairs, which is large for quantized data (the 1e6 pixels
         of a photograph hold about 1e5 distinct 8-bit colours). ``extra["distinct_points"]``
         then gives the counts.
-    backend : {"numba_cpu", "array_api"} or Backend, optional
-        Force a backend. Backends without block-sparse kernels (``cupy_gpu`` for now)
-        fall back to :func:`otcore.sinkhorn`.
+    backend : {"numba_cpu", "cupy_gpu", "array_api"} or Backend, optional
+        Force a backend. Backends without block-sparse kernels fall back to
+        :func:`otcore.sinkhorn`.
 
     Returns
     -------

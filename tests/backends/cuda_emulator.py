@@ -114,8 +114,11 @@ class DeviceArray(np.ndarray):
 
 
 def _poison(dtype: Any) -> Any:
-    """The guard value of ``dtype``: NaN for floats, the most negative integer otherwise."""
+    """The guard value of ``dtype``: NaN for floats, True for booleans (masks, which no
+    kernel takes), the most negative integer otherwise."""
     dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return True
     return np.nan if dtype.kind == "f" else np.iinfo(dtype).min
 
 

@@ -18,6 +18,14 @@ are float64 whatever the cost's dtype, is compared to 1e-12 with exact indices a
 counts, on ties, ``k = 1``, ``k >= n``, groups without mass and listed entries. The
 solvers built on the kernels (Sinkhorn, SNS, cardinality OT, the Monge gap and the
 Sinkhorn divergence) must give the CPU results end to end.
+
+The block-sparse kernels of multiscale Sinkhorn (``block_sparse``: softmin, one Sinkhorn
+iteration, plan statistics, ``apply`` and the plan over the kept pairs of clusters) are
+compared with Numba's block-sparse kernels on small clustered clouds (BLOCK_CLOUDS) under
+several layouts (BLOCK_LAYOUTS: a cluster of one point on each side, duplicated points, a
+run longer than a warp's unrolled step, row clusters with several runs), and, when every
+pair is kept, with the dense online kernels; ``multiscale_sinkhorn`` must give the CPU
+result end to end.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from scipy import sparse
 
 import otcore as oc
 from otcore.backends import cupy_gpu
-from otcore.backends._contract import PlanMarginals, PlanStats, SparsePlan, TopK
+from otcore.backends._contract import BlockLayout, PlanMarginals, PlanStats, SparsePlan, TopK
 from otcore.backends.array_api import hessian_diagonal, pcg, support_hessian, support_indicator
 from otcore.backends.numba_cpu import NumbaBackend
 from otcore.collection import Batch
@@ -60,6 +68,41 @@ GRAD_COSTS = ["sqeuclidean", "euclidean", ("pnorm", 1.0), ("pnorm", 1.5), ("pnor
 # tile; more targets than one block of 256 threads (d = 2, 5); a scaled cost (d = 2, 5)
 GRAD_SHAPES = {1: (300, 70, 1.0), 2: (45, 300, 2.5), 3: (530, 33, 1.0),
                5: (45, 300, 2.5), 40: (70, 45, 1.0)}
+
+
+# Block-sparse cases: (d, cost, scale) of the clouds; the clusters' sizes are
+# BLOCK_SOURCES and BLOCK_TARGETS (one-point clusters; a 260-point target cluster, longer
+# than the 256 columns of a warp's unrolled step).
+BLOCK_CLOUDS = [(2, "sqeuclidean", 1.0), (3, ("pnorm", 1.5), 2.5), (5, "euclidean", 1.0)]
+BLOCK_SOURCES = [1, 7, 40, 2, 25]
+BLOCK_TARGETS = [3, 1, 260, 20, 26]
+# Kept pairs of clusters (K = L = 5), each cluster in at least one: every pair (the
+# dense kernels' result), runs of several clusters and rows of several runs (source
+# cluster 0 keeps the targets {0, 2, 4}: three runs), and a sparse diagonal band.
+BLOCK_LAYOUTS = {
+    "all": np.ones((5, 5), dtype=bool),
+    "runs": np.array([[1, 0, 1, 0, 1], [0, 1, 0, 0, 0], [1, 1, 1, 0, 0],
+                      [0, 0, 0, 1, 1], [0, 0, 1, 0, 0]], dtype=bool),
+    "band": np.eye(5, dtype=bool) | np.eye(5, k=1, dtype=bool),
+}
+
+
+def block_problem(rng: np.random.Generator, d: int, cost: Any, scale: float, keep: Any,
+                  dtype: Any) -> tuple[oc.PointCloud, BlockLayout]:
+    """A clustered cloud (every source cluster holds one point repeated, so points are
+    duplicated; shuffled, so the clusters are not contiguous) and the layout of the kept
+    pairs ``keep`` (``(5, 5)`` booleans)."""
+    centres = 3.0 * rng.normal(size=(5, d))
+    x = np.repeat(centres + 0.3 * rng.normal(size=(5, d)), BLOCK_SOURCES, axis=0)
+    y = np.repeat(centres, BLOCK_TARGETS, axis=0) + 0.5 * rng.normal(size=(sum(BLOCK_TARGETS), d))
+    px, py = rng.permutation(x.shape[0]), rng.permutation(y.shape[0])
+    x_order, y_order = np.argsort(px), np.argsort(py)  # x[px][x_order] = x
+    starts = [np.concatenate([[0], np.cumsum(sizes)]) for sizes in (BLOCK_SOURCES,
+                                                                      BLOCK_TARGETS)]
+    ptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+    layout = BlockLayout(x_order, starts[0], y_order, starts[1], ptr, np.nonzero(keep)[1])
+    geom = oc.PointCloud(x[px].astype(dtype), y[py].astype(dtype), cost, scale=scale)
+    return geom, BlockLayout(*(np.asarray(v, dtype=np.int64) for v in layout))
 
 
 def tolerance(dtype: Any) -> float:
@@ -536,6 +579,111 @@ class KernelContract:
             assert isinstance(value, float)
             assert value == pytest.approx(ref_value, rel=tolerance(dtype))
             device.check(grad, ref_grad, dtype, unit=float(np.abs(ref_grad).max()))
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("layout", sorted(BLOCK_LAYOUTS))
+    @pytest.mark.parametrize("cloud", BLOCK_CLOUDS, ids=str)
+    def test_block_sparse_kernels_match_numba(self, device, cloud, layout, dtype, rng):
+        geom, lay = block_problem(rng, *cloud, BLOCK_LAYOUTS[layout], dtype)
+        n, m = geom.shape
+        numba = NumbaBackend().bind(geom)
+        refs = [numba.block_sparse(lay)]
+        if layout == "all":  # every pair kept: the dense online kernels' results too
+            refs.append(numba)
+        ops = self._ops(device, geom, dtype).block_sparse(lay)
+        scale = numba.cost_scale()
+
+        def arr(v: np.ndarray) -> Any:
+            return device.asarray(v, dtype)
+
+        for eps in (1e-4 * scale, 0.3 * scale):
+            for axis, size in ((1, m), (0, n)):
+                h = _potential(rng, size, scale, dtype)
+                out = ops.softmin(arr(h), eps, axis)
+                for ref in refs:
+                    device.check(out, ref.softmin(h, eps, axis), dtype)
+        # one Sinkhorn iteration (Numba: the fused sweep), zero weights on both sides
+        eps = 0.3 * scale
+        with np.errstate(divide="ignore"):
+            log_a = np.log(np.where(np.arange(n) % 9 == 4, 0.0, rng.random(n)) / n)
+            log_b = np.log(np.where(np.arange(m) % 7 == 2, 0.0, rng.random(m)) / m)
+        f, g = (scale * rng.normal(size=k).astype(dtype) for k in (n, m))
+        f_new, g_new = ops.sinkhorn_iterator(arr(log_a), arr(log_b), eps).step(arr(f), arr(g))
+        for ref in refs:
+            r_f, r_g = ref.sinkhorn_iterator(log_a.astype(dtype), log_b.astype(dtype),
+                                             eps).step(f, g)
+            device.check(f_new, r_f, dtype)
+            device.check(g_new, r_g, dtype)
+        # plan statistics, the plan and its products, at potentials of a plan with entries
+        # of order 1 / (n m), then with zero weights on both sides
+        hf = (refs[0].softmin(np.zeros(m, dtype), eps, 1) - eps * np.log(n * m)).astype(dtype)
+        hg = (refs[0].softmin(hf, eps, 0) - eps * np.log(m)).astype(dtype)
+        hf_zero, hg_zero = hf.copy(), hg.copy()
+        hf_zero[::3], hg_zero[1::4] = -np.inf, -np.inf
+        for u, v in ((hf, hg), (hf_zero, hg_zero)):
+            stats = ops.plan_stats(arr(u), arr(v), eps)
+            assert isinstance(stats, PlanStats) and isinstance(stats.cost, float)
+            plan = ops.plan(arr(u), arr(v), eps)
+            for ref in refs:
+                r_rows, r_cols, r_cost = ref.plan_stats(u, v, eps)
+                device.check(stats.rows, r_rows, dtype)
+                device.check(stats.cols, r_cols, dtype)
+                assert stats.cost == pytest.approx(r_cost, rel=tolerance(dtype), abs=1e-300)
+                device.check(plan, ref.plan(u, v, eps), dtype)
+                for k in (1, 3, 5):  # 5: more output columns than one pass of the kernel
+                    for axis, size in ((1, m), (0, n)):
+                        V = rng.normal(size=(size, k)).astype(dtype)
+                        out = ops.apply(arr(u), arr(v), eps, arr(V), axis)
+                        device.check(out, ref.apply(u, v, eps, V, axis), dtype)
+        assert ops.cost_scale() == pytest.approx(scale, rel=tolerance(dtype))
+
+    def test_block_sparse_rejects_a_dense_cost(self, device):
+        ops = cupy_gpu.CupyBackend().bind(oc.DenseCost(device.asarray(np.ones((2, 3)),
+                                                                      np.float64)))
+        with pytest.raises(TypeError, match="PointCloud"):
+            ops.block_sparse(BlockLayout(*(np.zeros(1, dtype=np.int64),) * 6))
+
+    @pytest.mark.parametrize("bad", ["order", "start", "ptr", "idx"])
+    def test_block_sparse_refuses_a_layout_out_of_bounds(self, device, bad, rng):
+        # a layout that would index past the points is refused before any launch, as on
+        # the CPU
+        geom, lay = block_problem(rng, 2, "sqeuclidean", 1.0, BLOCK_LAYOUTS["runs"],
+                                  np.float64)
+        field = {"order": "y_order", "start": "x_start", "ptr": "pair_ptr",
+                 "idx": "pair_idx"}[bad]
+        wrong = getattr(lay, field).copy()
+        wrong[-1] = wrong.max() + 1  # one past the points, the pairs or the clusters
+        lay = lay._replace(**{field: wrong})
+        for ops in (self._ops(device, geom, np.float64), NumbaBackend().bind(geom)):
+            with pytest.raises(ValueError, match="layout"):
+                ops.block_sparse(lay)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_multiscale_matches_numba(self, device, dtype, rng):
+        # the fine level on the block-sparse CUDA kernels (no fallback), a zero weight
+        x, y = rng.random((300, 2)), rng.random((340, 2)) ** 2
+        a = rng.uniform(0.5, 1, 300)
+        a[7] = 0.0
+        a, x, y = (a / a.sum()).astype(dtype), x.astype(dtype), y.astype(dtype)
+        tol = 1e-8 if dtype == np.float64 else 1e-4
+        kw = dict(tol=tol, n_clusters=40)
+        eps = 1e-2  # 350 iterations in float64, 63% of the pairs kept
+        ref = oc.multiscale_sinkhorn(a, None, oc.PointCloud(x, y), eps, **kw)
+        res = oc.multiscale_sinkhorn(
+            device.asarray(a, dtype), None,
+            oc.PointCloud(device.asarray(x, dtype), device.asarray(y, dtype)), eps,
+            backend=cupy_gpu.CupyBackend(), **kw)
+        assert res.backend == "cupy_gpu" and res.method == "multiscale_sinkhorn"
+        assert "multiscale" not in res.extra  # no fallback
+        assert res.converged and ref.converged
+        assert res.extra["kept_fraction"] == pytest.approx(ref.extra["kept_fraction"])
+        assert res.extra["kept_fraction"] < 0.9  # something was truncated
+        # float64: to 1e-8 (the loops stop at the same check); float32 stops at tol 1e-4
+        # after a different number of iterations as rounding differs: to 1e-3 of eps
+        atol = 1e-8 if dtype == np.float64 else 1e-3 * eps
+        device.check(res.f, ref.f, dtype, unit=atol / tolerance(dtype))
+        device.check(res.g, ref.g, dtype, unit=atol / tolerance(dtype))
+        assert res.value == pytest.approx(ref.value, rel=tolerance(dtype))
 
     @pytest.mark.parametrize("gamma", [0.05, 2.0])
     @pytest.mark.parametrize("case", TOPK_CASES)

@@ -43,7 +43,8 @@ def test_sources_compile_with_nvcc(name, tmp_path):
 
 def test_sources_inline_their_headers():
     names = cuda.source_names()
-    assert names == ["batch.cu", "cloud.cu", "plan.cu", "softmin.cu", "sparse.cu", "topk.cu"]
+    assert names == ["batch.cu", "blocksparse.cu", "cloud.cu", "plan.cu", "softmin.cu",
+                     "sparse.cu", "topk.cu"]
     for name in names:
         text = cuda.source(name)
         assert '#include "' not in text
@@ -197,3 +198,13 @@ def test_importing_otcore_does_not_import_cupy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["numba_cpu", "1.0"]
+
+
+@given(n=st.integers(1, 10**10))
+def test_block_sparse_launch_covers_every_row(n):
+    # a warp per row, one launch, no split reduction
+    cfg = launch.block_sparse_rows(n)
+    assert cfg.block == (32, launch.ROWS_PER_BLOCK, 1) and cfg.grid[1:] == (1, 1)
+    assert cfg.parts == 1
+    assert cfg.grid[0] * launch.ROWS_PER_BLOCK >= n > (cfg.grid[0] - 1) * launch.ROWS_PER_BLOCK
+    assert cfg.grid[0] <= launch.MAX_GRID_X

@@ -153,3 +153,28 @@ def test_unbalanced_sinkhorn_runs_on_the_cuda_kernels(device, reg_m, online):
     device.check(res.g, ref.g, np.float64)
     assert res.value == pytest.approx(ref.value, rel=1e-10)
     assert res.mass == pytest.approx(ref.mass, rel=1e-10)
+
+
+def test_block_sparse_iteration_is_one_launch_per_direction(device):
+    # softmin: one launch of otc_block_softmin (no split, no merge); a Sinkhorn iteration:
+    # two; plan statistics: two launches of otc_block_sums (rows, then columns)
+    from .kernel_checks import BLOCK_LAYOUTS, block_problem
+
+    geom, layout = block_problem(np.random.default_rng(5), 2, "sqeuclidean", 1.0,
+                                 BLOCK_LAYOUTS["runs"], np.float64)
+    n, m = geom.shape
+    dev_geom = oc.PointCloud(device.asarray(geom.x, np.float64),
+                             device.asarray(geom.y, np.float64))
+    ops = cupy_gpu.CupyBackend().bind(dev_geom).block_sparse(layout)
+    f, g = device.xp.zeros(n, dtype=np.float64), device.xp.zeros(m, dtype=np.float64)
+    softmin = cupy_gpu._kernel("otc_block_softmin", "float64")
+    sums = cupy_gpu._kernel("otc_block_sums", "float64")
+    ops.softmin(g, 0.1, 1)
+    assert softmin.launches == [(launch.block_sparse_rows(n).grid, (32, 8, 1))]
+    ops.sinkhorn_iterator(f - np.log(n), g - np.log(m), 0.1).step(f, g)
+    assert softmin.launches[1:] == [(launch.block_sparse_rows(n).grid, (32, 8, 1)),
+                                    (launch.block_sparse_rows(m).grid, (32, 8, 1))]
+    ops.plan_stats(f, g, 0.1)
+    assert len(sums.launches) == 2
+    assert cupy_gpu._kernel("otc_softmin_cloud_d2", "float64").launches == []
+    assert cupy_gpu._kernel("otc_lse_merge", "float64").launches == []

@@ -16,6 +16,8 @@ topk.cu        ``otc_topk_groups``, ``otc_topk_rows``, ``otc_topk_merge``
 batch.cu       ``otc_batch_softmin_rows`` (a batch of dense costs, stacked or shared, in
                one launch: a warp per problem and row), ``otc_batch_softmin_cloud`` (a
                batch of point clouds: a thread per problem and point)
+blocksparse.cu ``otc_block_softmin``, ``otc_block_sums``, ``otc_block_apply`` (the
+               truncated kernels of multiscale Sinkhorn, over the kept pairs of clusters)
 =============  =====================================================================
 
 Importing this package compiles nothing and needs neither CuPy nor a GPU; the backend
@@ -68,6 +70,22 @@ kernel                            launch and reduction
                                   (coalesced: lane ``tx`` of a warp writes column
                                   ``jb + tx + 32 c``) instead of ``<C, P>``.
 ``otc_plan``                      the dense plan, a grid-stride loop over the ``n m`` entries.
+``otc_block_softmin``             block-sparse softmin (``GeometryOps.block_sparse``): both
+                                  clouds sorted by cluster, each row reduced over its
+                                  cluster's runs of contiguous kept columns (a CSR list of
+                                  ``lo..hi``); block ``(32, 8)``, one warp per row, lanes
+                                  stride over each run with the row loop of
+                                  ``otc_softmin_dense_rows`` (shared with it), the cost
+                                  computed on the fly from ``x`` and ``y.T`` (coalesced);
+                                  one merge per warp. No split: one launch per direction of
+                                  a Sinkhorn iteration (the columns on the transposed runs).
+``otc_block_sums``                the same layout: a row's plan sum and its share of
+                                  ``<C, P>`` in double, written per row (no atomics); the
+                                  plan statistics are two launches (rows, then columns on
+                                  the transposed runs).
+``otc_block_apply``               the same layout: ``P V`` over the kept pairs, four output
+                                  columns per pass over a row's runs, products and sums in
+                                  double.
 ``otc_cost_grad_d{1,2,3}``        the plan-weighted cost gradient
                                   ``G_j = sum_i P_ij grad_y c(x_i, y_j)``, for ``d <= 3``:
                                   the layout of ``otc_softmin_cloud_d*`` with a thread per

@@ -106,9 +106,36 @@ struct OtcLse {
     }
 };
 
-// One warp's log-sum-exp of z_j = (h[j] - row[j]) log2(e) / eps over j0 <= j < j1: lanes
-// stride over the columns, OTC_UNROLL loads in flight per lane; every lane gets the
-// merged (M, S).
+// Row i of a dense cost for the warp reductions: c(j) = row[j].
+template <typename T>
+struct OtcDenseRow {
+    const T* __restrict__ row;
+    __device__ __forceinline__ T operator()(otc_int j) const { return row[j]; }
+};
+
+// Push z_j = (h[j] - cost(j)) log2(e) / eps (c2 = log2(e) / eps) for j0 <= j < j1 into a
+// lane's accumulator: the lanes of a warp stride over the columns, OTC_UNROLL loads in
+// flight per lane, and the block sum is folded every OTC_FOLD unrolled steps (`step`
+// counts them across calls, so a row of several ranges folds as one long range).
+template <typename T, typename Cost>
+__device__ __forceinline__ void otc_warp_push(OtcLse<T>& acc, int& step, const Cost& cost,
+                                              const T* __restrict__ h, otc_int j0,
+                                              otc_int j1, T c2, int lane) {
+    for (otc_int jb = j0; jb < j1; jb += 32 * OTC_UNROLL) {
+#pragma unroll
+        for (int u = 0; u < OTC_UNROLL; ++u) {
+            const otc_int j = jb + u * 32 + lane;
+            if (j < j1) acc.push((h[j] - cost(j)) * c2);
+        }
+        if (++step == OTC_FOLD) {
+            acc.fold();
+            step = 0;
+        }
+    }
+}
+
+// One warp's log-sum-exp of z_j = (h[j] - row[j]) log2(e) / eps over j0 <= j < j1
+// (otc_warp_push); every lane gets the merged (M, S).
 template <typename T>
 __device__ __forceinline__ OtcLse<T> otc_warp_row_lse(const T* __restrict__ row,
                                                      const T* __restrict__ h, otc_int j0,
@@ -116,20 +143,29 @@ __device__ __forceinline__ OtcLse<T> otc_warp_row_lse(const T* __restrict__ row,
     OtcLse<T> acc;
     acc.init();
     int step = 0;
-    for (otc_int jb = j0; jb < j1; jb += 32 * OTC_UNROLL) {
-#pragma unroll
-        for (int u = 0; u < OTC_UNROLL; ++u) {
-            const otc_int j = jb + u * 32 + lane;
-            if (j < j1) acc.push((h[j] - row[j]) * c2);
-        }
-        if (++step == OTC_FOLD) {
-            acc.fold();
-            step = 0;
-        }
-    }
+    otc_warp_push(acc, step, OtcDenseRow<T>{row}, h, j0, j1, c2, lane);
     acc.fold();
     acc.warp_merge();
     return acc;
+}
+
+// Sum of a double over the 32 lanes of a warp (all lanes get the result).
+__device__ __forceinline__ double otc_warp_sum(double v) {
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(OTC_FULL_MASK, v, off);
+    return v;
+}
+
+// A plan entry P_ij = exp((f_i + g_j - c_ij) / eps) (inv_eps = 1 / eps).
+template <typename T>
+__device__ __forceinline__ T otc_plan_entry(T fi, T gj, T c, T inv_eps) {
+    return otc_exp((fi + gj - c) * inv_eps);
+}
+
+// The term c_ij P_ij of <C, P>, in double: 0 where P_ij = 0 (a forbidden pair of a dense
+// cost has c = inf, and 0 * inf would be NaN).
+template <typename T>
+__device__ __forceinline__ double otc_cost_term(T c, double pij) {
+    return pij > 0.0 ? (double)c * pij : 0.0;
 }
 
 // -eps * log(2^M S): the softmin value of a folded accumulator (+inf when S == 0).
@@ -203,5 +239,18 @@ __device__ __forceinline__ T otc_cost_at(const T* __restrict__ X, const T* __res
     for (int k = 0; k < d; ++k) acc += otc_term<T, KIND>(X[i * d + k] - YT[k * m + j], p);
     return otc_finish<T, KIND>(acc, p);
 }
+
+// Row i of a point-cloud cost for the warp reductions: c(j) = otc_cost_at(i, j).
+template <typename T, int KIND>
+struct OtcCloudRow {
+    const T* __restrict__ X;
+    const T* __restrict__ YT;
+    int d;
+    T p;
+    otc_int m, i;
+    __device__ __forceinline__ T operator()(otc_int j) const {
+        return otc_cost_at<T, KIND>(X, YT, d, p, m, i, j);
+    }
+};
 
 #endif  // OTCORE_COMMON_CUH

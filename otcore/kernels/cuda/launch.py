@@ -31,6 +31,7 @@ __all__ = [
     "Launch",
     "batch_softmin_cloud",
     "batch_softmin_rows",
+    "block_sparse_rows",
     "compile_options",
     "cost_grad",
     "merge",
@@ -164,12 +165,22 @@ def softmin_dense_rows(n: int, m: int, capacity: int) -> Launch:
     return Launch((_cdiv(n, ROWS_PER_BLOCK), parts, 1), (32, ROWS_PER_BLOCK, 1), parts, chunk)
 
 
+def _warp_rows(rows: int, what: str) -> Launch:
+    """A warp per row, ``rows`` of them, in one launch (no split reduction)."""
+    if not 0 < _cdiv(rows, ROWS_PER_BLOCK) <= MAX_GRID_X:
+        raise ValueError(f"{what} does not fit one launch")
+    return Launch((_cdiv(rows, ROWS_PER_BLOCK), 1, 1), (32, ROWS_PER_BLOCK, 1), 1, 0)
+
+
 def batch_softmin_rows(pairs: int) -> Launch:
     """Rows of a batch of dense costs: a warp per (problem, row) pair, ``pairs`` of them."""
-    if not 0 < _cdiv(pairs, ROWS_PER_BLOCK) <= MAX_GRID_X:
-        raise ValueError(f"a batch softmin over {pairs} (problem, row) pairs does not fit "
-                         "one launch")
-    return Launch((_cdiv(pairs, ROWS_PER_BLOCK), 1, 1), (32, ROWS_PER_BLOCK, 1), 1, 0)
+    return _warp_rows(pairs, f"a batch softmin over {pairs} (problem, row) pairs")
+
+
+def block_sparse_rows(n: int) -> Launch:
+    """The block-sparse kernels (``otc_block_*``): a warp per row, ``n`` rows, each warp
+    reducing over its row's runs of kept columns."""
+    return _warp_rows(n, f"a block-sparse kernel over {n} rows")
 
 
 def batch_softmin_cloud(pairs: int) -> Launch:

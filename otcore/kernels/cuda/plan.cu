@@ -37,18 +37,18 @@ __device__ void otc_plan_pass(const T* __restrict__ X, const T* __restrict__ YT,
             const otc_int j = jb + tx + 32 * c;
             if (j < m) {
                 const T cij = otc_cost_at<T, KIND>(X, YT, d, p, m, i, j);
-                const T e = otc_exp((fi + hg[j] - cij) * inv_eps);
+                const T e = otc_plan_entry(fi, hg[j], cij, inv_eps);
                 const double pij = (double)e;
                 row += pij;
                 col[c] += pij;
                 if (PLAN) {
                     P[i * m + j] = e;
                 } else {
-                    cp += pij > 0.0 ? (double)cij * pij : 0.0;  // forbidden pairs: 0 * inf
+                    cp += otc_cost_term(cij, pij);
                 }
             }
         }
-        for (int off = 16; off > 0; off >>= 1) row += __shfl_xor_sync(OTC_FULL_MASK, row, off);
+        row = otc_warp_sum(row);
         if (tx == 0) atomicAdd(rows + i, row);
     }
 #pragma unroll
@@ -64,7 +64,7 @@ __device__ void otc_plan_pass(const T* __restrict__ X, const T* __restrict__ YT,
         __syncthreads();
     }
     if (!PLAN) {  // a compile-time constant: uniform across the block
-        for (int off = 16; off > 0; off >>= 1) cp += __shfl_xor_sync(OTC_FULL_MASK, cp, off);
+        cp = otc_warp_sum(cp);
         if (tx == 0) sh[ty * 32] = cp;
         __syncthreads();
         if (tx == 0 && ty == 0) {
@@ -101,7 +101,8 @@ __device__ void otc_plan(const T* __restrict__ X, const T* __restrict__ YT, int 
     const otc_int stride = (otc_int)gridDim.x * blockDim.x;
     for (otc_int q = (otc_int)blockIdx.x * blockDim.x + threadIdx.x; q < total; q += stride) {
         const otc_int i = q / m, j = q - i * m;
-        P[q] = otc_exp((hf[i] + hg[j] - otc_cost_at<T, KIND>(X, YT, d, p, m, i, j)) * inv_eps);
+        const T cij = otc_cost_at<T, KIND>(X, YT, d, p, m, i, j);
+        P[q] = otc_plan_entry(hf[i], hg[j], cij, inv_eps);
     }
 }
 
