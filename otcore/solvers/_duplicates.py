@@ -101,5 +101,5 @@ def expand_result(res: OTResult, dx: Distinct, dy: Distinct, prob: Problem) -> O
     return dataclasses.replace(
         res, f=user(host(res.f)[dx.inverse]), g=user(host(res.g)[dy.inverse]), extra=extra,
         marginals=(user(dx.gather(rows)), user(dy.gather(cols))), _plan_fn=plan, _plan=None,
-        _apply_fn=apply, _points=(prob.geom.x, prob.geom.y), _shape=(n, m),
+        _apply_fn=apply, _namespaces=ns, _points=(prob.geom.x, prob.geom.y), _shape=(n, m),
     )

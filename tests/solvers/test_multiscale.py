@@ -128,6 +128,24 @@ def test_duplicates_are_merged_exactly(backend, rng):
     assert res.plan.shape == (len(x), len(y))
 
 
+def test_merged_result_speaks_the_callers_library(rng):
+    torch = pytest.importorskip("torch")
+    x = np.repeat(rng.random((40, 2)), 3, axis=0)
+    y = rng.random((50, 2))
+    res = oc.multiscale_sinkhorn(None, None, oc.PointCloud(torch.tensor(x), torch.tensor(y)),
+                                 0.01, tol=1e-9)
+    ref = oc.multiscale_sinkhorn(None, None, oc.PointCloud(x, y), 0.01, tol=1e-9)
+    assert res.extra["distinct_points"] == (40, 50)
+    assert isinstance(res.f, torch.Tensor) and isinstance(res.marginals[0], torch.Tensor)
+    v = rng.normal(size=50)
+    out = res.apply(torch.tensor(v))
+    assert isinstance(out, torch.Tensor)
+    assert_allclose(out.numpy(), ref.apply(v), rtol=1e-12)
+    proj = res.barycentric_projection()
+    assert isinstance(proj, torch.Tensor)
+    assert_allclose(proj.numpy(), ref.barycentric_projection(), rtol=1e-12)
+
+
 def test_backends_agree(backend, rng):
     x, y = clouds(rng, 300, 2)
     a = rng.uniform(0.5, 1, 300)
