@@ -31,6 +31,26 @@ marginal error of 1e-4. Every case runs in a fresh process
   extrapolated in the same way from 3 measured iterations): what merging alone gives,
   so that the last column is the gain of the multiscale scheme itself (truncation,
   coarse start, over-relaxation).
+* GeomLoss (``geomloss.SamplesLoss("sinkhorn", p=2, debias=False, potentials=True,
+  backend="multiscale")``: KeOps's block-sparse kernels, float64 CPU tensors) with its
+  default ``scaling=0.5`` and with ``scaling=0.9``, for ``n <= 1e5``. Its cost is
+  ``|x - y|^2 / 2`` at the temperature ``blur**2`` and its plan
+  ``a_i b_j exp((F_i + G_j - |x_i - y_j|^2 / 2) / blur**2)``: otcore's problem with
+  ``blur**2 = eps / 2``, whose potentials are ``(f, g) = (2 F, 2 G)``. GeomLoss has no
+  tolerance: it runs a fixed schedule, one symmetric update of both potentials per
+  temperature, from the squared diameter of the clouds down to ``blur**2`` by factors
+  ``scaling**2`` (the table's "passes" count an initial and a final one too). It iterates
+  on clusters (the occupied cells of a grid of about 2000 cells over the bounding box)
+  while the temperature exceeds the squared cell size, then on the points, with the
+  kernel truncated between cluster pairs where ``F + G - |x - y|^2 / 2`` is below -5
+  times the temperature; for ``eps = 1e-2`` of the scale it stays on the clusters, and
+  the points' potentials are extrapolated from the clusters' once, at the end. The table
+  gives its time (after a warm-up solve in the same process, which compiles KeOps's
+  kernels) and the exact L1 marginal error of its potentials' full plan, computed with
+  otcore's online kernels (at ``n = 1e5`` in a few minutes, not timed). Its
+  ``backend="online"`` (no clusters) left errors as large at ``n = 1e4``: the schedule
+  limits them, not the clusters. Its peak RSS includes about 600 MiB taken by importing
+  torch, KeOps and otcore.
 """
 
 from __future__ import annotations
@@ -38,6 +58,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -54,7 +75,7 @@ from ._common import (
 )
 
 NAME = "multiscale"
-PACKAGES = ["numpy", "numba", "scikit-learn"]
+PACKAGES = ["numpy", "numba", "scikit-learn", "geomloss", "pykeops", "torch"]
 EPS_REL = (1e-2, 1e-3)
 TOL = 1e-4
 #: Iterations of the full online solver timed at large n.
@@ -62,6 +83,9 @@ ITERS = 3
 #: Time limits of a multiscale solve and of the online solver at n = 1e4 (eps = 1e-3 needs
 #: hundreds of its iterations).
 TIME_LIMIT, SMALL_LIMIT = 600.0, 1200.0
+#: GeomLoss's ratios of successive blur values: its default, and a finer schedule; and the
+#: largest n it runs at.
+GEOMLOSS_SCALINGS, GEOMLOSS_MAX_N = (0.5, 0.9), 100_000
 
 
 def colour_clouds(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,11 +109,90 @@ def distinct(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return points, counts / counts.sum()
 
 
+def geomloss_available() -> bool:
+    """Whether GeomLoss and KeOps (its multiscale backend) can be imported."""
+    from importlib.util import find_spec
+
+    return all(find_spec(m) is not None for m in ("geomloss", "pykeops", "torch"))
+
+
+def _geomloss_passes(x: np.ndarray, y: np.ndarray, blur: float, scaling: float) -> int:
+    """Sinkhorn passes (both potentials updated) of GeomLoss's fixed eps-scaling schedule.
+
+    The temperatures run from ``diameter**2`` (``diameter``: the diagonal of the clouds'
+    bounding box) down to ``blur**2`` by factors ``scaling**2``, both ends repeated;
+    GeomLoss makes one initial pass, one symmetric update per temperature, then one final
+    pass (or the coarse-to-fine extrapolation).
+    """
+    both = np.concatenate([x, y])
+    diameter = float(np.linalg.norm(both.max(axis=0) - both.min(axis=0)))
+    steps = np.arange(2 * np.log(diameter), 2 * np.log(blur), 2 * np.log(scaling))
+    return len(steps) + 4
+
+
+def _geomloss_solve(x: np.ndarray, y: np.ndarray, eps: float,
+                    scaling: float) -> tuple[np.ndarray, np.ndarray]:
+    """GeomLoss's multiscale solve of otcore's problem; otcore's potentials ``(f, g)``
+    (``blur**2 = eps / 2``, ``(f, g) = (2 F, 2 G)``: see the module docstring)."""
+    import torch
+    from geomloss import SamplesLoss
+
+    loss = SamplesLoss("sinkhorn", p=2, blur=math.sqrt(eps / 2), scaling=scaling,
+                       debias=False, potentials=True, backend="multiscale")
+    with torch.no_grad():
+        F, G = loss(torch.from_numpy(x), torch.from_numpy(y))
+    return 2 * F.reshape(-1).numpy(), 2 * G.reshape(-1).numpy()
+
+
+def _measure_geomloss(n: int, eps_rel: float, scaling: float) -> dict:
+    """Child process: GeomLoss's solve, timed after a warm-up that compiles KeOps's
+    kernels; the exact L1 marginal error of its potentials, by otcore's online kernels."""
+    import otcore as oc
+
+    eps = eps_rel * 3.0
+    _geomloss_solve(*colour_clouds(2000), eps, 0.5)  # KeOps compilation, torch start-up
+    x, y = colour_clouds(n)
+    start = time.perf_counter()
+    f, g = _geomloss_solve(x, y, eps, scaling)
+    seconds = time.perf_counter() - start
+    stats = oc.get_backend(x).bind(oc.PointCloud(x, y)).plan_stats(
+        f - eps * np.log(n), g - eps * np.log(n), eps)
+    error = float(np.abs(stats.rows - 1 / n).sum() + np.abs(stats.cols - 1 / n).sum())
+    return {"n": n, "eps_rel": eps_rel, "solver": "geomloss", "scaling": scaling,
+            "seconds": seconds, "n_iter": _geomloss_passes(x, y, math.sqrt(eps / 2), scaling),
+            "error": error, "converged": error <= TOL}
+
+
 def measure(n: int, eps_rel: float, solver: str, time_limit: float,
-            max_iter: int = 10_000) -> dict:
+            max_iter: int = 10_000, scaling: float = 0.5) -> dict:
     """Child process: one solve; time, iterations, error, and the solver's details.
-    ``solver`` is ``"multiscale"``, ``"full"`` or ``"full-distinct"`` (the online solver
-    on the distinct points)."""
+
+    Parameters
+    ----------
+    n : int
+        Points in each cloud.
+    eps_rel : float
+        ``eps`` divided by the cost scale 3.
+    solver : {"multiscale", "full", "full-distinct", "geomloss"}
+        ``otcore.multiscale_sinkhorn``, ``otcore.sinkhorn`` (on all points, or on the
+        distinct points with summed weights) or GeomLoss's multiscale solver.
+    time_limit : float
+        Seconds granted to otcore's solvers; GeomLoss runs its fixed schedule to the end.
+    max_iter : int, default 10000
+        Iteration limit of otcore's solvers; the online solver runs plain iterations (no
+        eps-scaling) when it is at most :data:`ITERS`.
+    scaling : float, default 0.5
+        GeomLoss's ratio of successive blur values (``eps`` shrinks by ``scaling**2``).
+
+    Returns
+    -------
+    dict
+        ``seconds``, ``n_iter`` (GeomLoss: its Sinkhorn passes), ``error`` (the L1
+        marginal error: otcore's reported bound, or the exact error of GeomLoss's
+        potentials), ``converged`` (``error <= 1e-4``) and the solver's details.
+    """
+    if solver == "geomloss":
+        return _measure_geomloss(n, eps_rel, scaling)
     import otcore as oc
 
     oc.sinkhorn(None, None, oc.PointCloud(*colour_clouds(64)), 0.1)  # JIT warm-up
@@ -168,8 +271,35 @@ def run(sizes: list[int]) -> list[dict]:
                 row["distinct"] = dis
                 row["distinct_time"] = _extrapolate(dis, iters_small.get(eps_rel))
             print(f"[online] {row}", flush=True)
+            row["geomloss"] = _run_geomloss(case) if n <= GEOMLOSS_MAX_N else {}
             rows.append(row)
     return rows
+
+
+def _run_geomloss(case: dict) -> dict:
+    """GeomLoss's solves of one case, by scaling (a string where it was killed or
+    failed); empty where GeomLoss is not importable."""
+    out: dict = {}
+    for scaling in GEOMLOSS_SCALINGS if geomloss_available() else ():
+        try:
+            out[scaling] = run_isolated(f"bench.{NAME}:measure", timeout=TIME_LIMIT,
+                                        solver="geomloss", time_limit=TIME_LIMIT,
+                                        scaling=scaling, **case)
+        except subprocess.TimeoutExpired:
+            out[scaling] = f"killed after {_fmt(TIME_LIMIT)}"
+        except subprocess.CalledProcessError as exc:
+            out[scaling] = f"failed (exit status {exc.returncode})"
+        print(f"[geomloss] {case} scaling={scaling}: {out[scaling]}", flush=True)
+    return out
+
+
+def _geomloss_cell(res: dict | str | None) -> str:
+    if res is None:
+        return "—"
+    if isinstance(res, str):  # killed or failed
+        return res
+    return (f"{_fmt(res['seconds'])}, {res['n_iter']} passes, L1 {res['error']:.1e}, "
+            f"{res['process_peak_rss_mb']:.0f} MiB")
 
 
 def _ratio(full_time: float, ms: dict) -> str:
@@ -180,6 +310,7 @@ def _ratio(full_time: float, ms: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
+    scalings = sorted({sc for r in rows for sc in r.get("geomloss", {})})
     out = []
     for r in rows:
         ms, full = r["ms"], r["full"]
@@ -198,11 +329,14 @@ def table(rows: list[dict]) -> str:
                     f"{ms.get('kept_fraction', float('nan')):.2f}",
                     f"{ms['process_peak_rss_mb']:.0f} MiB", full_cell,
                     "—" if full is None else f"{full['process_peak_rss_mb']:.0f} MiB",
-                    _ratio(full_time, ms), dis_cell, _ratio(dis_time, ms)])
+                    _ratio(full_time, ms), dis_cell, _ratio(dis_time, ms),
+                    *(_geomloss_cell(r.get("geomloss", {}).get(sc)) for sc in scalings)])
     return markdown_table(["n = m", "eps / scale", "distinct points", "multiscale",
                            "kept pairs (distinct)", "multiscale peak RSS", "full online",
                            "full peak RSS", "speed-up", "online on distinct points",
-                           "speed-up over it"], out)
+                           "speed-up over it",
+                           *(f"GeomLoss, scaling {sc:g}: time, passes, L1, peak RSS"
+                             for sc in scalings)], out)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -244,7 +378,11 @@ def main(argv: list[str] | None = None) -> None:
              f"`{command_line(f'bench.{NAME}')}`"]
     if args.note:
         parts.append(f"**Note:** {args.note}")
-    parts += ["## Machine", info, "## Method", __doc__.split("\n\n", 2)[2].strip(),
+    method = __doc__.split("\n\n", 2)[2].strip()
+    if not geomloss_available():
+        method += ("\n\n**GeomLoss was not run:** ``geomloss``, ``pykeops`` or ``torch`` "
+                   "is not importable in this environment.")
+    parts += ["## Machine", info, "## Method", method,
               "## Results", table(rows),
               f"Total wall time of the run: {(time.perf_counter() - start) / 60:.1f} min.",
               f"![times]({NAME}.png)"]
