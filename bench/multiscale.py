@@ -201,7 +201,7 @@ def measure(n: int, eps_rel: float, solver: str, time_limit: float,
     a = b = None
     if solver == "full-distinct":
         (x, a), (y, b) = distinct(x), distinct(y)
-    geom = oc.PointCloud(x, y, scale=3.0)
+    geom = oc.PointCloud(x, y)
     eps = eps_rel * 3.0
     start = time.perf_counter()
     with warnings.catch_warnings():

@@ -97,7 +97,7 @@ def overrelaxed_loop(prob: Problem, eps: float, f: Any, g: Any, *, tol: float,
             best = (err, f, g, g_exact)
         elif not err <= 10.0 * best[0]:  # diverging: undo, relax less
             _, f, g, g_exact = best
-            omega = 1.0 + 0.5 * (omega - 1.0)
+            omega, since, n_iter = 1.0 + 0.5 * (omega - 1.0), len(errors) + 1, n_iter + 1
             if omega < 1.05:
                 break
             continue
