@@ -22,13 +22,14 @@ marginal error of 1e-4. Every case runs in a fresh process
   bound), and the kept fraction of the pairs of distinct points.
 * ``otcore.sinkhorn(PointCloud, ..., tol=1e-4, eps_scaling=0.5)``, the full online
   solver, on all ``n x n`` pairs: run to the tolerance at ``n = 1e4``; at ``n = 1e5`` its
-  time is *extrapolated*: the measured time of 3 plain iterations (and the finisher's
-  pass) per iteration, times the iterations that it needed at ``n = 1e4`` on the same
-  images and eps (Sinkhorn's iteration count depends on eps and the clouds' shapes,
-  hardly on n); at ``n = 1e6`` (3 iterations would take over an hour) the time per
-  iteration is the one at ``1e5`` times 100, the ratio of the pairs.
+  time is *extrapolated*: the median time between the convergence checks of 4 plain
+  iterations, times the iterations that it needed at ``n = 1e4`` on the same images and
+  eps (Sinkhorn's iteration count depends on eps and the clouds' shapes, hardly on n),
+  plus the measured rest of the run (the first softmin and the finisher's pass); at
+  ``n = 1e6`` (4 iterations would take over an hour) the times at ``1e5`` times 100, the
+  ratio of the pairs.
 * The same online solver on the distinct points with summed weights (``n >= 1e5``,
-  extrapolated in the same way from 3 measured iterations): what merging alone gives,
+  extrapolated in the same way from 4 measured iterations): what merging alone gives,
   so that the last column is the gain of the multiscale scheme itself (truncation,
   coarse start, over-relaxation).
 * GeomLoss (``geomloss.SamplesLoss("sinkhorn", p=2, debias=False, potentials=True,
@@ -79,7 +80,7 @@ PACKAGES = ["numpy", "numba", "scikit-learn", "geomloss", "pykeops", "torch"]
 EPS_REL = (1e-2, 1e-3)
 TOL = 1e-4
 #: Iterations of the full online solver timed at large n.
-ITERS = 3
+ITERS = 4
 #: Time limits of a multiscale solve and of the online solver at n = 1e4 (eps = 1e-3 needs
 #: hundreds of its iterations).
 TIME_LIMIT, SMALL_LIMIT = 600.0, 1200.0
@@ -203,6 +204,7 @@ def measure(n: int, eps_rel: float, solver: str, time_limit: float,
         (x, a), (y, b) = distinct(x), distinct(y)
     geom = oc.PointCloud(x, y)
     eps = eps_rel * 3.0
+    checks: list[float] = []
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", oc.ConvergenceWarning)
@@ -212,14 +214,19 @@ def measure(n: int, eps_rel: float, solver: str, time_limit: float,
         else:  # timed iterations at large n: plain (fused) ones, not annealing ones
             res = oc.sinkhorn(a, b, geom, eps, tol=TOL, check_every=1,
                               eps_scaling=0.5 if max_iter > ITERS else None,
-                              time_limit=time_limit, max_iter=max_iter)
+                              time_limit=time_limit, max_iter=max_iter,
+                              callback=lambda info: checks.append(info.elapsed))
     seconds = time.perf_counter() - start
+    # the time of one iteration: between consecutive checks (without the first softmin
+    # and the finisher's pass)
+    per_iter = (float(np.median(np.diff(checks))) if len(checks) > 2
+                else seconds / max(res.n_iter, 1))
     extra = {k: v for k, v in res.extra.items()
              if k in ("kept_fraction", "n_clusters", "ignored_mass_bound", "coarse_iter",
                       "distinct_points")}
     return {"n": n, "eps_rel": eps_rel, "solver": solver, "seconds": seconds,
             "n_iter": res.n_iter, "error": res.marginal_error, "converged": res.converged,
-            "pairs": len(x) * len(y), **extra}
+            "pairs": len(x) * len(y), "per_iter": per_iter, **extra}
 
 
 def _fmt(s: float) -> str:
@@ -232,10 +239,12 @@ def _extrapolate(timed: dict, iters: int | None, factor: float = 1.0) -> tuple[f
         return timed["seconds"], "measured"
     if iters is None:
         return float("nan"), "not reached"
-    per_iter = factor * timed["seconds"] / timed["n_iter"]
+    per_iter = factor * timed["per_iter"]
+    rest = factor * (timed["seconds"] - timed["per_iter"] * timed["n_iter"])
     scaled = f" (the 1e5 time x {factor:g})" if factor != 1.0 else ""
-    return per_iter * iters, (f"extrapolated: {_fmt(per_iter)} per iteration{scaled} x "
-                              f"{iters} iterations (n = 1e4)")
+    return per_iter * iters + rest, (
+        f"extrapolated: {_fmt(per_iter)} per iteration{scaled} x {iters} iterations "
+        f"(n = 1e4), + {_fmt(rest)} for the first softmin and the final pass")
 
 
 def run(sizes: list[int]) -> list[dict]:
