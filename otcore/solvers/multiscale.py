@@ -437,20 +437,23 @@ def _solve(prob: Problem, eps: float, tol: float, truncation: float,
     f, g, n_iter, errors = overrelaxed_loop(fine, eps, f, g, tol=tol - 2 * truncation,
                                             max_iter=max_iter, first_iter=n_iter,
                                             monitor=monitor)
+    met = bool(errors) and errors[-1][1] < tol - 2 * truncation
     while True:
-        f, g, n_iter, met, errs = sinkhorn_loop(
-            fine, eps, tol=tol - 2 * truncation,
-            max_iter=min(n_iter + max(_STRETCH * check_every, _MIN_STRETCH),
-                         max(max_iter, n_iter + 1)),
-            check_every=check_every, f=f, g=g, monitor=monitor, first_iter=n_iter)
-        errors += errs
+        if not met:
+            f, g, n_iter, met, errs = sinkhorn_loop(
+                fine, eps, tol=tol - 2 * truncation,
+                max_iter=min(n_iter + max(_STRETCH * check_every, _MIN_STRETCH),
+                             max(max_iter, n_iter + 1)),
+                check_every=check_every, f=f, g=g, monitor=monitor, first_iter=n_iter)
+            errors += errs
         logb = bounds.log_bounds(bk.to_numpy(f), bk.to_numpy(g), eps)
         bound = bounds.dropped(keep, logb)
         if (met and bound <= truncation) or n_iter >= max_iter or monitor.stopped:
             break
-        if bound > truncation:
+        if bound > truncation:  # more pairs kept: iterate on them
             keep, bound = bounds.keep(logb, truncation / 2)
             fine = dataclasses.replace(prob, ops=prob.ops.block_sparse(bounds.layout(keep)))
+            met = False
     res = finish_entropic(
         fine, f, g, eps, n_iter=n_iter, errors=errors, tol=tol, method="multiscale_sinkhorn",
         estimate_met=met, advice=monitor.reason() or _ADVICE, ignored_mass=bound,
