@@ -21,7 +21,9 @@ the pair ``(f, T'(f))`` is far more accurate, and a plain iteration from it meas
 exact L1 marginal error. Each relaxed iteration gives an estimate (the row error of
 ``(f, g)`` plus the column error of the updated ``f`` against ``g``); once it is below
 ``30 tol``, a plain iteration checks the pair exactly and the loop returns it if it meets
-the tolerance, or goes on relaxing from the plain iterate. It also returns at
+the tolerance, or goes on relaxing from ``(f, g)`` (a restart from the plain iterate
+would lose the relaxation's transient) and checks again each time the estimate has
+shrunk threefold. It also returns at
 ``max_iter``, with an exact column update, from which the caller goes on with plain
 iterations. An iteration whose error grows tenfold over
 the best one is undone and ``omega`` brought halfway back to 1.
@@ -96,6 +98,7 @@ def overrelaxed_loop(prob: Problem, eps: float, f: Any, g: Any, *, tol: float,
 
     g_exact = g  # T'(f): the exact column update of the current f
     trend: list = []  # (n_iter, estimate) of the relaxed iterations since omega changed
+    next_check = _CHECK * tol  # the estimate below which a plain iteration checks
     best = (math.inf, f, g, g_exact)
     while n_iter < max_iter:
         f_new, g_new, f_T, g_T = iterator.relaxed_step(f, g, omega)
@@ -111,14 +114,15 @@ def overrelaxed_loop(prob: Problem, eps: float, f: Any, g: Any, *, tol: float,
             continue
         f, g, g_exact, n_iter = f_new, g_new, g_T, n_iter + 1
         trend.append((n_iter, est))
-        if est < _CHECK * tol and n_iter < max_iter:
+        if est < next_check and n_iter < max_iter:
             # the estimate overstates the error of (f, T'(f)) (measured: 10 to 500
-            # times near the end); a plain iteration measures it exactly, and goes on
-            # from there if it is not yet within tol
-            f_new, g_new = iterator.step(f, g_exact)
-            if stop(error(prob.a, f, f_new)):
-                return f, g_exact, n_iter, errors
-            f, g, g_exact, n_iter, trend = f_new, g_new, g_new, n_iter + 1, []
+            # times near the end); a plain iteration measures it exactly; if it is not
+            # yet within tol, the relaxed iterations go on from (f, g) and check again
+            # once the estimate has shrunk threefold
+            n_iter += 1
+            if stop(error(prob.a, f, iterator.step(f, g_exact)[0])):
+                return f, g_exact, n_iter - 1, errors
+            next_check = est / 3.0
         elif monitor is not None and monitor.active and monitor.check(n_iter, est):
             break
         if len(trend) > _SPAN:  # a rate slower than omega - 1: omega < omega*
