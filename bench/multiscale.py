@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m bench.multiscale                        # n in {1e4, 1e5, 1e6} (about 40 minutes)
+    python -m bench.multiscale                        # n in {1e4, 1e5, 1e6} (about 20 minutes)
     python -m bench.multiscale --sizes 10000 100000   # some sizes
 
 Problem: the pixels of scikit-learn's sample images ``china.jpg`` (source) and
@@ -230,7 +230,9 @@ def measure(n: int, eps_rel: float, solver: str, time_limit: float,
 
 
 def _fmt(s: float) -> str:
-    return f"{s:.3g} s" if s < 600 else f"{s / 60:.3g} min"
+    if s < 600:
+        return f"{s:.3g} s"
+    return f"{s / 60:.3g} min" if s < 7200 else f"{s / 3600:.3g} h"
 
 
 def _extrapolate(timed: dict, iters: int | None, factor: float = 1.0) -> tuple[float, str]:
