@@ -258,3 +258,19 @@ def test_kept_pairs_are_the_greedy_choice(rng):
         np.testing.assert_array_equal(keep, expected)
         assert dropped == pytest.approx(np.exp(logb[~expected]).sum(), rel=1e-12)
         assert dropped <= budget
+
+
+def test_float32_meets_its_default_tol(rng):
+    x = np.round(rng.random((1500, 3)) * 30) / 30  # quantized: merged duplicates too
+    y = rng.random((1300, 3)) ** 2
+    geom32 = oc.PointCloud(x.astype(np.float32), y.astype(np.float32))
+    res = oc.multiscale_sinkhorn(None, None, geom32, 3e-3, n_clusters=150)
+    ref = oc.multiscale_sinkhorn(None, None, oc.PointCloud(x, y), 3e-3, tol=1e-9,
+                                 n_clusters=150)
+    assert res.converged and res.f.dtype == np.float32 and res.marginal_error <= 1e-4
+    assert res.extra["distinct_points"][0] < 1500
+    c = np.mean(res.f - ref.f)
+    # an L1 error of 1e-4 allows a point's own marginal a relative error of a few
+    # percent, so its potential may be off by a few percent of eps (0.022 eps here)
+    assert_allclose(res.f, ref.f + c, atol=0.05 * 3e-3)
+    assert_allclose(res.g, ref.g - c, atol=0.05 * 3e-3)
