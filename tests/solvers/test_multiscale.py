@@ -203,6 +203,12 @@ def test_bad_input(rng, kwargs, match):
         oc.multiscale_sinkhorn(None, None, oc.PointCloud(x, y), eps, **args)
 
 
+def test_merge_duplicates_must_be_a_bool(rng):
+    x, y = rng.random((30, 2)), rng.random((20, 2))
+    with pytest.raises(TypeError, match="merge_duplicates"):
+        oc.multiscale_sinkhorn(None, None, oc.PointCloud(x, y), 0.1, merge_duplicates="no")
+
+
 def test_dense_cost_is_refused(rng):
     with pytest.raises(TypeError, match="PointCloud"):
         oc.multiscale_sinkhorn(None, None, rng.random((5, 4)), 0.1)
